@@ -1,0 +1,24 @@
+"""The channel dependency graph: groups of (tensor, axis) slots pruned together."""
+
+from __future__ import annotations
+
+import onnx_graphsurgeon as gs
+from onnx import ModelProto
+
+from .. import model as model_io
+from .core import GraphView, Role, Slot
+from .graph import DepGraph, Group, build
+
+__all__ = ["DepGraph", "Group", "GraphView", "Role", "Slot", "analyze", "build", "view_of"]
+
+
+def view_of(graph: gs.Graph, original: ModelProto) -> GraphView:
+    """Infer shapes of a normalized graph and wrap it for the rules."""
+    inferred = model_io.infer_shapes(model_io.structure_proto(graph, original))
+    return GraphView(graph, model_io.shape_table(inferred))
+
+
+def analyze(model: ModelProto) -> DepGraph:
+    """Normalize a model and build its channel groups."""
+    graph = model_io.normalize(model)
+    return build(view_of(graph, model))

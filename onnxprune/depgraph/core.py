@@ -1,0 +1,165 @@
+"""Plain data shared by the dependency graph and its op rules."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from ..model import Shape
+
+
+@dataclass(frozen=True, order=True)
+class Slot:
+    """One axis of one tensor: the place where indices are removed."""
+
+    tensor: str
+    axis: int
+
+    def __str__(self) -> str:
+        return f"{self.tensor}[{self.axis}]"
+
+
+class Role(str, Enum):
+    """What a slot is to the group that holds it."""
+
+    OUT = "out"  # output axis of a weight: the producer of the channels
+    IN = "in"  # input axis of a consumer's weight: where the group is absorbed
+    PARAM = "param"  # per-channel constant: bias, norm statistics, scales
+    ACT = "act"  # an activation tensor
+
+
+@dataclass
+class Link:
+    """Atoms `a_idx` of slot `a` are the same channels as atoms `b_idx` of slot `b`.
+
+    `None` index arrays mean the identity over the whole (equal-sized) axis.
+    """
+
+    a: Slot
+    b: Slot
+    a_idx: np.ndarray | None = None
+    b_idx: np.ndarray | None = None
+
+
+@dataclass
+class Edges:
+    """What a rule says about one node for one incoming slot."""
+
+    links: list[Link] = field(default_factory=list)
+    blocks: dict[Slot, str] = field(default_factory=dict)
+    roles: dict[Slot, Role] = field(default_factory=dict)
+    split_blocks: set[Slot] = field(default_factory=set)
+
+    def same(self, a: Slot, b: Slot, role: Role | None = None) -> None:
+        """Couple two slots index for index."""
+        self.links.append(Link(a, b))
+        self._role(b, role)
+
+    def map(self, a: Slot, b: Slot, a_idx, b_idx, role: Role | None = None) -> None:
+        """Couple atoms a_idx[i] of `a` with atoms b_idx[i] of `b`."""
+        self.links.append(Link(a, b, np.asarray(a_idx, np.int64), np.asarray(b_idx, np.int64)))
+        self._role(b, role)
+
+    def block(self, slot: Slot, reason: str) -> None:
+        """Forbid removing any index of `slot`, with a reason for the report."""
+        self.blocks.setdefault(slot, reason)
+
+    def _role(self, slot: Slot, role: Role | None) -> None:
+        if role is not None:
+            self.roles.setdefault(slot, role)
+
+
+class GraphView:
+    """Read-only questions the rules ask about a normalized graph."""
+
+    def __init__(self, graph: gs.Graph, shapes: dict[str, Shape]):
+        self.graph = graph
+        self.shapes = shapes
+        self.tensors: dict[str, gs.Tensor] = graph.tensors()
+        self.output_names = {t.name for t in graph.outputs}
+        self.input_names = {t.name for t in graph.inputs if isinstance(t, gs.Variable)}
+        self.hidden_consumers = _subgraph_consumers(graph)
+
+    def shape(self, name: str) -> Shape:
+        """Static shape of a tensor: ints, symbols or None per axis; None if unknown."""
+        tensor = self.tensors.get(name)
+        if isinstance(tensor, gs.Constant):
+            return tuple(tensor.shape)
+        return self.shapes.get(name)
+
+    def rank(self, name: str) -> int | None:
+        shape = self.shape(name)
+        return None if shape is None else len(shape)
+
+    def dim(self, slot: Slot) -> int | None:
+        """Size of a slot's axis when it is a known integer."""
+        shape = self.shape(slot.tensor)
+        if shape is None or not -len(shape) <= slot.axis < len(shape):
+            return None
+        value = shape[slot.axis]
+        return value if isinstance(value, int) and value > 0 else None
+
+    def const(self, name: str) -> np.ndarray | None:
+        """Values of a constant tensor, or None for activations and empty names."""
+        tensor = self.tensors.get(name)
+        if isinstance(tensor, gs.Constant):
+            return np.asarray(tensor.values)
+        return None
+
+    def is_const(self, name: str) -> bool:
+        return isinstance(self.tensors.get(name), gs.Constant)
+
+    def nodes_of(self, name: str) -> list[gs.Node]:
+        """The producer and every consumer of a tensor."""
+        tensor = self.tensors.get(name)
+        if tensor is None:
+            return []
+        nodes = list(tensor.inputs) + list(tensor.outputs)
+        nodes += self.hidden_consumers.get(name, [])
+        unique: dict[int, gs.Node] = {id(n): n for n in nodes}
+        return list(unique.values())
+
+
+def _subgraph_consumers(graph: gs.Graph) -> dict[str, list[gs.Node]]:
+    """Outer-scope tensors that nodes with subgraphs read implicitly."""
+    found: dict[str, list[gs.Node]] = {}
+    for node in graph.nodes:
+        for value in node.attrs.values():
+            if isinstance(value, gs.Graph):
+                for name in _names_used(value):
+                    found.setdefault(name, []).append(node)
+    return found
+
+
+def _names_used(graph: gs.Graph) -> set[str]:
+    names: set[str] = set()
+    for node in graph.nodes:
+        names.update(t.name for t in node.inputs)
+        for value in node.attrs.values():
+            if isinstance(value, gs.Graph):
+                names |= _names_used(value)
+    return names
+
+
+def slot_of(node: gs.Node, tensor_name: str, axis: int, view: GraphView) -> Slot:
+    """A slot with a non-negative axis."""
+    rank = view.rank(tensor_name)
+    if axis < 0 and rank is not None:
+        axis += rank
+    return Slot(tensor_name, axis)
+
+
+def input_name(node: gs.Node, index: int) -> str:
+    """Name of the node's index-th input, or '' when it is absent."""
+    if index < len(node.inputs):
+        return node.inputs[index].name
+    return ""
+
+
+def positions(node: gs.Node, name: str, outputs: bool = False) -> list[int]:
+    """Indices at which a tensor appears among a node's inputs (or outputs)."""
+    tensors = node.outputs if outputs else node.inputs
+    return [i for i, t in enumerate(tensors) if t.name == name]

@@ -1,0 +1,17 @@
+"""Op rules, one module per op family. Importing this package registers them all."""
+
+from . import (  # noqa: F401
+    concat_split,
+    conv,
+    elementwise,
+    matmul,
+    norm,
+    pool,
+    recurrent,
+    reduce,
+    shape,
+    terminal,
+)
+from .base import RULES, Change, Rule, register, rule_for
+
+__all__ = ["RULES", "Change", "Rule", "register", "rule_for"]

@@ -1,0 +1,88 @@
+"""The rule interface and the registry that maps op types to rules."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from ..core import Edges, GraphView, Slot
+
+
+class Change:
+    """The indices being removed, as a rule sees them during a rewrite."""
+
+    def __init__(self, removed: dict[Slot, np.ndarray], view: GraphView):
+        self._removed = removed
+        self.view = view
+
+    def removed(self, tensor: str, axis: int) -> np.ndarray:
+        """Sorted indices removed from one axis of a tensor (empty when none)."""
+        rank = self.view.rank(tensor)
+        if axis < 0 and rank is not None:
+            axis += rank
+        return self._removed.get(Slot(tensor, axis), np.empty(0, np.int64))
+
+    def kept(self, tensor: str, axis: int) -> int | None:
+        """New size of one axis, or None when the old size is unknown."""
+        dim = self.view.dim(Slot(tensor, axis))
+        if dim is None:
+            return None
+        return dim - len(self.removed(tensor, axis))
+
+    def touches(self, node: gs.Node) -> bool:
+        """Whether any input or output of the node loses indices."""
+        names = {t.name for t in list(node.inputs) + list(node.outputs)}
+        return any(slot.tensor in names for slot in self._removed)
+
+
+class Rule:
+    """How one op family couples, rewrites and scores channels."""
+
+    def seeds(self, node: gs.Node, view: GraphView) -> list[Slot]:
+        """Weight axes whose indices this op produces (the roots of groups)."""
+        return []
+
+    def propagate(self, node: gs.Node, slot: Slot, view: GraphView, edges: Edges) -> None:
+        """Say which other slots lose the same indices when `slot` loses some."""
+        raise NotImplementedError
+
+    def rewrite(self, node: gs.Node, change: Change) -> None:
+        """Fix attributes and shape constants once tensors have been sliced."""
+
+
+RULES: dict[str, Rule] = {}
+
+
+def register(*op_types: str) -> Callable[[type[Rule]], type[Rule]]:
+    """Class decorator: one rule instance serves every listed op type."""
+
+    def wrap(cls: type[Rule]) -> type[Rule]:
+        instance = cls()
+        for op in op_types:
+            RULES[op] = instance
+        return cls
+
+    return wrap
+
+
+def rule_for(node: gs.Node) -> Rule | None:
+    """The rule for a node's op type, or None when the op is not understood."""
+    if (node.domain or "") not in ("", "ai.onnx"):
+        return RULES.get(f"{node.domain}::{node.op}")
+    return RULES.get(node.op)
+
+
+def set_const_input(node: gs.Node, index: int, values: np.ndarray) -> None:
+    """Give a node its own constant input (never edit a constant others share)."""
+    old = node.inputs[index]
+    name = f"{old.name}__{node.name}" if old.name else f"{node.name}__in{index}"
+    node.inputs[index] = gs.Constant(name, np.asarray(values, dtype=np.asarray(old.values).dtype))
+
+
+def const_input(node: gs.Node, index: int, view: GraphView) -> np.ndarray | None:
+    """Values of the node's index-th input when it is a constant."""
+    if index >= len(node.inputs) or not node.inputs[index].name:
+        return None
+    return view.const(node.inputs[index].name)

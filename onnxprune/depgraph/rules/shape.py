@@ -1,0 +1,287 @@
+"""Ops that move axes around: Reshape and Flatten (axes merge and split),
+Transpose (a permutation), Squeeze/Unsqueeze (renumbering), Expand and Tile.
+
+A merge of axes [C, H, W] into one axis maps channel c to the block
+c·H·W … (c+1)·H·W − 1. A split of one axis into [H, D] maps index i to i // D on
+the outer axis, so indices go in blocks of D (attention heads). An axis that
+becomes an inner factor (channel shuffle) is blocked.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from ..core import Edges, GraphView, Role, Slot
+from .base import Change, Rule, const_input, register, set_const_input
+
+Groups = list[tuple[list[int], list[int]]]
+
+
+def align(a, b) -> Groups:
+    """Pair runs of axes with equal products, from the front and then the back."""
+    front = _align_prefix(a, b)
+    used_a = {k for group, _ in front for k in group}
+    back = _align_prefix(a[::-1], b[::-1])
+    flip_a, flip_b = len(a) - 1, len(b) - 1
+    for group_a, group_b in back:
+        mirrored = ([flip_a - k for k in group_a][::-1], [flip_b - k for k in group_b][::-1])
+        if not used_a.intersection(mirrored[0]):
+            front.append(mirrored)
+    return front
+
+
+def _align_prefix(a, b) -> Groups:
+    groups: Groups = []
+    i = j = 0
+    while i < len(a) and j < len(b):
+        if not isinstance(a[i], int) or not isinstance(b[j], int):
+            if isinstance(a[i], int) or isinstance(b[j], int):
+                break
+            groups.append(([i], [j]))
+            i, j = i + 1, j + 1
+            continue
+        run = _equal_product_run(a, b, i, j)
+        if run is None:
+            break
+        groups.append(run)
+        i, j = i + len(run[0]), j + len(run[1])
+    tail_a, tail_b = list(range(i, len(a))), list(range(j, len(b)))
+    if groups and all(a[k] == 1 for k in tail_a) and all(b[k] == 1 for k in tail_b):
+        groups[-1][0].extend(tail_a)
+        groups[-1][1].extend(tail_b)
+    return groups
+
+
+def _equal_product_run(a, b, i, j):
+    group_a, group_b, prod_a, prod_b = [i], [j], a[i], b[j]
+    i, j = i + 1, j + 1
+    while prod_a != prod_b:
+        if prod_a < prod_b:
+            if i >= len(a) or not isinstance(a[i], int):
+                return None
+            group_a.append(i)
+            prod_a, i = prod_a * a[i], i + 1
+        else:
+            if j >= len(b) or not isinstance(b[j], int):
+                return None
+            group_b.append(j)
+            prod_b, j = prod_b * b[j], j + 1
+    return group_a, group_b
+
+
+def link_regrouped(node: gs.Node, slot: Slot, view: GraphView, edges: Edges) -> None:
+    """Couple a slot across an op whose input and output hold the same elements."""
+    x, y = node.inputs[0].name, node.outputs[0].name
+    if slot.tensor not in (x, y):
+        edges.block(slot, f"{node.op} {node.name}: shape input is not data")
+        return
+    here, there = (x, y) if slot.tensor == x else (y, x)
+    here_shape, there_shape = view.shape(here), view.shape(there)
+    if here_shape is None or there_shape is None:
+        edges.block(slot, f"{node.op} {node.name}: shapes unknown")
+        return
+    pairs = align(here_shape, there_shape)
+    match = [(gh, gt) for gh, gt in pairs if slot.axis in gh]
+    if not match:
+        edges.block(slot, f"{node.op} {node.name}: cannot follow axis {slot.axis} through "
+                          f"{list(here_shape)} -> {list(there_shape)}")
+        return
+    _link_group(node, slot, match[0], here_shape, there, there_shape, slot.tensor == x, edges)
+
+
+def _link_group(node, slot, group, here_shape, there, there_shape, forward, edges) -> None:
+    mine = [k for k in group[0] if here_shape[k] != 1]
+    theirs = [k for k in group[1] if there_shape[k] != 1]
+    n = here_shape[slot.axis]
+    if len(mine) == 1 and len(theirs) == 1:
+        edges.same(slot, Slot(there, theirs[0]), Role.ACT)
+    elif len(mine) == 1 and theirs:
+        block = math.prod(there_shape[k] for k in theirs[1:])
+        edges.map(slot, Slot(there, theirs[0]), np.arange(n), np.arange(n) // block, Role.ACT)
+        if forward:
+            edges.split_blocks.add(Slot(there, theirs[0]))
+    elif mine and slot.axis == mine[0] and len(theirs) == 1:
+        block = math.prod(here_shape[k] for k in mine[1:])
+        edges.map(slot, Slot(there, theirs[0]), np.repeat(np.arange(n), block),
+                  np.arange(n * block), Role.ACT)
+        if not forward:
+            edges.split_blocks.add(slot)
+    else:
+        edges.block(slot, f"{node.op} {node.name}: axis {slot.axis} becomes an inner factor "
+                          "of a regrouped axis (e.g. channel shuffle)")
+
+
+@register("Flatten")
+class Flatten(Rule):
+    """[d0 … dk−1, dk … dn] → [∏ d0…dk−1, ∏ dk…dn]: the leading axis of each part maps
+    to blocks."""
+
+    def propagate(self, node: gs.Node, slot: Slot, view: GraphView, edges: Edges) -> None:
+        link_regrouped(node, slot, view, edges)
+
+
+@register("Reshape")
+class Reshape(Rule):
+    """Axes are followed by aligning the input and output shapes; the target shape's
+    entry for a pruned axis is rewritten (a constant, or a constant piece of a Concat)."""
+
+    def propagate(self, node: gs.Node, slot: Slot, view: GraphView, edges: Edges) -> None:
+        link_regrouped(node, slot, view, edges)
+        y = node.outputs[0].name
+        for link in edges.links:
+            if link.b.tensor == y and _target_piece(node, link.b.axis, view) is None:
+                edges.block(slot, f"Reshape {node.name}: target shape entry for axis "
+                                  f"{link.b.axis} is computed at run time")
+            elif link.a.tensor == y and _target_piece(node, link.a.axis, view) is None:
+                edges.block(slot, f"Reshape {node.name}: target shape entry for axis "
+                                  f"{link.a.axis} is computed at run time")
+
+    def rewrite(self, node: gs.Node, change: Change) -> None:
+        y = node.outputs[0].name
+        for axis in range(change.view.rank(y) or 0):
+            if len(change.removed(y, axis)):
+                piece = _target_piece(node, axis, change.view)
+                if piece is not None and piece[2] > 0:
+                    owner, index, _, offset = piece
+                    values = np.asarray(owner.inputs[index].values).copy()
+                    values.reshape(-1)[offset] = change.kept(y, axis)
+                    set_const_input(owner, index, values)
+
+
+def _target_piece(node: gs.Node, axis: int, view: GraphView):
+    """(node, input index, value, offset) of the constant holding the target entry."""
+    target = node.inputs[1]
+    if isinstance(target, gs.Constant):
+        return node, 1, int(np.asarray(target.values).reshape(-1)[axis]), axis
+    producer = target.inputs[0] if target.inputs else None
+    if producer is None or producer.op != "Concat":
+        return None
+    offset = 0
+    for index, piece in enumerate(producer.inputs):
+        size = view.dim(Slot(piece.name, 0)) if view.rank(piece.name) == 1 else None
+        if size is None:
+            return None
+        if offset <= axis < offset + size:
+            if not isinstance(piece, gs.Constant):
+                return None
+            value = int(np.asarray(piece.values).reshape(-1)[axis - offset])
+            return producer, index, value, axis - offset
+        offset += size
+    return None
+
+
+@register("Transpose")
+class Transpose(Rule):
+    """Output axis k is input axis perm[k]."""
+
+    def propagate(self, node: gs.Node, slot: Slot, view: GraphView, edges: Edges) -> None:
+        x, y = node.inputs[0].name, node.outputs[0].name
+        rank = view.rank(x)
+        if rank is None:
+            edges.block(slot, f"Transpose {node.name}: rank unknown")
+            return
+        perm = list(node.attrs.get("perm", range(rank - 1, -1, -1)))
+        if slot.tensor == x:
+            edges.same(slot, Slot(y, perm.index(slot.axis)), Role.ACT)
+        else:
+            edges.same(slot, Slot(x, perm[slot.axis]), Role.ACT)
+
+
+class _AxesRenumbering(Rule):
+    """Squeeze and Unsqueeze: data axes keep their order, size-1 axes come and go."""
+
+    def _axes(self, node: gs.Node, view: GraphView) -> list[int] | None:
+        if "axes" in node.attrs:
+            return list(node.attrs["axes"])
+        axes = const_input(node, 1, view)
+        return None if axes is None else [int(a) for a in axes]
+
+    def _kept_pairs(self, node: gs.Node, view: GraphView) -> list[tuple[int, int]] | None:
+        raise NotImplementedError
+
+    def propagate(self, node: gs.Node, slot: Slot, view: GraphView, edges: Edges) -> None:
+        x, y = node.inputs[0].name, node.outputs[0].name
+        pairs = self._kept_pairs(node, view) if slot.tensor in (x, y) else None
+        if pairs is None:
+            edges.block(slot, f"{node.op} {node.name}: axes unknown")
+            return
+        for a, b in pairs:
+            if slot.tensor == x and a == slot.axis:
+                edges.same(slot, Slot(y, b), Role.ACT)
+            elif slot.tensor == y and b == slot.axis:
+                edges.same(slot, Slot(x, a), Role.ACT)
+
+
+@register("Squeeze")
+class Squeeze(_AxesRenumbering):
+    """Input axes not squeezed map in order to the output axes."""
+
+    def _kept_pairs(self, node, view):
+        shape = view.shape(node.inputs[0].name)
+        if shape is None:
+            return None
+        axes = self._axes(node, view)
+        rank = len(shape)
+        gone = {k for k, d in enumerate(shape) if d == 1} if axes is None else {
+            a % rank for a in axes}
+        kept = [k for k in range(rank) if k not in gone]
+        return list(zip(kept, range(len(kept)), strict=True))
+
+
+@register("Unsqueeze")
+class Unsqueeze(_AxesRenumbering):
+    """Input axes map in order to the output axes that were not inserted."""
+
+    def _kept_pairs(self, node, view):
+        rank_out = view.rank(node.outputs[0].name)
+        axes = self._axes(node, view)
+        if rank_out is None or axes is None:
+            return None
+        new = {a % rank_out for a in axes}
+        kept = [k for k in range(rank_out) if k not in new]
+        return list(zip(range(len(kept)), kept, strict=True))
+
+
+@register("Expand", "Tile")
+class Broadcast(Rule):
+    """Axes that are not expanded or repeated pass through; Expand's shape entry for a
+    pruned axis is rewritten."""
+
+    def propagate(self, node: gs.Node, slot: Slot, view: GraphView, edges: Edges) -> None:
+        x, y = node.inputs[0].name, node.outputs[0].name
+        rank_x, rank_y = view.rank(x), view.rank(y)
+        if slot.tensor not in (x, y) or rank_x is None or rank_y is None:
+            edges.block(slot, f"{node.op} {node.name}: ranks unknown")
+            return
+        shift = rank_y - rank_x
+        x_axis = slot.axis if slot.tensor == x else slot.axis - shift
+        y_axis = x_axis + shift
+        if x_axis < 0 or view.dim(Slot(x, x_axis)) != view.dim(Slot(y, y_axis)) or \
+                not self._rewritable(node, y_axis, shift, view):
+            edges.block(slot, f"{node.op} {node.name} expands or repeats axis {y_axis}")
+            return
+        other = Slot(y, y_axis) if slot.tensor == x else Slot(x, x_axis)
+        edges.same(slot, other, Role.ACT)
+
+    def _rewritable(self, node, y_axis, shift, view) -> bool:
+        values = const_input(node, 1, view)
+        if values is None:
+            return False
+        if node.op == "Tile":
+            return int(values[y_axis]) == 1
+        offset = len(values) - view.rank(node.outputs[0].name)
+        return y_axis + offset >= 0
+
+    def rewrite(self, node: gs.Node, change: Change) -> None:
+        if node.op != "Expand":
+            return
+        y = node.outputs[0].name
+        values = const_input(node, 1, change.view).copy()
+        offset = len(values) - change.view.rank(y)
+        for axis in range(change.view.rank(y)):
+            if len(change.removed(y, axis)) and axis + offset >= 0 and values[axis + offset] > 1:
+                values[axis + offset] = change.kept(y, axis)
+        set_const_input(node, 1, values)

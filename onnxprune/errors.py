@@ -1,0 +1,25 @@
+"""Errors raised by onnxprune. Every one carries a message fit for a user."""
+
+
+class OnnxPruneError(Exception):
+    """Base class: a clear, one-line reason why an operation could not be done."""
+
+    exit_code = 1
+
+
+class InputError(OnnxPruneError):
+    """Bad user input: a missing or corrupt file, an out-of-range option."""
+
+    exit_code = 2
+
+
+class ModelError(OnnxPruneError):
+    """The model itself cannot be processed (fails the checker, unsupported construct)."""
+
+    exit_code = 3
+
+
+class VerificationError(OnnxPruneError):
+    """A rewritten model failed verification; nothing was written."""
+
+    exit_code = 4

@@ -1,0 +1,276 @@
+"""Loading, normalizing and saving ONNX models.
+
+Normalization turns every weight into a graph-level constant (initializers,
+`Constant` nodes, `ConstantOfShape`, `Identity` of a constant, and any other node
+whose inputs are all constants are folded), names unnamed nodes, and infers
+shapes, so later passes see one uniform form.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+from onnx import ModelProto
+
+from .errors import InputError, ModelError
+
+EXTERNAL_DATA_THRESHOLD = 1_800_000_000
+FOLD_LIMIT_ELEMENTS = 64_000_000
+NO_FOLD_OPS = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike",
+               "Multinomial", "Bernoulli", "If", "Loop", "Scan", "SequenceEmpty"}
+
+WEIGHT_SOURCES = {"Constant", "ConstantOfShape", "Identity"}
+
+Dim = int | str | None
+Shape = tuple[Dim, ...] | None
+
+
+def load(model: ModelProto | str | os.PathLike) -> ModelProto:
+    """Read a model from a path (external data included) or pass a ModelProto through."""
+    if isinstance(model, ModelProto):
+        return model
+    path = Path(model)
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
+    if path.is_dir():
+        raise InputError(f"{path}: is a directory, not an ONNX file")
+    try:
+        proto = onnx.load(str(path), load_external_data=True)
+    except Exception as exc:  # protobuf raises several unrelated types
+        raise InputError(f"{path}: not a readable ONNX model ({_first_line(exc)})") from None
+    if not proto.graph.node:
+        raise InputError(f"{path}: not an ONNX model (no graph nodes)")
+    return proto
+
+
+def check(model: ModelProto, what: str = "model") -> None:
+    """Run the full ONNX checker; raise ModelError with the checker's first line."""
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except Exception as exc:
+        raise ModelError(f"{what} fails the ONNX checker: {_first_line(exc)}") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:300]
+
+
+def normalize(model: ModelProto) -> gs.Graph:
+    """Import into onnx-graphsurgeon, fold constants and name every node."""
+    graph = gs.import_onnx(model)
+    fold_constants(graph)
+    name_nodes(graph)
+    return graph
+
+
+def name_nodes(graph: gs.Graph) -> None:
+    """Give each unnamed node a unique, stable name derived from its op type."""
+    taken = {n.name for n in graph.nodes if n.name}
+    for index, node in enumerate(graph.nodes):
+        if node.name:
+            continue
+        name = f"{node.op}_{index}"
+        while name in taken:
+            name += "_"
+        node.name = name
+        taken.add(name)
+
+
+def fold_constants(graph: gs.Graph) -> None:
+    """Replace nodes whose inputs are all constants by constant tensors."""
+    graph_outputs = {t.name for t in graph.outputs}
+    changed = True
+    while changed:
+        changed = False
+        for node in list(graph.nodes):
+            if _foldable(node, graph_outputs) and _fold_node(node, graph.opset):
+                changed = True
+        if changed:
+            graph.cleanup(remove_unused_graph_inputs=False)
+
+
+def _foldable(node: gs.Node, graph_outputs: set[str]) -> bool:
+    if node.op in NO_FOLD_OPS or (node.domain or "") not in ("", "ai.onnx"):
+        return False
+    if any(isinstance(v, gs.Graph) for v in node.attrs.values()):
+        return False
+    if len(node.outputs) != 1 or node.outputs[0].name in graph_outputs:
+        return False
+    if not node.inputs:
+        return node.op == "Constant"
+    return all(isinstance(t, gs.Constant) or t.name == "" for t in node.inputs)
+
+
+def _fold_node(node: gs.Node, opset: int) -> bool:
+    try:
+        value = _evaluate(node, opset)
+    except Exception:
+        return False
+    if value is None or (value.size > FOLD_LIMIT_ELEMENTS and node.op not in WEIGHT_SOURCES):
+        return False
+    out = node.outputs[0]
+    const = gs.Constant(out.name, np.asarray(value))
+    for consumer in list(out.outputs):
+        for i, tensor in enumerate(consumer.inputs):
+            if tensor is out:
+                consumer.inputs[i] = const
+    node.outputs.clear()
+    return True
+
+
+def _evaluate(node: gs.Node, opset: int) -> np.ndarray | None:
+    if node.op == "Constant":
+        return _constant_value(node)
+    if node.op == "Identity":
+        return node.inputs[0].values
+    if node.op == "ConstantOfShape":
+        fill = node.attrs.get("value")
+        fill = np.zeros(1, np.float32) if fill is None else np.asarray(fill.values).reshape(-1)
+        return np.full(tuple(int(d) for d in node.inputs[0].values), fill[0], dtype=fill.dtype)
+    from onnx.reference import ReferenceEvaluator
+
+    inputs = list(node.inputs)
+    proto_inputs = [onnx.helper.make_tensor_value_info(f"i{k}", 0, None)
+                    for k in range(len(inputs))]
+    proto_node = onnx.helper.make_node(
+        node.op, [f"i{k}" if t.name else "" for k, t in enumerate(inputs)], ["y"],
+        **{k: _attr_value(v) for k, v in node.attrs.items()},
+    )
+    graph = onnx.helper.make_graph([proto_node], "fold", proto_inputs, [
+        onnx.helper.make_tensor_value_info("y", 0, None)])
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", opset)])
+    feeds = {f"i{k}": t.values for k, t in enumerate(inputs) if t.name}
+    return np.asarray(ReferenceEvaluator(model).run(None, feeds)[0])
+
+
+def _attr_value(value):
+    if isinstance(value, gs.Constant):
+        return onnx.numpy_helper.from_array(np.asarray(value.values))
+    return value
+
+
+def _constant_value(node: gs.Node) -> np.ndarray | None:
+    attrs = node.attrs
+    if "value" in attrs:
+        return np.asarray(attrs["value"].values)
+    for key, dtype in (("value_float", np.float32), ("value_int", np.int64)):
+        if key in attrs:
+            return np.asarray(attrs[key], dtype=dtype)
+    for key, dtype in (("value_floats", np.float32), ("value_ints", np.int64)):
+        if key in attrs:
+            return np.asarray(list(attrs[key]), dtype=dtype)
+    return None
+
+
+def default_opset(model: ModelProto) -> int:
+    """The model's default-domain opset version."""
+    for entry in model.opset_import:
+        if entry.domain in ("", "ai.onnx"):
+            return entry.version
+    return 1
+
+
+def export(graph: gs.Graph, original: ModelProto) -> ModelProto:
+    """Export a graph and restore the original model-level fields."""
+    for tensor in graph.tensors().values():
+        if isinstance(tensor, gs.Variable) and tensor not in graph.inputs \
+                and tensor not in graph.outputs:
+            tensor.shape = None
+    proto = gs.export_onnx(graph, do_type_check=False)
+    del proto.graph.value_info[:]
+    for field in ("producer_name", "producer_version", "domain", "model_version",
+                  "doc_string"):
+        setattr(proto, field, getattr(original, field))
+    # IR 4 is the first version whose initializers need not be graph inputs.
+    proto.ir_version = max(original.ir_version, 4)
+    del proto.opset_import[:]
+    proto.opset_import.extend(original.opset_import)
+    del proto.metadata_props[:]
+    proto.metadata_props.extend(original.metadata_props)
+    if original.functions and not proto.functions:
+        proto.functions.extend(original.functions)
+    _restore_io(proto, original)
+    return proto
+
+
+def structure_proto(graph: gs.Graph, original: ModelProto, limit: int = 256) -> ModelProto:
+    """A copy for shape inference: large constants become typed inputs, not data."""
+    copy = graph.copy()
+    for tensor in list(copy.tensors().values()):
+        if isinstance(tensor, gs.Constant) and tensor.values.size > limit:
+            tensor.to_variable(dtype=tensor.dtype, shape=list(tensor.shape))
+            tensor.type = "tensor_type"
+            copy.inputs.append(tensor)
+    return export(copy, original)
+
+
+def _restore_io(proto: ModelProto, original: ModelProto) -> None:
+    """Keep graph inputs/outputs exactly as declared (names, dtypes, shapes)."""
+    inits = {t.name for t in proto.graph.initializer}
+    originals = {v.name: v for v in list(original.graph.input) + list(original.graph.output)}
+    for field in (proto.graph.input, proto.graph.output):
+        for value in field:
+            if value.name in originals and value.name not in inits:
+                value.CopyFrom(originals[value.name])
+
+
+def infer_shapes(model: ModelProto, strict: bool = False) -> ModelProto:
+    """ONNX shape inference with data propagation; raises ModelError when strict fails."""
+    try:
+        return onnx.shape_inference.infer_shapes(model, strict_mode=strict, data_prop=True)
+    except Exception as exc:
+        raise ModelError(f"shape inference failed: {_first_line(exc)}") from None
+
+
+def shape_table(model: ModelProto) -> dict[str, Shape]:
+    """Map every typed tensor name to its shape (ints, symbols, or None per axis)."""
+    table: dict[str, Shape] = {}
+    values: Iterable = list(model.graph.input) + list(model.graph.value_info) + list(
+        model.graph.output)
+    for value in values:
+        ttype = value.type.tensor_type
+        if not ttype.HasField("shape"):
+            continue
+        table[value.name] = tuple(
+            d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
+            for d in ttype.shape.dim)
+    for init in model.graph.initializer:
+        table[init.name] = tuple(init.dims)
+    return table
+
+
+def save(model: ModelProto, path: str | os.PathLike) -> None:
+    """Write atomically; weights go to `<name>.data` beside it when the model is large."""
+    path = Path(path)
+    directory = path.parent if str(path.parent) else Path(".")
+    if not directory.is_dir():
+        raise InputError(f"{path}: output directory does not exist")
+    if not os.access(directory, os.W_OK):
+        raise InputError(f"{path}: output directory is not writable")
+    external = _weight_bytes(model) > EXTERNAL_DATA_THRESHOLD
+    with tempfile.TemporaryDirectory(dir=directory, prefix=".onnxprune-") as tmp:
+        tmp_model = Path(tmp) / path.name
+        data_name = path.name + ".data"
+        onnx.save_model(model, str(tmp_model), save_as_external_data=external,
+                        all_tensors_to_one_file=True, location=data_name,
+                        size_threshold=1024)
+        if external:
+            os.replace(Path(tmp) / data_name, directory / data_name)
+        os.replace(tmp_model, path)
+
+
+def _weight_bytes(model: ModelProto) -> int:
+    total = 0
+    for init in model.graph.initializer:
+        if init.HasField("raw_data"):
+            total += len(init.raw_data)
+        else:
+            total += int(np.prod(init.dims, dtype=np.int64)) * 4
+    return total
