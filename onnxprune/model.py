@@ -211,6 +211,19 @@ def structure_proto(graph: gs.Graph, original: ModelProto, limit: int = 256) -> 
     return export(copy, original)
 
 
+def with_input_shapes(model: ModelProto, shapes: dict[str, tuple[int, ...]]) -> ModelProto:
+    """A copy whose graph inputs are declared with concrete shapes."""
+    fixed = ModelProto()
+    fixed.CopyFrom(model)
+    for value in fixed.graph.input:
+        if value.name in shapes:
+            dims = value.type.tensor_type.shape.dim
+            del dims[:]
+            for size in shapes[value.name]:
+                dims.add().dim_value = int(size)
+    return fixed
+
+
 def _restore_io(proto: ModelProto, original: ModelProto) -> None:
     """Keep graph inputs/outputs exactly as declared (names, dtypes, shapes)."""
     inits = {t.name for t in proto.graph.initializer}

@@ -31,6 +31,7 @@ class Group:
     roles: dict[Slot, Role]
     blocked: list[str] = field(default_factory=list)
     nodes: list[str] = field(default_factory=list)
+    producers: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def prunable(self) -> bool:
@@ -118,7 +119,7 @@ def _rows(found: _Found, sizes: dict[Slot, int | None]) -> _Rows:
 class _Found:
     slots: list[Slot]
     edges: Edges
-    nodes: dict[Slot, set[str]]
+    nodes: dict[Slot, set[tuple[str, str]]]
 
 
 def _propagate(view: GraphView) -> _Found:
@@ -149,7 +150,7 @@ def _seeds(view: GraphView, edges: Edges) -> list[Slot]:
     return seeds
 
 
-def _visit(slot: Slot, view: GraphView, edges: Edges, touched: set[str]) -> list[Slot]:
+def _visit(slot: Slot, view: GraphView, edges: Edges, touched: set) -> list[Slot]:
     """Apply every rule around one slot; return the slots it reached."""
     if slot.tensor in view.output_names:
         edges.block(slot, f"{slot.tensor} is a graph output")
@@ -157,7 +158,7 @@ def _visit(slot: Slot, view: GraphView, edges: Edges, touched: set[str]) -> list
         edges.block(slot, f"{slot.tensor} is a graph input")
     reached: list[Slot] = []
     for node in view.nodes_of(slot.tensor):
-        touched.add(node.name)
+        touched.add((node.name, node.op))
         local = Edges()
         _apply(node, slot, view, local)
         edges.links.extend(local.links)
@@ -250,5 +251,6 @@ def _make_group(gid, slots, unit_labels, found: _Found, rows: _Rows, labels) -> 
     roles = {s: found.edges.roles.get(s, Role.ACT) for s in slots}
     blocked = sorted({found.edges.blocks[s] for s in slots if s in found.edges.blocks})
     kind = "block" if any(s in found.edges.split_blocks for s in slots) else "channel"
-    nodes = sorted({n for s in slots for n in found.nodes.get(s, ())})
-    return Group(gid, kind, len(unit_labels), members, roles, blocked, nodes)
+    nodes = sorted({name for s in slots for name, _ in found.nodes.get(s, ())})
+    producers = sorted({n for s in slots if roles[s] == Role.OUT for n in found.nodes[s]})
+    return Group(gid, kind, len(unit_labels), members, roles, blocked, nodes, producers)

@@ -1,0 +1,201 @@
+"""The public Python surface: prune() and inspect()."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import onnx_graphsurgeon as gs
+from onnx import ModelProto
+
+from . import criteria
+from . import model as model_io
+from .cost import Cost, concrete, model_cost
+from .depgraph import DepGraph, Group, analyze, build, view_of
+from .errors import VerificationError
+from .plan import (
+    DEFAULT_ROUND_TO,
+    Plan,
+    PlanOptions,
+    eligible,
+    plan_global,
+    plan_uniform,
+    plan_zero,
+    search_ratio,
+)
+from .rewrite import apply, removed_slots
+from .verify import check_written, sample_feeds, sample_shapes
+
+ModelLike = ModelProto | str | os.PathLike
+
+
+@dataclass
+class GroupReport:
+    """One group's outcome."""
+
+    id: int
+    kind: str
+    size: int
+    kept: int
+    channels_per_unit: int
+    root: str
+    producers: list[str]
+    blocked: str | None = None
+    skipped: str | None = None
+
+
+@dataclass
+class Report:
+    """What prune() did, in numbers."""
+
+    macs_before: int
+    macs_after: int
+    params_before: int
+    params_after: int
+    seconds: float
+    criterion: str
+    ratio: float | None
+    round_to: int
+    input_shapes: dict[str, list[int]]
+    groups: list[GroupReport] = field(default_factory=list)
+
+    @property
+    def macs_reduction(self) -> float:
+        return self.macs_before / max(self.macs_after, 1)
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["macs_reduction"] = self.macs_reduction
+        for group in data["groups"]:
+            if group["blocked"] is None:
+                del group["blocked"]
+        return data
+
+
+def inspect(model: ModelLike) -> list[Group]:
+    """Every channel group of a model, prunable or with its blocking reason."""
+    proto = model_io.load(model)
+    model_io.check(proto)
+    return analyze(proto).groups
+
+
+def prune(model: ModelLike, ratio: float | None = None, *, target_macs: float | None = None,
+          criterion: str = "l1", global_ranking: bool = False, max_ratio: float = 0.9,
+          round_to: int | None = None, min_channels: int = 1, ignore: tuple[str, ...] = (),
+          input_shapes: dict[str, tuple[int, ...]] | None = None, seed: int = 0
+          ) -> tuple[ModelProto, Report]:
+    """Remove channels and return the verified pruned model and a report."""
+    options = PlanOptions(ratio, target_macs, criterion, global_ranking, max_ratio, round_to,
+                          min_channels, tuple(ignore), seed)
+    options.validate()
+    score = criteria.get(criterion)
+    proto = model_io.load(model)
+    start = time.perf_counter()
+    model_io.check(proto)
+    dep = build(view_of(model_io.normalize(proto), proto))
+    shapes = sample_shapes(proto, input_shapes)
+    costs = _pricer(dep, proto, shapes)
+    plan = _plan(dep, options, score, costs)
+    pruned = _rewrite(dep, plan, proto)
+    _verify(pruned, dep, plan, proto, sample_feeds(proto, shapes, seed))
+    after = _final_cost(pruned, shapes)
+    before = costs(None)
+    report = Report(before.macs, after.macs, before.params, after.params,
+                    time.perf_counter() - start, criterion, options.ratio,
+                    _round_to(options), {k: list(v) for k, v in shapes.items()},
+                    _group_reports(dep, plan))
+    return pruned, report
+
+
+def _round_to(options: PlanOptions) -> int:
+    return DEFAULT_ROUND_TO if options.round_to is None else options.round_to
+
+
+def _pricer(dep: DepGraph, proto: ModelProto, shapes):
+    """Cost of the model under a set of removed units (None: the dense model)."""
+    fixed = model_io.with_input_shapes(model_io.structure_proto(dep.view.graph, proto), shapes)
+    table = model_io.shape_table(model_io.infer_shapes(fixed))
+    base = concrete(table)
+
+    def price(removed_units: dict[int, np.ndarray] | None) -> Cost:
+        if not removed_units:
+            return model_cost(dep.view.graph, base)
+        cut: dict[str, dict[int, int]] = {}
+        for slot, idx in removed_slots(dep, removed_units).items():
+            cut.setdefault(slot.tensor, {})[slot.axis] = len(idx)
+
+        def shape_of(name: str):
+            shape = base(name)
+            if shape is None or name not in cut:
+                return shape
+            return tuple(d - cut[name].get(a, 0) for a, d in enumerate(shape))
+
+        return model_cost(dep.view.graph, shape_of)
+
+    return price
+
+
+def _plan(dep: DepGraph, options: PlanOptions, score, price) -> Plan:
+    groups, skipped = eligible(dep, options)
+    rng = np.random.default_rng(options.seed)
+    scores = {g.id: score(g, dep.view, rng) for g in groups}
+    round_to = _round_to(options)
+    if options.criterion == "zero":
+        return Plan(plan_zero(groups, scores, options, round_to), skipped)
+    chooser = plan_global if options.global_ranking else plan_uniform
+    if options.ratio is not None:
+        return Plan(chooser(groups, scores, options.ratio, options, round_to), skipped)
+    budget = options.target_macs * price(None).macs
+
+    def fits(ratio: float) -> bool:
+        return price(chooser(groups, scores, ratio, options, round_to)).macs <= budget
+
+    ratio = search_ratio(fits, options.max_ratio)
+    return Plan(chooser(groups, scores, ratio, options, round_to), skipped)
+
+
+def _rewrite(dep: DepGraph, plan: Plan, proto: ModelProto) -> ModelProto:
+    graph = apply(dep.view.graph, dep.view, removed_slots(dep, plan.removed))
+    return model_io.export(graph, proto)
+
+
+def _verify(pruned: ModelProto, dep: DepGraph, plan: Plan, proto: ModelProto, feeds) -> None:
+    try:
+        check_written(pruned, feeds)
+    except VerificationError as exc:
+        culprit = _culprit(dep, plan, proto, feeds)
+        raise VerificationError(f"pruned model failed verification ({exc}){culprit}; "
+                                "nothing was written") from None
+
+
+def _culprit(dep: DepGraph, plan: Plan, proto: ModelProto, feeds) -> str:
+    """Name the first group that fails on its own, to point at the faulty rule."""
+    for gid, units in plan.removed.items():
+        single = _rewrite(dep, Plan({gid: units}), proto)
+        try:
+            check_written(single, feeds)
+        except VerificationError as exc:
+            group = dep.groups[gid]
+            nodes = ", ".join(name for name, _ in group.producers[:3]) or group.root.tensor
+            return f"; group {gid} (produced by {nodes}) fails alone: {exc}"
+    return ""
+
+
+def _final_cost(pruned: ModelProto, shapes) -> Cost:
+    inferred = model_io.infer_shapes(model_io.with_input_shapes(pruned, shapes))
+    graph = gs.import_onnx(inferred)
+    return model_cost(graph, concrete(model_io.shape_table(inferred)))
+
+
+def _group_reports(dep: DepGraph, plan: Plan) -> list[GroupReport]:
+    reports = []
+    for group in dep.groups:
+        reason = plan.skipped.get(group.id)
+        reports.append(GroupReport(
+            group.id, group.kind, group.units, plan.kept(group), group.channels,
+            str(group.root), [name for name, _ in group.producers],
+            blocked=group.blocked[0] if group.blocked else None,
+            skipped=None if group.blocked else reason))
+    return reports

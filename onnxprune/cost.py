@@ -1,0 +1,82 @@
+"""Cost model: multiply-accumulates and parameters per node.
+
+Shapes come from a function so the same code prices the model before pruning,
+after pruning, and under a candidate plan (without rewriting anything).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+ShapeOf = Callable[[str], tuple[int, ...] | None]
+GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
+
+
+@dataclass
+class Cost:
+    """Totals for a model."""
+
+    macs: int
+    params: int
+    per_node: dict[str, int]
+
+
+def _prod(shape) -> int:
+    return int(math.prod(shape)) if shape is not None else 0
+
+
+def node_macs(node: gs.Node, shape_of: ShapeOf) -> int:
+    """MACs of one node (0 for ops that do no multiply-accumulate work)."""
+    names = [t.name for t in node.inputs]
+    y = shape_of(node.outputs[0].name) if node.outputs else None
+    if node.op == "Conv":
+        w = shape_of(names[1])
+        return _prod(y) * _prod(w[1:]) if w else 0
+    if node.op == "ConvTranspose":
+        x, w = shape_of(names[0]), shape_of(names[1])
+        return _prod(x) * _prod(w[1:]) if w else 0
+    if node.op in ("Gemm", "MatMul"):
+        a = shape_of(names[0])
+        if not a or y is None:
+            return 0
+        k = a[0] if node.op == "Gemm" and node.attrs.get("transA", 0) else a[-1]
+        return _prod(y) * k
+    if node.op in GATES:
+        return _recurrent_macs(node, shape_of)
+    return 0
+
+
+def _recurrent_macs(node: gs.Node, shape_of: ShapeOf) -> int:
+    x, w, r = (shape_of(t.name) for t in node.inputs[:3])
+    if not x or not w or not r:
+        return 0
+    steps_and_batch = x[0] * x[1]
+    directions, gates_hidden, inputs = w
+    return steps_and_batch * directions * gates_hidden * (inputs + r[2])
+
+
+def model_cost(graph: gs.Graph, shape_of: ShapeOf) -> Cost:
+    """MACs and float parameters of a whole graph."""
+    per_node = {node.name: node_macs(node, shape_of) for node in graph.nodes}
+    params = 0
+    for tensor in graph.tensors().values():
+        if isinstance(tensor, gs.Constant) and np.issubdtype(tensor.dtype, np.floating):
+            params += _prod(shape_of(tensor.name) or tensor.shape)
+    return Cost(sum(per_node.values()), params, per_node)
+
+
+def concrete(shapes: dict[str, tuple | None]) -> ShapeOf:
+    """A shape function that prices symbolic dims as 1 (a batch of one)."""
+
+    def shape_of(name: str):
+        shape = shapes.get(name)
+        if shape is None:
+            return None
+        return tuple(d if isinstance(d, int) and d > 0 else 1 for d in shape)
+
+    return shape_of

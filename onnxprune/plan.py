@@ -1,0 +1,189 @@
+"""Planning: which units of which groups to remove.
+
+A plan is built from per-unit scores. Per-group mode removes the same fraction
+from every group; global mode ranks units across groups (scores are mean-
+normalized per member, so they compare) under a per-group cap. Kept counts are
+rounded to multiples of `round_to` channels and never drop below `min_channels`.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .depgraph import DepGraph, Group
+from .errors import InputError
+
+# Kept channel counts are multiples of this by default: onnxruntime's CPU
+# convolutions run in blocked NCHWc layouts of 8 (AVX2) or 16 (AVX-512) channels,
+# and counts off those multiples fall back to slower kernels (see README).
+DEFAULT_ROUND_TO = 8
+
+
+@dataclass
+class PlanOptions:
+    """What the user asked for."""
+
+    ratio: float | None = None
+    target_macs: float | None = None
+    criterion: str = "l1"
+    global_ranking: bool = False
+    max_ratio: float = 0.9
+    round_to: int | None = None
+    min_channels: int = 1
+    ignore: tuple[str, ...] = ()
+    seed: int = 0
+
+    def validate(self) -> None:
+        if (self.ratio is None) == (self.target_macs is None):
+            raise InputError("give exactly one of --ratio and --target-macs")
+        if self.ratio is not None and not 0.0 <= self.ratio < 1.0:
+            raise InputError(f"--ratio must be in [0, 1), got {self.ratio}")
+        if self.target_macs is not None and not 0.0 < self.target_macs <= 1.0:
+            raise InputError(f"--target-macs must be in (0, 1], got {self.target_macs}")
+        if not 0.0 < self.max_ratio <= 1.0:
+            raise InputError(f"max ratio must be in (0, 1], got {self.max_ratio}")
+        if self.round_to is not None and self.round_to < 1:
+            raise InputError(f"--round-to must be at least 1, got {self.round_to}")
+        if self.min_channels < 1:
+            raise InputError(f"--min-channels must be at least 1, got {self.min_channels}")
+        for pattern in self.ignore:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise InputError(f"--ignore {pattern!r} is not a valid pattern: {exc}") from None
+
+
+@dataclass
+class Plan:
+    """Removed unit indices per group id, and why other groups were left alone."""
+
+    removed: dict[int, np.ndarray] = field(default_factory=dict)
+    skipped: dict[int, str] = field(default_factory=dict)
+
+    def kept(self, group: Group) -> int:
+        return group.units - len(self.removed.get(group.id, ()))
+
+
+def eligible(dep: DepGraph, options: PlanOptions) -> tuple[list[Group], dict[int, str]]:
+    """Groups the plan may cut, and the reason for each one it may not."""
+    groups, skipped = [], {}
+    for group in dep.groups:
+        reason = _skip_reason(group, options)
+        if reason:
+            skipped[group.id] = reason
+        else:
+            groups.append(group)
+    return groups, skipped
+
+
+def _skip_reason(group: Group, options: PlanOptions) -> str | None:
+    if group.blocked:
+        return group.blocked[0]
+    if group.kind != "channel":
+        return f"{group.kind} group: not cut by --ratio"
+    for pattern in options.ignore:
+        if any(_matches(pattern, name, op) for name, op in group.producers):
+            return f"ignored by {pattern!r}"
+    if group.units <= options.min_channels:
+        return "no more channels than --min-channels"
+    return None
+
+
+def _matches(pattern: str, name: str, op: str) -> bool:
+    return pattern in (name, op) or re.fullmatch(pattern, name) is not None
+
+
+def step_units(group: Group, round_to: int) -> int:
+    """Units per rounding step, so kept channels are multiples of round_to."""
+    channels = group.channels
+    return max(1, round_to // math.gcd(round_to, channels))
+
+
+def rounded_keep(group: Group, keep: float, options: PlanOptions, round_to: int) -> int:
+    """Kept unit count: rounded to a step, within [min_channels, units]."""
+    step = step_units(group, round_to)
+    if group.units < step:
+        return group.units
+    kept = int(round(keep / step)) * step
+    floor = max(step, math.ceil(options.min_channels / group.channels))
+    return int(min(group.units, max(kept, floor)))
+
+
+def lowest(scores: np.ndarray, count: int) -> np.ndarray:
+    """Indices of the `count` lowest scores, ties broken by index, sorted."""
+    order = np.lexsort((np.arange(len(scores)), scores))
+    return np.sort(order[:count])
+
+
+def plan_uniform(groups: list[Group], scores: dict[int, np.ndarray], ratio: float,
+                 options: PlanOptions, round_to: int) -> dict[int, np.ndarray]:
+    """Remove `ratio` of the units of every group."""
+    removed = {}
+    for group in groups:
+        kept = rounded_keep(group, group.units * (1.0 - ratio), options, round_to)
+        if kept < group.units:
+            removed[group.id] = lowest(scores[group.id], group.units - kept)
+    return removed
+
+
+def plan_global(groups: list[Group], scores: dict[int, np.ndarray], ratio: float,
+                options: PlanOptions, round_to: int) -> dict[int, np.ndarray]:
+    """Remove the globally lowest-scoring `ratio` of all channels, capped per group."""
+    entries = [(score, group.id, unit) for group in groups
+               for unit, score in enumerate(scores[group.id])]
+    entries.sort(key=lambda e: (e[0], e[1], e[2]))
+    by_id = {g.id: g for g in groups}
+    budget = ratio * sum(g.units * g.channels for g in groups)
+    cut: dict[int, int] = {}
+    spent = 0.0
+    for _, gid, _ in entries:
+        if spent >= budget:
+            break
+        group = by_id[gid]
+        if cut.get(gid, 0) + 1 > options.max_ratio * group.units:
+            continue
+        cut[gid] = cut.get(gid, 0) + 1
+        spent += group.channels
+    removed = {}
+    for gid, count in cut.items():
+        group = by_id[gid]
+        kept = rounded_keep(group, group.units - count, options, round_to)
+        if kept < group.units:
+            removed[gid] = lowest(scores[gid], group.units - kept)
+    return removed
+
+
+def plan_zero(groups: list[Group], scores: dict[int, np.ndarray], options: PlanOptions,
+              round_to: int) -> dict[int, np.ndarray]:
+    """Remove only zero-scored units, rounding the removal down so kept counts stay
+    multiples of the step."""
+    removed = {}
+    for group in groups:
+        dead = np.flatnonzero(scores[group.id] == 0)
+        step = step_units(group, round_to)
+        kept = group.units - len(dead)
+        kept = min(group.units, math.ceil(kept / step) * step if kept else step)
+        count = group.units - max(kept, options.min_channels)
+        if count > 0:
+            removed[group.id] = np.sort(dead[:count])
+    return removed
+
+
+def search_ratio(fits: Callable[[float], bool], high: float) -> float:
+    """Smallest ratio in [0, high] for which `fits` holds (bisection)."""
+    if not fits(high):
+        raise InputError("the MACs target cannot be reached: even pruning every group to its "
+                         f"cap (ratio {high:.2f}) keeps more")
+    low = 0.0
+    for _ in range(30):
+        mid = (low + high) / 2
+        if fits(mid):
+            high = mid
+        else:
+            low = mid
+    return high

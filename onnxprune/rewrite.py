@@ -1,0 +1,46 @@
+"""Apply a plan: slice constants on their pruned axes and let each op rule fix its
+attributes and shape constants."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from .depgraph import DepGraph, GraphView, Slot
+from .depgraph.rules import Change, rule_for
+from .plan import Plan
+
+
+def removed_slots(dep: DepGraph, removed_units: dict[int, np.ndarray]) -> dict[Slot, np.ndarray]:
+    """Indices each slot loses under a plan (the union over the groups that hold it)."""
+    by_slot: dict[Slot, np.ndarray] = {}
+    for group in dep.groups:
+        units = removed_units.get(group.id)
+        if units is None or not len(units):
+            continue
+        for slot, owner in group.members.items():
+            idx = np.flatnonzero(np.isin(owner, units))
+            if idx.size:
+                by_slot[slot] = np.union1d(by_slot.get(slot, idx), idx)
+    return by_slot
+
+
+def apply(graph: gs.Graph, view: GraphView, removed: dict[Slot, np.ndarray]) -> gs.Graph:
+    """Rewrite a copy of the analyzed graph; `view` still describes the original."""
+    graph = graph.copy()
+    change = Change(removed, view)
+    for node in graph.nodes:
+        rule = rule_for(node)
+        if rule is not None and change.touches(node):
+            rule.rewrite(node, change)
+    tensors = graph.tensors()
+    for slot, idx in sorted(removed.items()):
+        tensor = tensors.get(slot.tensor)
+        if isinstance(tensor, gs.Constant):
+            tensor.values = np.delete(np.asarray(tensor.values), idx, axis=slot.axis)
+    return graph
+
+
+def apply_plan(dep: DepGraph, plan: Plan) -> gs.Graph:
+    """The pruned graph for a plan."""
+    return apply(dep.view.graph, dep.view, removed_slots(dep, plan.removed))

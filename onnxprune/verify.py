@@ -1,0 +1,117 @@
+"""Verification of written models: full checker, strict shape inference, and an
+onnxruntime run on sample inputs; plus output comparison helpers."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import ModelProto
+
+from .errors import InputError, VerificationError
+from .model import EXTERNAL_DATA_THRESHOLD, _first_line, _weight_bytes
+
+DEFAULT_DYNAMIC_DIM = 64
+
+
+def input_specs(model: ModelProto) -> list[onnx.ValueInfoProto]:
+    """Graph inputs that are fed at run time (initializers excluded)."""
+    inits = {t.name for t in model.graph.initializer}
+    return [v for v in model.graph.input if v.name not in inits]
+
+
+def sample_shapes(model: ModelProto, overrides: dict[str, tuple[int, ...]] | None = None
+                  ) -> dict[str, tuple[int, ...]]:
+    """Concrete input shapes: declared sizes, overrides, 1 for a leading symbolic axis
+    and 64 for other symbolic axes."""
+    overrides = overrides or {}
+    shapes = {}
+    for spec in input_specs(model):
+        dims = spec.type.tensor_type.shape.dim
+        declared = tuple(d.dim_value if d.HasField("dim_value") else -1 for d in dims)
+        if spec.name in overrides:
+            shape = tuple(overrides[spec.name])
+            if len(shape) != len(declared) or any(
+                    d > 0 and d != s for d, s in zip(declared, shape, strict=True)):
+                raise InputError(f"input shape {shape} does not fit input {spec.name!r} "
+                                 f"declared as {_dims_text(dims)}")
+        else:
+            shape = tuple(d if d > 0 else (1 if axis == 0 else DEFAULT_DYNAMIC_DIM)
+                          for axis, d in enumerate(declared))
+        shapes[spec.name] = shape
+    unknown = set(overrides) - set(shapes)
+    if unknown:
+        raise InputError(f"no model input named {sorted(unknown)[0]!r}; inputs are "
+                         f"{', '.join(shapes)}")
+    return shapes
+
+
+def _dims_text(dims) -> str:
+    return "[" + ", ".join(str(d.dim_value) if d.HasField("dim_value") else (d.dim_param or "?")
+                           for d in dims) + "]"
+
+
+def sample_feeds(model: ModelProto, shapes: dict[str, tuple[int, ...]], seed: int = 0
+                 ) -> dict[str, np.ndarray]:
+    """Random inputs of the right dtypes (small non-negative integers for int inputs)."""
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for spec in input_specs(model):
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(spec.type.tensor_type.elem_type)
+        shape = shapes[spec.name]
+        if np.issubdtype(dtype, np.floating):
+            feeds[spec.name] = rng.standard_normal(shape).astype(dtype)
+        elif dtype == np.bool_:
+            feeds[spec.name] = np.ones(shape, dtype)
+        else:
+            feeds[spec.name] = rng.integers(0, 2, shape).astype(dtype)
+    return feeds
+
+
+def session(model: ModelProto, threads: int = 0) -> ort.InferenceSession:
+    """An onnxruntime CPU session for an in-memory model (large ones via a temp file)."""
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    if threads:
+        options.intra_op_num_threads = threads
+    if _weight_bytes(model) < EXTERNAL_DATA_THRESHOLD:
+        return ort.InferenceSession(model.SerializeToString(), options,
+                                    providers=["CPUExecutionProvider"])
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "model.onnx")
+        onnx.save_model(model, path, save_as_external_data=True, location="model.onnx.data")
+        return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+
+
+def run(model: ModelProto, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Outputs of one onnxruntime run, by output name."""
+    sess = session(model)
+    names = [o.name for o in sess.get_outputs()]
+    return dict(zip(names, sess.run(names, feeds), strict=True))
+
+
+def check_written(model: ModelProto, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Every invariant of a model we write; returns its outputs on `feeds`."""
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except Exception as exc:
+        raise VerificationError(f"checker: {_first_line(exc)}") from None
+    try:
+        onnx.shape_inference.infer_shapes(model, strict_mode=True, data_prop=True)
+    except Exception as exc:
+        raise VerificationError(f"shape inference: {_first_line(exc)}") from None
+    try:
+        return run(model, feeds)
+    except Exception as exc:
+        raise VerificationError(f"onnxruntime: {_first_line(exc)}") from None
+
+
+def relative_error(reference: np.ndarray, value: np.ndarray) -> float:
+    """‖value − reference‖ / max(‖reference‖, tiny)."""
+    reference = np.asarray(reference, np.float64)
+    value = np.asarray(value, np.float64)
+    scale = max(float(np.linalg.norm(reference)), 1e-30)
+    return float(np.linalg.norm(value - reference) / scale)
