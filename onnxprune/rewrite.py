@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from .depgraph import DepGraph, GraphView, Slot
+from .depgraph import DepGraph, GraphView, Role, Slot
 from .depgraph.rules import Change, rule_for
 from .plan import Plan
 
@@ -44,3 +44,23 @@ def apply(graph: gs.Graph, view: GraphView, removed: dict[Slot, np.ndarray]) -> 
 def apply_plan(dep: DepGraph, plan: Plan) -> gs.Graph:
     """The pruned graph for a plan."""
     return apply(dep.view.graph, dep.view, removed_slots(dep, plan.removed))
+
+
+def mask_sinks(dep: DepGraph, removed_units: dict[int, np.ndarray]) -> gs.Graph:
+    """The reference for mask equivalence: a copy of the original graph in which the
+    removed units' slices of every consumer weight (role IN) are zero."""
+    graph = dep.view.graph.copy()
+    tensors = graph.tensors()
+    for group in dep.groups:
+        units = removed_units.get(group.id)
+        if units is None or not len(units):
+            continue
+        for slot in group.slots(Role.IN):
+            idx = np.flatnonzero(np.isin(group.members[slot], units))
+            tensor = tensors[slot.tensor]
+            values = np.array(tensor.values, copy=True)
+            index = [slice(None)] * values.ndim
+            index[slot.axis] = idx
+            values[tuple(index)] = 0
+            tensor.values = values
+    return graph

@@ -1,0 +1,164 @@
+"""Command line: parse, call the API, print. Errors become one line on stderr."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import click
+
+from . import __version__, api
+from . import model as model_io
+from .errors import InputError, OnnxPruneError
+
+INTERNAL_ERROR = 70
+
+
+def _fail(message: str, code: int) -> None:
+    click.echo(f"onnxprune: error: {message}", err=True)
+    sys.exit(code)
+
+
+def handle_errors(func):
+    """Turn every failure into one clear line and a documented exit status."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except OnnxPruneError as exc:
+            _fail(str(exc), exc.exit_code)
+        except MemoryError:
+            _fail("out of memory", INTERNAL_ERROR)
+        except Exception as exc:  # never show a traceback to a user
+            if os.environ.get("ONNXPRUNE_DEBUG"):
+                raise
+            _fail(f"internal error: {type(exc).__name__}: {exc} (set ONNXPRUNE_DEBUG=1 for a "
+                  "traceback)", INTERNAL_ERROR)
+
+    return wrapper
+
+
+def parse_input_shapes(values: tuple[str, ...]) -> dict[str, tuple[int, ...]]:
+    """`name:1x3x224x224` → {"name": (1, 3, 224, 224)}."""
+    shapes = {}
+    for value in values:
+        name, sep, dims = value.rpartition(":")
+        try:
+            shape = tuple(int(d) for d in dims.lower().split("x"))
+        except ValueError:
+            shape = ()
+        if not sep or not name or not shape or min(shape) < 1:
+            raise InputError(f"--input-shape {value!r}: expected NAME:D1xD2x…, e.g. "
+                             "input:1x3x224x224")
+        shapes[name] = shape
+    return shapes
+
+
+def write_json_atomic(data: dict, path: str) -> None:
+    """Write JSON through a temp file in the same directory, then rename."""
+    target = Path(path)
+    _check_writable(target)
+    with tempfile.NamedTemporaryFile("w", dir=target.parent or ".", delete=False,
+                                     suffix=".tmp", prefix=".onnxprune-") as handle:
+        json.dump(data, handle, indent=2, default=_json_default)
+    os.replace(handle.name, target)
+
+
+def _json_default(value):
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return str(value)
+
+
+def _check_writable(path: Path) -> None:
+    directory = path.parent if str(path.parent) else Path(".")
+    if not directory.is_dir():
+        raise InputError(f"{path}: output directory does not exist")
+    if not os.access(directory, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise InputError(f"{path}: not writable")
+    if path.is_dir():
+        raise InputError(f"{path}: is a directory")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="onnxprune")
+def main() -> None:
+    """Structural pruning of ONNX models."""
+
+
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=True))
+@click.option("--json", "as_json", is_flag=True, help="Print the groups as JSON.")
+@handle_errors
+def inspect(model: str, as_json: bool) -> None:
+    """Show every channel group of MODEL and why a group cannot be pruned."""
+    groups = api.inspect(model)
+    if as_json:
+        click.echo(json.dumps([_group_dict(g) for g in groups], indent=2))
+        return
+    from .display import groups_table
+
+    groups_table(groups)
+
+
+def _group_dict(group) -> dict:
+    return {
+        "id": group.id,
+        "kind": group.kind,
+        "size": group.units,
+        "channels_per_unit": group.channels,
+        "prunable": group.prunable,
+        "blocked": group.blocked[0] if group.blocked else None,
+        "blocked_all": group.blocked,
+        "producers": [name for name, _ in group.producers],
+        "members": [{"tensor": s.tensor, "axis": s.axis, "role": group.roles[s].value}
+                    for s in group.members],
+    }
+
+
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=True))
+@click.option("-o", "--output", required=True, help="Where to write the pruned model.")
+@click.option("--ratio", type=float, help="Fraction of channels removed per group, in [0, 1).")
+@click.option("--target-macs", type=float, help="Keep at most this fraction of the MACs.")
+@click.option("--criterion", default="l1", show_default=True,
+              help="l1, l2, bn_scale, random or zero.")
+@click.option("--global", "global_ranking", is_flag=True,
+              help="Rank channels across groups instead of per group.")
+@click.option("--max-ratio", type=float, default=0.9, show_default=True,
+              help="Cap on the fraction removed from any one group (global ranking).")
+@click.option("--round-to", type=int, help="Kept channel counts are multiples of this "
+              "[default: 8].")
+@click.option("--min-channels", type=int, default=1, show_default=True,
+              help="Never keep fewer channels in a group.")
+@click.option("--ignore", multiple=True, help="Do not prune groups produced by nodes matching "
+              "this name, op type or regular expression (repeatable).")
+@click.option("--input-shape", multiple=True, help="NAME:1x3x224x224 for verification runs "
+              "and MACs (repeatable).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--report", "report_path", help="Write a JSON report here.")
+@click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
+@handle_errors
+def prune(model, output, ratio, target_macs, criterion, global_ranking, max_ratio, round_to,
+          min_channels, ignore, input_shape, seed, report_path, quiet) -> None:
+    """Remove channels from MODEL and write a verified, smaller model to OUTPUT."""
+    _check_writable(Path(output))
+    if report_path:
+        _check_writable(Path(report_path))
+    pruned, report = api.prune(
+        model, ratio, target_macs=target_macs, criterion=criterion,
+        global_ranking=global_ranking, max_ratio=max_ratio, round_to=round_to,
+        min_channels=min_channels, ignore=ignore, input_shapes=parse_input_shapes(input_shape),
+        seed=seed)
+    model_io.save(pruned, output)
+    if report_path:
+        write_json_atomic(report.to_dict(), report_path)
+    if not quiet:
+        from .display import prune_summary
+
+        prune_summary(report, output)

@@ -1,0 +1,46 @@
+"""Human-readable output for the command line (rich tables)."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from .api import Report
+from .depgraph import Group
+
+
+def _count(value: float) -> str:
+    for unit, size in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(value) >= size:
+            return f"{value / size:.2f}{unit}"
+    return str(int(value))
+
+
+def groups_table(groups: list[Group], console: Console | None = None) -> None:
+    """One row per group: size, kind, producers, and status or blocking reason."""
+    console = console or Console()
+    table = Table(title=f"{len(groups)} channel groups "
+                        f"({sum(g.prunable for g in groups)} prunable)")
+    for column in ("id", "kind", "size", "members", "produced by", "status"):
+        table.add_column(column, overflow="fold")
+    for group in groups:
+        producers = ", ".join(name for name, _ in group.producers[:3])
+        if len(group.producers) > 3:
+            producers += f" +{len(group.producers) - 3}"
+        status = "prunable" if group.prunable else f"blocked: {group.blocked[0]}"
+        size = str(group.units) + (f"×{group.channels}" if group.channels > 1 else "")
+        table.add_row(str(group.id), group.kind, size, str(len(group.members)),
+                      producers or str(group.root), status)
+    console.print(table)
+
+
+def prune_summary(report: Report, output: str, console: Console | None = None) -> None:
+    """MACs, parameters and groups cut, in two lines."""
+    console = console or Console()
+    cut = sum(1 for g in report.groups if g.kept < g.size)
+    console.print(
+        f"MACs {_count(report.macs_before)} → {_count(report.macs_after)} "
+        f"({report.macs_reduction:.2f}× fewer), params {_count(report.params_before)} → "
+        f"{_count(report.params_after)}; {cut} of {len(report.groups)} groups cut "
+        f"in {report.seconds:.2f}s")
+    console.print(f"wrote {output}")
