@@ -46,6 +46,11 @@ def load(model: ModelProto | str | os.PathLike) -> ModelProto:
         raise InputError(f"{path}: not a readable ONNX model ({_first_line(exc)})") from None
     if not proto.graph.node:
         raise InputError(f"{path}: not an ONNX model (no graph nodes)")
+    from .structure import is_structure_only
+
+    if is_structure_only(proto):
+        raise InputError(f"{path}: a structure-only file without weights; fill it first "
+                         "(onnxprune.structure.fill)")
     return proto
 
 
@@ -240,6 +245,53 @@ def infer_shapes(model: ModelProto, strict: bool = False) -> ModelProto:
         return onnx.shape_inference.infer_shapes(model, strict_mode=strict, data_prop=True)
     except Exception as exc:
         raise ModelError(f"shape inference failed: {_first_line(exc)}") from None
+
+
+def infer_shape_table(model: ModelProto) -> dict[str, Shape]:
+    """Shapes from ONNX inference, completed by onnxruntime's symbolic inference where
+    ONNX leaves sizes unknown (run-time computed Reshape targets, for example)."""
+    table = shape_table(infer_shapes(model))
+    if all(_complete(shape) for shape in table.values()) and len(table) >= _tensor_count(model):
+        return table
+    symbolic = _symbolic_table(model)
+    for name, shape in symbolic.items():
+        table[name] = _merge(table.get(name), shape)
+    return table
+
+
+def _complete(shape: Shape) -> bool:
+    """No axis of unknown size (ONNX names the sizes it could not infer `unk__N`)."""
+    return shape is not None and all(
+        d is not None and not (isinstance(d, str) and d.startswith("unk__")) for d in shape)
+
+
+def _tensor_count(model: ModelProto) -> int:
+    return len({o for n in model.graph.node for o in n.output if o})
+
+
+def _merge(first: Shape, second: Shape) -> Shape:
+    if first is None or second is None or len(first) != len(second):
+        return first if second is None else second if first is None else first
+    return tuple(a if isinstance(a, int) else b if isinstance(b, int) else a or b
+                 for a, b in zip(first, second, strict=True))
+
+
+def _symbolic_table(model: ModelProto) -> dict[str, Shape]:
+    try:
+        import contextlib
+        import io
+        import logging
+
+        from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+    except ImportError:
+        return {}
+    logging.getLogger("onnxruntime.tools.symbolic_shape_infer").setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            inferred = SymbolicShapeInference.infer_shapes(model, auto_merge=True)
+    except Exception:
+        return {}
+    return shape_table(inferred) if inferred is not None else {}
 
 
 def shape_table(model: ModelProto) -> dict[str, Shape]:

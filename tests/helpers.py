@@ -117,3 +117,52 @@ def prune_all(model, fraction: float = 0.5, seed: int = 0, **kwargs):
 
 def weight_shapes(model) -> dict[str, tuple[int, ...]]:
     return {t.name: tuple(t.dims) for t in model.graph.initializer}
+
+
+def build_typed(builder: GraphBuilder, outputs, elem_type=TensorProto.FLOAT,
+                ir_version: int = 8, output_shape=None) -> onnx.ModelProto:
+    """Like `GraphBuilder.build`, with the outputs' element type, shape and the IR version
+    chosen (float16 graphs, opsets that need a newer IR, ops shape inference skips)."""
+    outputs = [outputs] if isinstance(outputs, str) else outputs
+    graph = helper.make_graph(builder.nodes, "test", builder.inputs,
+                              [helper.make_tensor_value_info(o, elem_type, output_shape)
+                               for o in outputs], builder.inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", builder.opset)])
+    model.ir_version = ir_version
+    model = onnx.shape_inference.infer_shapes(model)
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def groups_on(dep, tensor: str, axis: int = 1) -> list:
+    """Groups that own at least one index of the slot (tensor, axis)."""
+    from onnxprune.depgraph import Slot
+
+    slot = Slot(tensor, axis)
+    return [g for g in dep.groups if slot in g.members and (g.members[slot] >= 0).any()]
+
+
+def node_attr(model, op_type: str, name: str, index: int = 0):
+    """An attribute of the index-th node of a type, as a Python value (None if absent)."""
+    nodes = [n for n in model.graph.node if n.op_type == op_type]
+    for attr in nodes[index].attribute:
+        if attr.name == name:
+            return helper.get_attribute_value(attr)
+    return None
+
+
+def const_values(model, name_or_node_input) -> np.ndarray:
+    """Values of an initializer (or Constant node output) by name."""
+    for init in model.graph.initializer:
+        if init.name == name_or_node_input:
+            return numpy_helper.to_array(init)
+    for node in model.graph.node:
+        if node.op_type == "Constant" and node.output[0] == name_or_node_input:
+            return numpy_helper.to_array(node.attribute[0].t)
+    raise KeyError(name_or_node_input)
+
+
+def node_input_values(model, op_type: str, input_index: int, index: int = 0) -> np.ndarray:
+    """Constant values feeding input `input_index` of the index-th node of a type."""
+    nodes = [n for n in model.graph.node if n.op_type == op_type]
+    return const_values(model, nodes[index].input[input_index])

@@ -14,8 +14,7 @@ __all__ = ["DepGraph", "Group", "GraphView", "Role", "Slot", "analyze", "build",
 
 def view_of(graph: gs.Graph, original: ModelProto) -> GraphView:
     """Infer shapes of a normalized graph and wrap it for the rules."""
-    inferred = model_io.infer_shapes(model_io.structure_proto(graph, original))
-    return GraphView(graph, model_io.shape_table(inferred))
+    return GraphView(graph, model_io.infer_shape_table(model_io.structure_proto(graph, original)))
 
 
 def analyze(model: ModelProto) -> DepGraph:
