@@ -15,6 +15,7 @@ from . import model as model_io
 from .cost import Cost, concrete, model_cost
 from .depgraph import DepGraph, Group, analyze, build, view_of
 from .errors import VerificationError
+from .model import sample_shapes
 from .plan import (
     DEFAULT_ROUND_TO,
     Plan,
@@ -26,7 +27,7 @@ from .plan import (
     search_ratio,
 )
 from .rewrite import apply, removed_slots
-from .verify import check_written, sample_feeds, sample_shapes
+from .verify import check_written, sample_feeds
 
 ModelLike = ModelProto | str | os.PathLike
 
@@ -74,11 +75,12 @@ class Report:
         return data
 
 
-def inspect(model: ModelLike) -> list[Group]:
+def inspect(model: ModelLike, input_shapes: dict[str, tuple[int, ...]] | None = None
+            ) -> list[Group]:
     """Every channel group of a model, prunable or with its blocking reason."""
     proto = model_io.load(model)
     model_io.check(proto)
-    return analyze(proto).groups
+    return analyze(proto, input_shapes).groups
 
 
 def prune(model: ModelLike, ratio: float | None = None, *, target_macs: float | None = None,
@@ -94,8 +96,8 @@ def prune(model: ModelLike, ratio: float | None = None, *, target_macs: float | 
     proto = model_io.load(model)
     start = time.perf_counter()
     model_io.check(proto)
-    dep = build(view_of(model_io.normalize(proto), proto))
     shapes = sample_shapes(proto, input_shapes)
+    dep = build(view_of(model_io.normalize(proto), proto, shapes))
     costs = _pricer(dep, proto, shapes)
     plan = _plan(dep, options, score, costs)
     pruned = _rewrite(dep, plan, proto)

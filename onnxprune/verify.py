@@ -11,47 +11,8 @@ import onnx
 import onnxruntime as ort
 from onnx import ModelProto
 
-from .errors import InputError, VerificationError
-from .model import EXTERNAL_DATA_THRESHOLD, _first_line, _weight_bytes
-
-DEFAULT_DYNAMIC_DIM = 64
-
-
-def input_specs(model: ModelProto) -> list[onnx.ValueInfoProto]:
-    """Graph inputs that are fed at run time (initializers excluded)."""
-    inits = {t.name for t in model.graph.initializer}
-    return [v for v in model.graph.input if v.name not in inits]
-
-
-def sample_shapes(model: ModelProto, overrides: dict[str, tuple[int, ...]] | None = None
-                  ) -> dict[str, tuple[int, ...]]:
-    """Concrete input shapes: declared sizes, overrides, 1 for a leading symbolic axis
-    and 64 for other symbolic axes."""
-    overrides = overrides or {}
-    shapes = {}
-    for spec in input_specs(model):
-        dims = spec.type.tensor_type.shape.dim
-        declared = tuple(d.dim_value if d.HasField("dim_value") else -1 for d in dims)
-        if spec.name in overrides:
-            shape = tuple(overrides[spec.name])
-            if len(shape) != len(declared) or any(
-                    d > 0 and d != s for d, s in zip(declared, shape, strict=True)):
-                raise InputError(f"input shape {shape} does not fit input {spec.name!r} "
-                                 f"declared as {_dims_text(dims)}")
-        else:
-            shape = tuple(d if d > 0 else (1 if axis == 0 else DEFAULT_DYNAMIC_DIM)
-                          for axis, d in enumerate(declared))
-        shapes[spec.name] = shape
-    unknown = set(overrides) - set(shapes)
-    if unknown:
-        raise InputError(f"no model input named {sorted(unknown)[0]!r}; inputs are "
-                         f"{', '.join(shapes)}")
-    return shapes
-
-
-def _dims_text(dims) -> str:
-    return "[" + ", ".join(str(d.dim_value) if d.HasField("dim_value") else (d.dim_param or "?")
-                           for d in dims) + "]"
+from .errors import VerificationError
+from .model import EXTERNAL_DATA_THRESHOLD, _first_line, _weight_bytes, input_specs
 
 
 def sample_feeds(model: ModelProto, shapes: dict[str, tuple[int, ...]], seed: int = 0

@@ -12,12 +12,17 @@ from .graph import DepGraph, Group, build
 __all__ = ["DepGraph", "Group", "GraphView", "Role", "Slot", "analyze", "build", "view_of"]
 
 
-def view_of(graph: gs.Graph, original: ModelProto) -> GraphView:
+def view_of(graph: gs.Graph, original: ModelProto,
+            input_shapes: dict[str, tuple[int, ...]] | None = None) -> GraphView:
     """Infer shapes of a normalized graph and wrap it for the rules."""
-    return GraphView(graph, model_io.infer_shape_table(model_io.structure_proto(graph, original)))
+    structure = model_io.structure_proto(graph, original)
+    table = model_io.infer_shape_table(structure, input_shapes,
+                                       runnable=lambda: model_io.export(graph, original))
+    return GraphView(graph, table)
 
 
-def analyze(model: ModelProto) -> DepGraph:
+def analyze(model: ModelProto, input_shapes: dict[str, tuple[int, ...]] | None = None
+            ) -> DepGraph:
     """Normalize a model and build its channel groups."""
     graph = model_io.normalize(model)
-    return build(view_of(graph, model))
+    return build(view_of(graph, model, input_shapes))

@@ -64,12 +64,28 @@ def build(view: GraphView) -> DepGraph:
     """Propagate from every weight's output axis and collect the groups."""
     found = _propagate(view)
     sizes = {slot: view.dim(slot) for slot in found.slots}
-    for slot, size in sizes.items():
-        if size is None:
-            found.edges.block(slot, f"size of {slot} is unknown")
+    _block_unknown_sizes(found, sizes)
     rows = _rows(found, sizes)
     labels = _components(rows.total, _atom_pairs(found.edges.links, rows, sizes))
     return DepGraph(_groups(found, rows, labels), view)
+
+
+def _block_unknown_sizes(found: _Found, sizes: dict[Slot, int | None]) -> None:
+    """A link to an axis of unknown size, or between unequal sizes, blocks both ends."""
+    for slot, size in sizes.items():
+        if size is None:
+            found.edges.block(slot, f"size of {slot} is unknown")
+    for link in found.edges.links:
+        size_a, size_b = sizes.get(link.a), sizes.get(link.b)
+        if size_a is None or size_b is None:
+            unknown = link.a if size_a is None else link.b
+            reason = f"size of {unknown} is unknown"
+        elif link.a_idx is None and size_a != size_b:
+            reason = f"{link.a} and {link.b} differ in size ({size_a} vs {size_b})"
+        else:
+            continue
+        found.edges.block(link.a, reason)
+        found.edges.block(link.b, reason)
 
 
 @dataclass

@@ -272,8 +272,9 @@ class Broadcast(Rule):
             return False
         if node.op == "Tile":
             return int(values[y_axis]) == 1
-        offset = len(values) - view.rank(node.outputs[0].name)
-        return y_axis + offset >= 0
+        # Expand: an entry for the axis is rewritten; a shape too short to name the axis
+        # leaves it to the input (sizes already match).
+        return True
 
     def rewrite(self, node: gs.Node, change: Change) -> None:
         if node.op != "Expand":
