@@ -45,6 +45,7 @@ class GroupReport:
     producers: list[str]
     blocked: str | None = None
     skipped: str | None = None
+    removed: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -70,8 +71,9 @@ class Report:
         data = asdict(self)
         data["macs_reduction"] = self.macs_reduction
         for group in data["groups"]:
-            if group["blocked"] is None:
-                del group["blocked"]
+            for key in ("blocked", "skipped"):
+                if group[key] is None:
+                    del group[key]
         return data
 
 
@@ -199,5 +201,6 @@ def _group_reports(dep: DepGraph, plan: Plan) -> list[GroupReport]:
             group.id, group.kind, group.units, plan.kept(group), group.channels,
             str(group.root), [name for name, _ in group.producers],
             blocked=group.blocked[0] if group.blocked else None,
-            skipped=None if group.blocked else reason))
+            skipped=None if group.blocked else reason,
+            removed=[int(u) for u in plan.removed.get(group.id, ())]))
     return reports

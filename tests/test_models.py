@@ -1,0 +1,59 @@
+"""Every model of the structural zoo prunes at --ratio 0.5 to a valid model that is
+mask-equivalent to the original, and loses MACs wherever a group is prunable."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from models import LIGHT, light_path, real_inputs, real_path, zoo_model, zoo_names
+
+from onnxprune import model as model_io
+from onnxprune import prune
+from onnxprune.depgraph import analyze
+from onnxprune.model import sample_shapes
+from onnxprune.rewrite import mask_sinks
+from onnxprune.verify import relative_error, run, sample_feeds
+
+
+def check_prunes_equivalently(model: onnx.ModelProto, input_shapes=None, tol: float = 1e-4):
+    pruned, report = prune(model, 0.5, input_shapes=input_shapes)
+    removed = {g.id: np.array(g.removed) for g in report.groups if g.removed}
+    prunable = [g for g in report.groups if not g.blocked and not g.skipped]
+    if prunable:
+        assert removed and report.macs_after < report.macs_before
+    shapes = sample_shapes(model, input_shapes)
+    dep = analyze(model, shapes)
+    masked = model_io.export(mask_sinks(dep, removed), model)
+    feeds = sample_feeds(model, shapes, seed=3)
+    want, got = run(masked, feeds), run(pruned, feeds)
+    for name, reference in want.items():
+        assert got[name].shape == reference.shape
+        assert relative_error(reference, got[name]) <= tol, name
+    assert [o.name for o in pruned.graph.output] == [o.name for o in model.graph.output]
+    assert [i.name for i in pruned.graph.input] == [i.name for i in model.graph.input
+                                                    if i.name not in
+                                                    {t.name for t in model.graph.initializer}]
+    return report
+
+
+@pytest.mark.zoo
+@pytest.mark.parametrize("name", zoo_names())
+def test_torchvision_structure_prunes_equivalently(name):
+    report = check_prunes_equivalently(zoo_model(name))
+    if name == "resnet50":
+        assert report.macs_reduction >= 3.8
+
+
+@pytest.mark.zoo
+@pytest.mark.parametrize("name", LIGHT)
+def test_onnx_light_model_prunes_equivalently(name):
+    check_prunes_equivalently(onnx.load(str(light_path(name))))
+
+
+@pytest.mark.zoo
+@pytest.mark.parametrize("name", ["ppocr_det_v4", "ppocr_rec_v4", "ppocr_cls",
+                                  "silero_vad_16k_sequence"])
+def test_real_model_prunes_equivalently(name):
+    report = check_prunes_equivalently(onnx.load(str(real_path(name))), real_inputs(name))
+    assert report.macs_reduction > 1.5
