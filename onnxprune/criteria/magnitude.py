@@ -30,8 +30,10 @@ def _per_unit(group: Group, slot: Slot, per_atom: np.ndarray) -> np.ndarray:
 
 
 def _atom_reduce(values: np.ndarray, axis: int, power: int) -> np.ndarray:
-    data = np.abs(np.moveaxis(values.astype(np.float64), axis, 0).reshape(values.shape[axis], -1))
-    return (data ** power).sum(axis=1)
+    """Sum of |w|**power over every axis but `axis` (accumulated in float64)."""
+    others = tuple(a for a in range(values.ndim) if a != axis)
+    data = np.abs(values) if power == 1 else np.square(values, dtype=np.float32)
+    return data.sum(axis=others, dtype=np.float64)
 
 
 def _weight_slots(group: Group, view: GraphView) -> list[Slot]:

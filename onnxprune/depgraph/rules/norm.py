@@ -53,5 +53,5 @@ def _mixed_axes(node: gs.Node, rank: int) -> set[int]:
     if node.op == "LpNormalization":
         return {int(node.attrs.get("axis", -1)) % rank}
     if node.op == "MeanVarianceNormalization":
-        return {int(a) % rank for a in node.attrs.get("axes", [0, 2, 3])} | {1}
+        return {int(a) % rank for a in node.attrs.get("axes", [0, 2, 3])}
     return set(range(1, rank))
