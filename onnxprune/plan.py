@@ -109,7 +109,7 @@ def rounded_keep(group: Group, keep: float, options: PlanOptions, round_to: int)
     step = step_units(group, round_to)
     if group.units < step:
         return group.units
-    kept = int(round(keep / step)) * step
+    kept = math.floor(keep / step + 0.5) * step
     floor = max(step, math.ceil(options.min_channels / group.channels))
     return int(min(group.units, max(kept, floor)))
 
