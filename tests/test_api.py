@@ -6,7 +6,7 @@ import numpy as np
 import onnx
 import pytest
 from helpers import GraphBuilder, analyze, prunable
-from models import zoo_model
+from model_files import zoo_model
 
 import onnxprune
 from onnxprune import model as model_io

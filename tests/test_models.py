@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from models import LIGHT, light_path, real_inputs, real_path, zoo_model, zoo_names
+from model_files import LIGHT, light_path, real_inputs, real_path, zoo_model, zoo_names
 
 from onnxprune import model as model_io
 from onnxprune import prune
