@@ -184,9 +184,9 @@ def default_opset(model: ModelProto) -> int:
 
 def export(graph: gs.Graph, original: ModelProto) -> ModelProto:
     """Export a graph and restore the original model-level fields."""
+    io_names = {t.name for t in list(graph.inputs) + list(graph.outputs)}
     for tensor in graph.tensors().values():
-        if isinstance(tensor, gs.Variable) and tensor not in graph.inputs \
-                and tensor not in graph.outputs:
+        if isinstance(tensor, gs.Variable) and tensor.name not in io_names:
             tensor.shape = None
     proto = gs.export_onnx(graph, do_type_check=False)
     del proto.graph.value_info[:]

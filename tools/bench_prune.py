@@ -127,14 +127,17 @@ def synthetic_resnet(blocks: int, width: int = 64, seed: int = 0) -> onnx.ModelP
 
 def timing_rows(ratio: float) -> None:
     print(f"== inspect + prune time at --ratio {ratio} (load and save excluded)")
+    seconds = {}
     for name in ("resnet50", "densenet121"):
         model = load_zoo(name)
-        best = min(prune_seconds(model, ratio) for _ in range(3))
-        print(f"{name:16s} {best:6.2f} s", flush=True)
+        seconds[name] = min(prune_seconds(model, ratio) for _ in range(3))
+        print(f"{name:16s} {seconds[name]:6.2f} s", flush=True)
     shallow = min(prune_seconds(synthetic_resnet(16), ratio) for _ in range(3))
     deep = min(prune_seconds(synthetic_resnet(160), ratio) for _ in range(2))
-    print(f"synthetic 16 blocks {shallow:6.2f} s, 160 blocks {deep:6.2f} s: "
-          f"{deep / shallow:.1f}× the time for 10× the depth", flush=True)
+    print(f"synthetic residual net, 16 bottlenecks (resnet50's depth) {shallow:6.2f} s; "
+          f"160 bottlenecks {deep:6.2f} s", flush=True)
+    print(f"10x depth: {deep / shallow:.1f}x the 16-bottleneck time, "
+          f"{deep / seconds['resnet50']:.1f}x resnet50's time", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:

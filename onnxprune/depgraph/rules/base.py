@@ -15,6 +15,7 @@ class Change:
 
     def __init__(self, removed: dict[Slot, np.ndarray], view: GraphView):
         self._removed = removed
+        self._tensors = {slot.tensor for slot in removed}
         self.view = view
 
     def removed(self, tensor: str, axis: int) -> np.ndarray:
@@ -33,8 +34,7 @@ class Change:
 
     def touches(self, node: gs.Node) -> bool:
         """Whether any input or output of the node loses indices."""
-        names = {t.name for t in list(node.inputs) + list(node.outputs)}
-        return any(slot.tensor in names for slot in self._removed)
+        return any(t.name in self._tensors for t in list(node.inputs) + list(node.outputs))
 
 
 class Rule:
