@@ -62,6 +62,7 @@ class Report:
     round_to: int
     input_shapes: dict[str, list[int]]
     groups: list[GroupReport] = field(default_factory=list)
+    nodes: list[dict] = field(default_factory=list)
 
     @property
     def macs_reduction(self) -> float:
@@ -109,7 +110,7 @@ def prune(model: ModelLike, ratio: float | None = None, *, target_macs: float | 
     report = Report(before.macs, after.macs, before.params, after.params,
                     time.perf_counter() - start, criterion, options.ratio,
                     _round_to(options), {k: list(v) for k, v in shapes.items()},
-                    _group_reports(dep, plan))
+                    _group_reports(dep, plan), _node_reports(dep.view.graph, before, after))
     return pruned, report
 
 
@@ -191,6 +192,19 @@ def _final_cost(pruned: ModelProto, shapes) -> Cost:
     inferred = model_io.infer_shapes(model_io.with_input_shapes(pruned, shapes))
     graph = gs.import_onnx(inferred)
     return model_cost(graph, concrete(model_io.shape_table(inferred)))
+
+
+def _node_reports(graph: gs.Graph, before: Cost, after: Cost) -> list[dict]:
+    """MACs and parameters before and after, for every node that has either."""
+    rows = []
+    for node in graph.nodes:
+        macs, params = before.per_node.get(node.name, (0, 0))
+        if macs or params:
+            new_macs, new_params = after.per_node.get(node.name, (0, 0))
+            rows.append({"name": node.name, "op": node.op, "macs_before": macs,
+                         "macs_after": new_macs, "params_before": params,
+                         "params_after": new_params})
+    return rows
 
 
 def _group_reports(dep: DepGraph, plan: Plan) -> list[GroupReport]:

@@ -23,7 +23,7 @@ class Cost:
 
     macs: int
     params: int
-    per_node: dict[str, int]
+    per_node: dict[str, tuple[int, int]]
 
 
 def _prod(shape) -> int:
@@ -60,14 +60,23 @@ def _recurrent_macs(node: gs.Node, shape_of: ShapeOf) -> int:
     return steps_and_batch * directions * gates_hidden * (inputs + r[2])
 
 
+def _float_size(tensor: gs.Tensor, shape_of: ShapeOf) -> int:
+    if isinstance(tensor, gs.Constant) and np.issubdtype(tensor.dtype, np.floating):
+        return _prod(shape_of(tensor.name) or tensor.shape)
+    return 0
+
+
+def node_params(node: gs.Node, shape_of: ShapeOf) -> int:
+    """Float parameters a node reads (its constant inputs)."""
+    return sum(_float_size(t, shape_of) for t in node.inputs)
+
+
 def model_cost(graph: gs.Graph, shape_of: ShapeOf) -> Cost:
-    """MACs and float parameters of a whole graph."""
-    per_node = {node.name: node_macs(node, shape_of) for node in graph.nodes}
-    params = 0
-    for tensor in graph.tensors().values():
-        if isinstance(tensor, gs.Constant) and np.issubdtype(tensor.dtype, np.floating):
-            params += _prod(shape_of(tensor.name) or tensor.shape)
-    return Cost(sum(per_node.values()), params, per_node)
+    """MACs and float parameters of a whole graph, and (MACs, params) per node."""
+    per_node = {node.name: (node_macs(node, shape_of), node_params(node, shape_of))
+                for node in graph.nodes}
+    params = sum(_float_size(t, shape_of) for t in graph.tensors().values())
+    return Cost(sum(m for m, _ in per_node.values()), params, per_node)
 
 
 def concrete(shapes: dict[str, tuple | None]) -> ShapeOf:

@@ -215,3 +215,29 @@ def test_structure_only_file_is_refused_with_advice(tmp_path):
     onnx.save(onnx.load("models/zoo/resnet18.onnx"), str(path))
     with pytest.raises(InputError, match="structure-only"):
         onnxprune.prune(str(path), 0.5)
+
+
+def test_cost_model_per_node_before_and_after():
+    b = GraphBuilder()
+    x = b.input("x", [1, 3, 8, 8])
+    h = b.op("Relu", [b.conv(x, 3, 32)])
+    flat = b.op("Flatten", [b.op("GlobalAveragePool", [h])])
+    model = b.build(b.op("Gemm", [flat, b.weight(10, 32), b.weight(10)], transB=1))
+    _, report = onnxprune.prune(model, 0.5, round_to=1)
+    rows = {row["op"]: row for row in report.nodes}
+    assert rows["Conv"]["macs_before"] == 32 * 8 * 8 * 3 * 9
+    assert rows["Conv"]["macs_after"] == 16 * 8 * 8 * 3 * 9
+    assert rows["Conv"]["params_before"] == 32 * 27 + 32
+    assert rows["Gemm"]["macs_before"] == 320 and rows["Gemm"]["macs_after"] == 160
+    assert report.macs_before == 32 * 8 * 8 * 27 + 320
+    assert report.params_after == 16 * 27 + 16 + 160 + 10
+
+
+def test_recurrent_macs_are_counted():
+    b = GraphBuilder()
+    x = b.input("x", [5, 1, 16])
+    w, r = b.weight(1, 4 * 8, 16), b.weight(1, 4 * 8, 8)
+    y = b.op("LSTM", [x, w, r], n_out=3, hidden_size=8)[0]
+    model = b.build(y)
+    _, report = onnxprune.prune(model, 0.0)
+    assert report.macs_before == 5 * 1 * 32 * (16 + 8)

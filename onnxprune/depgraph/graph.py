@@ -238,6 +238,8 @@ def _components(total: int, pairs: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
 def _groups(found: _Found, rows: _Rows, labels: np.ndarray) -> list[Group]:
     row_ids = np.repeat(np.arange(len(rows.sizes)), rows.sizes)
     keys = np.unique(labels.astype(np.int64) * len(rows.sizes) + row_ids)
+    if not keys.size:
+        return []
     key_labels, key_rows = np.divmod(keys, len(rows.sizes))
     bounds = np.flatnonzero(np.diff(key_labels)) + 1
     by_signature: dict[tuple[int, ...], list[int]] = {}
