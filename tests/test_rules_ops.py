@@ -1354,3 +1354,15 @@ def test_matmul_between_activations_couples_both_contracted_axes():
     got, want = run(pruned, feeds), run(reference, feeds)
     for name, ref in want.items():
         assert relative_error(ref, got[name]) <= 1e-5
+
+
+def test_shape_entry_of_the_pruned_axis_used_as_a_value_blocks():
+    b = GraphBuilder()
+    x = b.input("x", [1, 3, 8, 8])
+    h = b.op("Relu", [b.conv(x, 3, 8)])
+    channels = b.op("Gather", [b.op("Shape", [h]), b.const(np.array(1, np.int64))])
+    scale = b.op("Cast", [channels], to=onnx.TensorProto.FLOAT)
+    y = b.conv(b.op("Mul", [h, scale]), 8, 4)
+    dep = analyze(b.build(y))
+    group = next(g for g in dep.groups if g.units == 8)
+    assert group.blocked and "used as a value" in group.blocked[0]

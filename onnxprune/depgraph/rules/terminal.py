@@ -1,20 +1,51 @@
-"""Ops that read only a tensor's shape: they follow whatever size it has at run
-time and neither couple nor block channels."""
+"""Ops that read only a tensor's shape. Shape passes when the size of the pruned
+axis is never used as a value (every consumer gathers or slices other entries);
+Size always counts the pruned indices and blocks."""
 
 from __future__ import annotations
 
+import numpy as np
 import onnx_graphsurgeon as gs
 
 from ..core import Edges, GraphView, Slot
-from .base import Rule, register
+from .base import Rule, const_input, register
 
 
 @register("Shape")
 class ShapeOnly(Rule):
-    """Nothing to couple: the result is computed from the pruned shape at run time."""
+    """Pass when no consumer of the shape reads the pruned axis's entry."""
 
     def propagate(self, node: gs.Node, slot: Slot, view: GraphView, edges: Edges) -> None:
-        return
+        rank = view.rank(slot.tensor)
+        if rank is None:
+            edges.block(slot, f"Shape {node.name}: rank unknown")
+            return
+        start = int(node.attrs.get("start", 0)) % (rank + 1) if "start" in node.attrs else 0
+        end = int(node.attrs.get("end", rank))
+        end = end % (rank + 1) if end < 0 else min(end, rank)
+        if not start <= slot.axis < end:
+            return
+        entry = slot.axis - start
+        for consumer in node.outputs[0].outputs:
+            if _reads_entry(consumer, entry, end - start, view):
+                edges.block(slot, f"Shape {node.name}: the size of axis {slot.axis} is used "
+                                  f"as a value by {consumer.op} {consumer.name}")
+                return
+
+
+def _reads_entry(consumer: gs.Node, entry: int, length: int, view: GraphView) -> bool:
+    """Whether a consumer of a shape vector can see the given entry."""
+    if consumer.op == "Gather" and int(consumer.attrs.get("axis", 0)) == 0:
+        indices = const_input(consumer, 1, view)
+        return indices is None or entry in (np.asarray(indices) % length).reshape(-1)
+    if consumer.op == "Slice":
+        starts, ends = const_input(consumer, 1, view), const_input(consumer, 2, view)
+        steps = const_input(consumer, 4, view)
+        if starts is None or ends is None or (steps is not None and int(steps[0]) != 1):
+            return True
+        first, stop, _ = slice(int(starts[0]), int(ends[0]), 1).indices(length)
+        return first <= entry < stop
+    return True
 
 
 @register("Size")
