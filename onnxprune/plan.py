@@ -20,8 +20,9 @@ from .errors import InputError
 
 # Kept channel counts are multiples of this by default: onnxruntime's CPU
 # convolutions run in blocked NCHWc layouts of 8 (AVX2) or 16 (AVX-512) channels,
-# and counts off those multiples fall back to slower kernels (see README).
-DEFAULT_ROUND_TO = 8
+# and counts off those multiples run padded blocks or slower kernels (measured by
+# tools/bench_prune.py; see README). 16 serves both instruction sets.
+DEFAULT_ROUND_TO = 16
 
 
 @dataclass

@@ -183,7 +183,7 @@ def test_float16_weights_prune():
         b.inits)
     model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
     model.ir_version = 8
-    pruned, report = onnxprune.prune(model, 0.5)
+    pruned, report = onnxprune.prune(model, 0.5, round_to=8)
     sizes = [tuple(t.dims) for t in pruned.graph.initializer]
     assert (8, 3, 3, 3) in sizes and all(t.data_type == onnx.TensorProto.FLOAT16
                                          for t in pruned.graph.initializer)

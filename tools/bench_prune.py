@@ -4,10 +4,10 @@ speedup, and the time inspect + prune take.
     python tools/bench_prune.py                     # the default report
     python tools/bench_prune.py --ratio 0.3 --round-to 1 --round-to 8 --round-to 16
 
-Dense and pruned models are timed in the same run, interleaved run by run, on
-onnxruntime's CPU provider with 2 intra-op threads and batch 1; each figure is a
-median over `--runs` runs. Models are the structure-only torchvision files in
-models/zoo, filled with seeded random weights.
+Dense and pruned models are timed in the same run, taking turns in blocks of
+runs, on onnxruntime's CPU provider with 2 intra-op threads (default spinning) and
+batch 1; each figure is a median over `--runs` runs. Models are the
+structure-only torchvision files in models/zoo, filled with seeded random weights.
 """
 
 from __future__ import annotations
@@ -42,40 +42,42 @@ def session(model: onnx.ModelProto, threads: int) -> ort.InferenceSession:
                                 providers=["CPUExecutionProvider"])
 
 
-def interleaved_latency(models: list[onnx.ModelProto], feed: dict, runs: int, threads: int
-                        ) -> list[float]:
-    """Median seconds per run for each model, alternating models run by run."""
+def interleaved_latency(models: list[onnx.ModelProto], feed: dict, runs: int, threads: int,
+                        block: int = 10) -> list[float]:
+    """Median seconds per run for each model. Models take turns in blocks of `block`
+    runs, with a pause between turns so the idle sessions' worker threads stop
+    spinning (onnxruntime's default) before the next one is timed."""
     sessions = [session(m, threads) for m in models]
-    for sess in sessions:
-        for _ in range(5):
-            sess.run(None, feed)
     times: list[list[float]] = [[] for _ in sessions]
-    for _ in range(runs):
+    for turn in range(max(1, runs // block) + 1):
         for k, sess in enumerate(sessions):
-            start = time.perf_counter()
-            sess.run(None, feed)
-            times[k].append(time.perf_counter() - start)
+            time.sleep(0.05)
+            for _ in range(block):
+                start = time.perf_counter()
+                sess.run(None, feed)
+                if turn:  # the first turn warms up
+                    times[k].append(time.perf_counter() - start)
     return [statistics.median(t) for t in times]
 
 
 def speed_rows(names: list[str], ratio: float, round_tos: list[int | None], runs: int,
                threads: int) -> None:
     print(f"== speed at --ratio {ratio} (onnxruntime CPU, {threads} threads, batch 1, "
-          f"median of {runs} interleaved runs)")
-    print(f"{'model':16s} {'round_to':>8s} {'MACs red.':>9s} {'speedup':>8s} "
+          f"median of {runs} runs taken in turns)")
+    print(f"{'model':16s} {'round_to':>12s} {'MACs red.':>9s} {'speedup':>8s} "
           f"{'speedup/MACs':>12s} {'dense ms':>9s} {'pruned ms':>9s}")
     for name in names:
         dense = load_zoo(name)
         feed = {dense.graph.input[0].name:
                 np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)}
-        pruned = [prune(dense, ratio, round_to=r) for r in round_tos]
-        medians = interleaved_latency([dense] + [p for p, _ in pruned], feed, runs, threads)
-        for r, (_, report), latency in zip(round_tos, pruned, medians[1:], strict=True):
-            speedup = medians[0] / latency
-            label = "default" if r is None else str(r)
-            print(f"{name:16s} {label:>8s} {report.macs_reduction:9.2f} {speedup:8.2f} "
-                  f"{speedup / report.macs_reduction:12.2f} {medians[0] * 1e3:9.2f} "
-                  f"{latency * 1e3:9.2f}", flush=True)
+        for r in round_tos:
+            pruned, report = prune(dense, ratio, round_to=r)
+            dense_s, pruned_s = interleaved_latency([dense, pruned], feed, runs, threads)
+            speedup = dense_s / pruned_s
+            label = f"{report.round_to}" + (" (default)" if r is None else "")
+            print(f"{name:16s} {label:>12s} {report.macs_reduction:9.2f} {speedup:8.2f} "
+                  f"{speedup / report.macs_reduction:12.2f} {dense_s * 1e3:9.2f} "
+                  f"{pruned_s * 1e3:9.2f}", flush=True)
 
 
 def prune_seconds(model: onnx.ModelProto, ratio: float) -> float:
