@@ -156,14 +156,13 @@ def _propagate(view: GraphView) -> _Found:
 
 
 def _seeds(view: GraphView, edges: Edges) -> list[Slot]:
-    seeds: list[Slot] = []
+    seeds: dict[Slot, None] = {}
     for node in view.graph.nodes:
         rule = rule_for(node)
         for slot in rule.seeds(node, view) if rule else []:
-            if slot not in seeds:
-                seeds.append(slot)
-                edges.roles.setdefault(slot, Role.OUT)
-    return seeds
+            seeds.setdefault(slot)
+            edges.roles.setdefault(slot, Role.OUT)
+    return list(seeds)
 
 
 def _visit(slot: Slot, view: GraphView, edges: Edges, touched: set) -> list[Slot]:
