@@ -15,7 +15,6 @@ from . import model as model_io
 from .cost import Cost, concrete, model_cost
 from .depgraph import DepGraph, Group, analyze, build, view_of
 from .errors import VerificationError
-from .model import sample_shapes
 from .plan import (
     DEFAULT_ROUND_TO,
     Plan,
@@ -27,6 +26,7 @@ from .plan import (
     search_ratio,
 )
 from .rewrite import apply, removed_slots
+from .shapes import infer_shapes, sample_shapes, shape_table, with_input_shapes
 from .verify import check_written, sample_feeds
 
 ModelLike = ModelProto | str | os.PathLike
@@ -120,8 +120,8 @@ def _round_to(options: PlanOptions) -> int:
 
 def _pricer(dep: DepGraph, proto: ModelProto, shapes):
     """Cost of the model under a set of removed units (None: the dense model)."""
-    fixed = model_io.with_input_shapes(model_io.structure_proto(dep.view.graph, proto), shapes)
-    table = model_io.shape_table(model_io.infer_shapes(fixed))
+    fixed = with_input_shapes(model_io.structure_proto(dep.view.graph, proto), shapes)
+    table = shape_table(infer_shapes(fixed))
     base = concrete(table)
 
     def price(removed_units: dict[int, np.ndarray] | None) -> Cost:
@@ -189,9 +189,9 @@ def _culprit(dep: DepGraph, plan: Plan, proto: ModelProto, feeds) -> str:
 
 
 def _final_cost(pruned: ModelProto, shapes) -> Cost:
-    inferred = model_io.infer_shapes(model_io.with_input_shapes(pruned, shapes))
+    inferred = infer_shapes(with_input_shapes(pruned, shapes))
     graph = gs.import_onnx(inferred)
-    return model_cost(graph, concrete(model_io.shape_table(inferred)))
+    return model_cost(graph, concrete(shape_table(inferred)))
 
 
 def _node_reports(graph: gs.Graph, before: Cost, after: Cost) -> list[dict]:

@@ -1,6 +1,12 @@
 """Errors raised by onnxprune. Every one carries a message fit for a user."""
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message, shortened for a one-line error."""
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:300]
+
+
 class OnnxPruneError(Exception):
     """Base class: a clear, one-line reason why an operation could not be done."""
 

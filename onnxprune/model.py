@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +17,7 @@ import onnx
 import onnx_graphsurgeon as gs
 from onnx import ModelProto
 
-from .errors import InputError, ModelError
+from .errors import InputError, ModelError, first_line
 
 EXTERNAL_DATA_THRESHOLD = 1_800_000_000
 FOLD_LIMIT_ELEMENTS = 64_000_000
@@ -26,10 +25,6 @@ NO_FOLD_OPS = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUnifo
                "Multinomial", "Bernoulli", "If", "Loop", "Scan", "SequenceEmpty"}
 
 WEIGHT_SOURCES = {"Constant", "ConstantOfShape", "Identity"}
-
-Dim = int | str | None
-Shape = tuple[Dim, ...] | None
-
 
 def load(model: ModelProto | str | os.PathLike) -> ModelProto:
     """Read a model from a path (external data included) or pass a ModelProto through."""
@@ -43,7 +38,7 @@ def load(model: ModelProto | str | os.PathLike) -> ModelProto:
     try:
         proto = onnx.load(str(path), load_external_data=True)
     except Exception as exc:  # protobuf raises several unrelated types
-        raise InputError(f"{path}: not a readable ONNX model ({_first_line(exc)})") from None
+        raise InputError(f"{path}: not a readable ONNX model ({first_line(exc)})") from None
     if not proto.graph.node:
         raise InputError(f"{path}: not an ONNX model (no graph nodes)")
     from .structure import is_structure_only
@@ -59,12 +54,7 @@ def check(model: ModelProto, what: str = "model") -> None:
     try:
         onnx.checker.check_model(model, full_check=True)
     except Exception as exc:
-        raise ModelError(f"{what} fails the ONNX checker: {_first_line(exc)}") from None
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0][:300]
+        raise ModelError(f"{what} fails the ONNX checker: {first_line(exc)}") from None
 
 
 def normalize(model: ModelProto) -> gs.Graph:
@@ -216,19 +206,6 @@ def structure_proto(graph: gs.Graph, original: ModelProto, limit: int = 256) -> 
     return export(copy, original)
 
 
-def with_input_shapes(model: ModelProto, shapes: dict[str, tuple[int, ...]]) -> ModelProto:
-    """A copy whose graph inputs are declared with concrete shapes."""
-    fixed = ModelProto()
-    fixed.CopyFrom(model)
-    for value in fixed.graph.input:
-        if value.name in shapes:
-            dims = value.type.tensor_type.shape.dim
-            del dims[:]
-            for size in shapes[value.name]:
-                dims.add().dim_value = int(size)
-    return fixed
-
-
 def _restore_io(proto: ModelProto, original: ModelProto) -> None:
     """Keep graph inputs/outputs exactly as declared (names, dtypes, shapes)."""
     inits = {t.name for t in proto.graph.initializer}
@@ -237,158 +214,6 @@ def _restore_io(proto: ModelProto, original: ModelProto) -> None:
         for value in field:
             if value.name in originals and value.name not in inits:
                 value.CopyFrom(originals[value.name])
-
-
-def infer_shapes(model: ModelProto, strict: bool = False) -> ModelProto:
-    """ONNX shape inference with data propagation; raises ModelError when strict fails."""
-    try:
-        return onnx.shape_inference.infer_shapes(model, strict_mode=strict, data_prop=True)
-    except Exception as exc:
-        raise ModelError(f"shape inference failed: {_first_line(exc)}") from None
-
-
-def infer_shape_table(model: ModelProto,
-                      overrides: dict[str, tuple[int, ...]] | None = None,
-                      runnable: Callable[[], ModelProto] | None = None) -> dict[str, Shape]:
-    """Shapes from ONNX inference. Sizes it leaves unknown (run-time computed Reshape
-    targets, for example) are probed: `runnable()` is run in onnxruntime with two
-    different concrete input shapes, and a size equal in both runs is static."""
-    table = shape_table(infer_shapes(model))
-    unknown = [name for name, shape in table.items() if not _complete(shape)]
-    unknown += [o for node in model.graph.node for o in node.output if o and o not in table]
-    if not unknown or runnable is None:
-        return table
-    runnable_model = runnable()
-    first = sample_shapes(model, overrides)
-    reference = _run_shapes(runnable_model, first, unknown)
-    for only_leading in (False, True):
-        other = _run_shapes(runnable_model, _varied(model, first, only_leading), unknown)
-        if other:
-            for name in unknown:
-                table[name] = _probed(table.get(name), reference.get(name), other.get(name))
-            break
-    return table
-
-
-def _varied(model: ModelProto, shapes: dict[str, tuple[int, ...]], only_leading: bool
-            ) -> dict[str, tuple[int, ...]]:
-    """Input shapes with dynamic axes doubled (all of them, or only the leading one)."""
-    varied = {}
-    for name, shape in shapes.items():
-        dynamic = _dynamic_axes(model, name)
-        varied[name] = tuple(d * 2 if dynamic[k] and (k == 0 or not only_leading) else d
-                             for k, d in enumerate(shape))
-    return varied
-
-
-def _run_shapes(model: ModelProto, shapes: dict[str, tuple[int, ...]], names: list[str]
-                ) -> dict[str, Shape]:
-    """Shapes of the named tensors in one onnxruntime run (empty if the run fails)."""
-    import onnxruntime as ort
-
-    probe = ModelProto()
-    probe.CopyFrom(model)
-    del probe.graph.output[:]
-    probe.graph.output.extend(onnx.ValueInfoProto(name=name) for name in names)
-    options = ort.SessionOptions()
-    options.log_severity_level = 4
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    try:
-        session = ort.InferenceSession(probe.SerializeToString(), options,
-                                       providers=["CPUExecutionProvider"])
-        values = session.run(names, _zeros_like_inputs(model, shapes))
-    except Exception:
-        return {}
-    return {name: tuple(np.shape(v)) for name, v in zip(names, values, strict=True)}
-
-
-def _zeros_like_inputs(model: ModelProto, shapes: dict[str, tuple[int, ...]]
-                       ) -> dict[str, np.ndarray]:
-    feeds = {}
-    for spec in input_specs(model):
-        dtype = onnx.helper.tensor_dtype_to_np_dtype(spec.type.tensor_type.elem_type)
-        feeds[spec.name] = np.zeros(shapes[spec.name], dtype)
-    return feeds
-
-
-def _complete(shape: Shape) -> bool:
-    """No axis of unknown size (ONNX names the sizes it could not infer `unk__N`)."""
-    return shape is not None and all(
-        d is not None and not (isinstance(d, str) and d.startswith("unk__")) for d in shape)
-
-
-def _probed(shape: Shape, first: Shape, second: Shape) -> Shape:
-    if first is None or second is None or len(first) != len(second):
-        return shape
-    if shape is None or len(shape) != len(first):
-        shape = (None,) * len(first)
-    return tuple(a if a == b and isinstance(a, int) and (d is None or isinstance(d, str))
-                 else d for d, a, b in zip(shape, first, second, strict=True))
-
-
-def _dynamic_axes(model: ModelProto, name: str) -> list[bool]:
-    for value in model.graph.input:
-        if value.name == name:
-            return [not (d.HasField("dim_value") and d.dim_value > 0)
-                    for d in value.type.tensor_type.shape.dim]
-    return []
-
-
-def input_specs(model: ModelProto) -> list[onnx.ValueInfoProto]:
-    """Graph inputs that are fed at run time (initializers excluded)."""
-    inits = {t.name for t in model.graph.initializer}
-    return [v for v in model.graph.input if v.name not in inits]
-
-
-DEFAULT_DYNAMIC_DIM = 64
-
-
-def sample_shapes(model: ModelProto, overrides: dict[str, tuple[int, ...]] | None = None
-                  ) -> dict[str, tuple[int, ...]]:
-    """Concrete input shapes: declared sizes, overrides, 1 for a leading symbolic axis
-    and 64 for other symbolic axes."""
-    overrides = overrides or {}
-    shapes = {}
-    for spec in input_specs(model):
-        dims = spec.type.tensor_type.shape.dim
-        declared = tuple(d.dim_value if d.HasField("dim_value") else -1 for d in dims)
-        if spec.name in overrides:
-            shape = tuple(overrides[spec.name])
-            if len(shape) != len(declared) or any(
-                    d > 0 and d != s for d, s in zip(declared, shape, strict=True)):
-                raise InputError(f"input shape {shape} does not fit input {spec.name!r} "
-                                 f"declared as {_dims_text(dims)}")
-        else:
-            shape = tuple(d if d > 0 else (1 if axis == 0 else DEFAULT_DYNAMIC_DIM)
-                          for axis, d in enumerate(declared))
-        shapes[spec.name] = shape
-    unknown = set(overrides) - set(shapes)
-    if unknown:
-        raise InputError(f"no model input named {sorted(unknown)[0]!r}; inputs are "
-                         f"{', '.join(shapes)}")
-    return shapes
-
-
-def _dims_text(dims) -> str:
-    return "[" + ", ".join(str(d.dim_value) if d.HasField("dim_value") else (d.dim_param or "?")
-                           for d in dims) + "]"
-
-
-def shape_table(model: ModelProto) -> dict[str, Shape]:
-    """Map every typed tensor name to its shape (ints, symbols, or None per axis)."""
-    table: dict[str, Shape] = {}
-    values: Iterable = list(model.graph.input) + list(model.graph.value_info) + list(
-        model.graph.output)
-    for value in values:
-        ttype = value.type.tensor_type
-        if not ttype.HasField("shape"):
-            continue
-        table[value.name] = tuple(
-            d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else (d.dim_param or None)
-            for d in ttype.shape.dim)
-    for init in model.graph.initializer:
-        table[init.name] = tuple(init.dims)
-    return table
 
 
 def save(model: ModelProto, path: str | os.PathLike) -> None:

@@ -11,8 +11,9 @@ import onnx
 import onnxruntime as ort
 from onnx import ModelProto
 
-from .errors import VerificationError
-from .model import EXTERNAL_DATA_THRESHOLD, _first_line, _weight_bytes, input_specs
+from .errors import VerificationError, first_line
+from .model import EXTERNAL_DATA_THRESHOLD, _weight_bytes
+from .shapes import input_specs
 
 
 def sample_feeds(model: ModelProto, shapes: dict[str, tuple[int, ...]], seed: int = 0
@@ -59,15 +60,15 @@ def check_written(model: ModelProto, feeds: dict[str, np.ndarray]) -> dict[str, 
     try:
         onnx.checker.check_model(model, full_check=True)
     except Exception as exc:
-        raise VerificationError(f"checker: {_first_line(exc)}") from None
+        raise VerificationError(f"checker: {first_line(exc)}") from None
     try:
         onnx.shape_inference.infer_shapes(model, strict_mode=True, data_prop=True)
     except Exception as exc:
-        raise VerificationError(f"shape inference: {_first_line(exc)}") from None
+        raise VerificationError(f"shape inference: {first_line(exc)}") from None
     try:
         return run(model, feeds)
     except Exception as exc:
-        raise VerificationError(f"onnxruntime: {_first_line(exc)}") from None
+        raise VerificationError(f"onnxruntime: {first_line(exc)}") from None
 
 
 def relative_error(reference: np.ndarray, value: np.ndarray) -> float:

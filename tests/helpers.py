@@ -8,8 +8,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from onnxprune import model as model_io
 from onnxprune.depgraph import build, view_of
-from onnxprune.model import sample_shapes
 from onnxprune.rewrite import apply, mask_sinks, removed_slots
+from onnxprune.shapes import sample_shapes
 from onnxprune.verify import check_written, relative_error, sample_feeds
 
 RNG = np.random.default_rng(0)

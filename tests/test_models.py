@@ -11,8 +11,8 @@ from model_files import LIGHT, light_path, real_inputs, real_path, zoo_model, zo
 from onnxprune import model as model_io
 from onnxprune import prune
 from onnxprune.depgraph import analyze
-from onnxprune.model import sample_shapes
 from onnxprune.rewrite import mask_sinks
+from onnxprune.shapes import sample_shapes
 from onnxprune.verify import relative_error, run, sample_feeds
 
 

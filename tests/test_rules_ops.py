@@ -22,7 +22,7 @@ from helpers import (
 from onnx import TensorProto, helper, numpy_helper
 
 from onnxprune.depgraph import Role, Slot
-from onnxprune.model import sample_shapes
+from onnxprune.shapes import sample_shapes
 from onnxprune.verify import relative_error, run, sample_feeds
 
 

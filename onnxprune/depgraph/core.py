@@ -8,7 +8,7 @@ from enum import Enum
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from ..model import Shape
+from ..shapes import Shape
 
 
 @dataclass(frozen=True, order=True)
