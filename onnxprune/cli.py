@@ -66,6 +66,9 @@ def write_json_atomic(data: dict, path: str) -> None:
     with tempfile.NamedTemporaryFile("w", dir=target.parent or ".", delete=False,
                                      suffix=".tmp", prefix=".onnxprune-") as handle:
         json.dump(data, handle, indent=2, default=_json_default)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(handle.name, 0o666 & ~umask)
     os.replace(handle.name, target)
 
 
