@@ -27,7 +27,7 @@ from .plan import (
 )
 from .rewrite import apply, removed_slots
 from .shapes import infer_shapes, sample_shapes, shape_table, with_input_shapes
-from .verify import check_written, sample_feeds
+from .verify import check_pruned, reference_model, sample_feeds
 
 ModelLike = ModelProto | str | os.PathLike
 
@@ -167,8 +167,9 @@ def _rewrite(dep: DepGraph, plan: Plan, proto: ModelProto) -> ModelProto:
 
 
 def _verify(pruned: ModelProto, dep: DepGraph, plan: Plan, proto: ModelProto, feeds) -> None:
+    """Check the written-model invariants and mask equivalence; name a faulty group."""
     try:
-        check_written(pruned, feeds)
+        check_pruned(pruned, reference_model(dep, plan.removed, proto), feeds)
     except VerificationError as exc:
         culprit = _culprit(dep, plan, proto, feeds)
         raise VerificationError(f"pruned model failed verification ({exc}){culprit}; "
@@ -178,9 +179,10 @@ def _verify(pruned: ModelProto, dep: DepGraph, plan: Plan, proto: ModelProto, fe
 def _culprit(dep: DepGraph, plan: Plan, proto: ModelProto, feeds) -> str:
     """Name the first group that fails on its own, to point at the faulty rule."""
     for gid, units in plan.removed.items():
-        single = _rewrite(dep, Plan({gid: units}), proto)
+        single = Plan({gid: units})
         try:
-            check_written(single, feeds)
+            check_pruned(_rewrite(dep, single, proto),
+                         reference_model(dep, single.removed, proto), feeds)
         except VerificationError as exc:
             group = dep.groups[gid]
             nodes = ", ".join(name for name, _ in group.producers[:3]) or group.root.tensor

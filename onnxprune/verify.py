@@ -11,8 +11,10 @@ import onnx
 import onnxruntime as ort
 from onnx import ModelProto
 
+from .depgraph import DepGraph
 from .errors import VerificationError, first_line
-from .model import EXTERNAL_DATA_THRESHOLD, _weight_bytes
+from .model import EXTERNAL_DATA_THRESHOLD, _weight_bytes, export
+from .rewrite import mask_sinks
 from .shapes import input_specs
 
 
@@ -69,6 +71,39 @@ def check_written(model: ModelProto, feeds: dict[str, np.ndarray]) -> dict[str, 
         return run(model, feeds)
     except Exception as exc:
         raise VerificationError(f"onnxruntime: {first_line(exc)}") from None
+
+
+def reference_model(dep: DepGraph, removed_units: dict[int, np.ndarray],
+                    original: ModelProto) -> ModelProto:
+    """The original model with the removed units zeroed at their consumers."""
+    return export(mask_sinks(dep, removed_units), original)
+
+
+def check_pruned(pruned: ModelProto, reference: ModelProto, feeds: dict[str, np.ndarray]
+                 ) -> None:
+    """Written-model invariants, then equal outputs to the masked reference."""
+    got = check_written(pruned, feeds)
+    want = run(reference, feeds)
+    for name, expected in want.items():
+        if not np.issubdtype(expected.dtype, np.floating):
+            continue
+        tol = 2e-2 if expected.dtype == np.float16 else 1e-3
+        if got[name].shape != expected.shape:
+            raise VerificationError(f"output {name!r} has shape {got[name].shape}, expected "
+                                    f"{expected.shape}")
+        if not outputs_close(expected, got[name], tol):
+            raise VerificationError(
+                f"output {name!r} differs from the reference (the original with the removed "
+                f"channels zeroed at their consumers): relative error "
+                f"{relative_error(expected, got[name]):.2e}")
+
+
+def outputs_close(reference: np.ndarray, value: np.ndarray, tol: float,
+                  atol: float = 1e-6) -> bool:
+    """‖value − reference‖ ≤ tol·‖reference‖ + atol·√n (robust for all-zero outputs)."""
+    reference = np.asarray(reference, np.float64)
+    diff = np.linalg.norm(np.asarray(value, np.float64) - reference)
+    return bool(diff <= tol * np.linalg.norm(reference) + atol * np.sqrt(reference.size))
 
 
 def relative_error(reference: np.ndarray, value: np.ndarray) -> float:

@@ -241,3 +241,17 @@ def test_recurrent_macs_are_counted():
     model = b.build(y)
     _, report = onnxprune.prune(model, 0.0)
     assert report.macs_before == 5 * 1 * 32 * (16 + 8)
+
+
+def test_a_wrong_rewrite_is_caught_by_the_reference_check(monkeypatch):
+    """Break the Concat offsets: the model stays valid but computes something else."""
+    from onnxprune.depgraph.rules import concat_split
+
+    b = GraphBuilder()
+    x = b.input("x", [1, 3, 8, 8])
+    a, c = b.conv(x, 3, 16), b.conv(x, 3, 16)
+    model = b.build(b.conv(b.op("Concat", [a, c], axis=1), 32, 4))
+    monkeypatch.setattr(concat_split, "_offsets", lambda names, axis, view: [0] * len(names))
+    with pytest.raises(onnxprune.VerificationError, match="differs from the reference") as err:
+        onnxprune.prune(model, 0.5, round_to=1)
+    assert "group" in str(err.value) and "nothing was written" in str(err.value)
