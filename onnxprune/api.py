@@ -105,8 +105,7 @@ def prune(model: ModelLike, ratio: float | None = None, *, target_macs: float | 
     plan = _plan(dep, options, score, costs)
     pruned = _rewrite(dep, plan, proto)
     _verify(pruned, dep, plan, proto, sample_feeds(proto, shapes, seed))
-    after = _final_cost(pruned, shapes)
-    before = costs(None)
+    before, after = costs(None), costs(plan.removed)
     report = Report(before.macs, after.macs, before.params, after.params,
                     time.perf_counter() - start, criterion, options.ratio,
                     _round_to(options), {k: list(v) for k, v in shapes.items()},
@@ -188,12 +187,6 @@ def _culprit(dep: DepGraph, plan: Plan, proto: ModelProto, feeds) -> str:
             nodes = ", ".join(name for name, _ in group.producers[:3]) or group.root.tensor
             return f"; group {gid} (produced by {nodes}) fails alone: {exc}"
     return ""
-
-
-def _final_cost(pruned: ModelProto, shapes) -> Cost:
-    inferred = infer_shapes(with_input_shapes(pruned, shapes))
-    graph = gs.import_onnx(inferred)
-    return model_cost(graph, concrete(shape_table(inferred)))
 
 
 def _node_reports(graph: gs.Graph, before: Cost, after: Cost) -> list[dict]:

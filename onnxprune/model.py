@@ -50,9 +50,10 @@ def load(model: ModelProto | str | os.PathLike) -> ModelProto:
 
 
 def check(model: ModelProto, what: str = "model") -> None:
-    """Run the full ONNX checker; raise ModelError with the checker's first line."""
+    """Run the ONNX checker on an input model; raise ModelError with its first line.
+    (Shapes are inferred later; written models get the full check.)"""
     try:
-        onnx.checker.check_model(model, full_check=True)
+        onnx.checker.check_model(model)
     except Exception as exc:
         raise ModelError(f"{what} fails the ONNX checker: {first_line(exc)}") from None
 
@@ -204,6 +205,32 @@ def structure_proto(graph: gs.Graph, original: ModelProto, limit: int = 256) -> 
             tensor.type = "tensor_type"
             copy.inputs.append(tensor)
     return export(copy, original)
+
+
+def weightless(model: ModelProto, limit: int = 256) -> ModelProto:
+    """A copy for shape checks: initializers over `limit` elements become typed graph
+    inputs, so nothing large is copied or serialized."""
+    light = ModelProto()
+    for field in ("ir_version", "producer_name", "producer_version", "domain",
+                  "model_version"):
+        setattr(light, field, getattr(model, field))
+    light.opset_import.extend(model.opset_import)
+    light.functions.extend(model.functions)
+    graph = light.graph
+    graph.name = model.graph.name
+    graph.node.extend(model.graph.node)
+    graph.input.extend(model.graph.input)
+    graph.output.extend(model.graph.output)
+    declared = {value.name for value in model.graph.input}
+    for init in model.graph.initializer:
+        if init.name in declared:
+            graph.initializer.append(init)
+        elif int(np.prod(init.dims, dtype=np.int64)) > limit:
+            graph.input.append(onnx.helper.make_tensor_value_info(
+                init.name, init.data_type, list(init.dims)))
+        else:
+            graph.initializer.append(init)
+    return light
 
 
 def _restore_io(proto: ModelProto, original: ModelProto) -> None:

@@ -3,8 +3,10 @@ onnxruntime run on sample inputs; plus output comparison helpers."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
+from collections.abc import Iterator
 
 import numpy as np
 import onnx
@@ -13,7 +15,7 @@ from onnx import ModelProto
 
 from .depgraph import DepGraph
 from .errors import VerificationError, first_line
-from .model import EXTERNAL_DATA_THRESHOLD, _weight_bytes, export
+from .model import EXTERNAL_DATA_THRESHOLD, _weight_bytes, export, weightless
 from .rewrite import mask_sinks
 from .shapes import input_specs
 
@@ -35,22 +37,33 @@ def sample_feeds(model: ModelProto, shapes: dict[str, tuple[int, ...]], seed: in
     return feeds
 
 
-def session(model: ModelProto, threads: int = 0) -> ort.InferenceSession:
-    """An onnxruntime CPU session for an in-memory model (large ones via a temp file)."""
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    if threads:
-        options.intra_op_num_threads = threads
+@contextlib.contextmanager
+def serialized(model: ModelProto) -> Iterator[bytes | str]:
+    """The model as bytes, or as a temporary path with external data when it is too
+    large for one protobuf message; serialized once for every consumer."""
     if _weight_bytes(model) < EXTERNAL_DATA_THRESHOLD:
-        return ort.InferenceSession(model.SerializeToString(), options,
-                                    providers=["CPUExecutionProvider"])
+        yield model.SerializeToString()
+        return
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "model.onnx")
         onnx.save_model(model, path, save_as_external_data=True, location="model.onnx.data")
-        return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        yield path
 
 
-def run(model: ModelProto, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def session(model: ModelProto | bytes | str, threads: int = 0) -> ort.InferenceSession:
+    """An onnxruntime CPU session for a model, its bytes, or its path."""
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    if threads:
+        options.intra_op_num_threads = threads
+    if isinstance(model, ModelProto):
+        with serialized(model) as data:
+            return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+
+
+def run(model: ModelProto | bytes | str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Outputs of one onnxruntime run, by output name."""
     sess = session(model)
     names = [o.name for o in sess.get_outputs()]
@@ -59,18 +72,20 @@ def run(model: ModelProto, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray
 
 def check_written(model: ModelProto, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Every invariant of a model we write; returns its outputs on `feeds`."""
-    try:
-        onnx.checker.check_model(model, full_check=True)
-    except Exception as exc:
-        raise VerificationError(f"checker: {first_line(exc)}") from None
-    try:
-        onnx.shape_inference.infer_shapes(model, strict_mode=True, data_prop=True)
-    except Exception as exc:
-        raise VerificationError(f"shape inference: {first_line(exc)}") from None
-    try:
-        return run(model, feeds)
-    except Exception as exc:
-        raise VerificationError(f"onnxruntime: {first_line(exc)}") from None
+    with serialized(model) as data:
+        try:
+            onnx.checker.check_model(data, full_check=True)
+        except Exception as exc:
+            raise VerificationError(f"checker: {first_line(exc)}") from None
+        try:
+            onnx.shape_inference.infer_shapes(weightless(model), strict_mode=True,
+                                              data_prop=True)
+        except Exception as exc:
+            raise VerificationError(f"shape inference: {first_line(exc)}") from None
+        try:
+            return run(data, feeds)
+        except Exception as exc:
+            raise VerificationError(f"onnxruntime: {first_line(exc)}") from None
 
 
 def reference_model(dep: DepGraph, removed_units: dict[int, np.ndarray],
