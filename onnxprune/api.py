@@ -16,6 +16,7 @@ from .cost import Cost, concrete, model_cost
 from .depgraph import DepGraph, Group, analyze, build, view_of
 from .errors import VerificationError
 from .plan import (
+    CHANNEL_KINDS,
     DEFAULT_ROUND_TO,
     Plan,
     PlanOptions,
@@ -59,6 +60,8 @@ class Report:
     seconds: float
     criterion: str
     ratio: float | None
+    head_ratio: float | None
+    hidden_ratio: float | None
     round_to: int
     input_shapes: dict[str, list[int]]
     groups: list[GroupReport] = field(default_factory=list)
@@ -87,13 +90,14 @@ def inspect(model: ModelLike, input_shapes: dict[str, tuple[int, ...]] | None = 
 
 
 def prune(model: ModelLike, ratio: float | None = None, *, target_macs: float | None = None,
+          head_ratio: float | None = None, hidden_ratio: float | None = None,
           criterion: str = "l1", global_ranking: bool = False, max_ratio: float = 0.9,
           round_to: int | None = None, min_channels: int = 1, ignore: tuple[str, ...] = (),
           input_shapes: dict[str, tuple[int, ...]] | None = None, seed: int = 0
           ) -> tuple[ModelProto, Report]:
     """Remove channels and return the verified pruned model and a report."""
-    options = PlanOptions(ratio, target_macs, criterion, global_ranking, max_ratio, round_to,
-                          min_channels, tuple(ignore), seed)
+    options = PlanOptions(ratio, target_macs, head_ratio, hidden_ratio, criterion,
+                          global_ranking, max_ratio, round_to, min_channels, tuple(ignore), seed)
     options.validate()
     score = criteria.get(criterion)
     proto = model_io.load(model)
@@ -107,8 +111,8 @@ def prune(model: ModelLike, ratio: float | None = None, *, target_macs: float | 
     _verify(pruned, dep, plan, proto, sample_feeds(proto, shapes, seed))
     before, after = costs(None), costs(plan.removed)
     report = Report(before.macs, after.macs, before.params, after.params,
-                    time.perf_counter() - start, criterion, options.ratio,
-                    _round_to(options), {k: list(v) for k, v in shapes.items()},
+                    time.perf_counter() - start, criterion, options.ratio, head_ratio,
+                    hidden_ratio, _round_to(options), {k: list(v) for k, v in shapes.items()},
                     _group_reports(dep, plan), _node_reports(dep.view.graph, before, after))
     return pruned, report
 
@@ -146,18 +150,24 @@ def _plan(dep: DepGraph, options: PlanOptions, score, price) -> Plan:
     rng = np.random.default_rng(options.seed)
     scores = {g.id: score(g, dep.view, rng) for g in groups}
     round_to = _round_to(options)
+    of_kind = {kind: [g for g in groups if g.kind == kind] for kind in ("head", "hidden")}
+    channels = [g for g in groups if g.kind in CHANNEL_KINDS]
     if options.criterion == "zero":
         return Plan(plan_zero(groups, scores, options, round_to), skipped)
+    fixed = plan_uniform(of_kind["head"], scores, options.head_ratio or 0.0, options, 1)
+    fixed |= plan_uniform(of_kind["hidden"], scores, options.hidden_ratio or 0.0, options,
+                          round_to)
     chooser = plan_global if options.global_ranking else plan_uniform
-    if options.ratio is not None:
-        return Plan(chooser(groups, scores, options.ratio, options, round_to), skipped)
+    if options.target_macs is None:
+        cut = chooser(channels, scores, options.ratio or 0.0, options, round_to)
+        return Plan(fixed | cut, skipped)
     budget = options.target_macs * price(None).macs
 
     def fits(ratio: float) -> bool:
-        return price(chooser(groups, scores, ratio, options, round_to)).macs <= budget
+        return price(fixed | chooser(channels, scores, ratio, options, round_to)).macs <= budget
 
     ratio = search_ratio(fits, options.max_ratio)
-    return Plan(chooser(groups, scores, ratio, options, round_to), skipped)
+    return Plan(fixed | chooser(channels, scores, ratio, options, round_to), skipped)
 
 
 def _rewrite(dep: DepGraph, plan: Plan, proto: ModelProto) -> ModelProto:
@@ -167,8 +177,10 @@ def _rewrite(dep: DepGraph, plan: Plan, proto: ModelProto) -> ModelProto:
 
 def _verify(pruned: ModelProto, dep: DepGraph, plan: Plan, proto: ModelProto, feeds) -> None:
     """Check the written-model invariants and mask equivalence; name a faulty group."""
+    exact = {gid: units for gid, units in plan.removed.items() if not dep.groups[gid].approximate}
     try:
-        check_pruned(pruned, reference_model(dep, plan.removed, proto), feeds)
+        check_pruned(pruned, reference_model(dep, exact, proto), feeds,
+                     compare=len(exact) == len(plan.removed))
     except VerificationError as exc:
         culprit = _culprit(dep, plan, proto, feeds)
         raise VerificationError(f"pruned model failed verification ({exc}){culprit}; "

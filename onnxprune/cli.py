@@ -127,7 +127,12 @@ def _group_dict(group) -> dict:
 @main.command()
 @click.argument("model", type=click.Path(dir_okay=True))
 @click.option("-o", "--output", required=True, help="Where to write the pruned model.")
-@click.option("--ratio", type=float, help="Fraction of channels removed per group, in [0, 1).")
+@click.option("--ratio", type=float, help="Fraction of channels (and FFN neurons) removed per "
+              "group, in [0, 1).")
+@click.option("--head-ratio", type=float, help="Fraction of attention heads removed in each "
+              "attention block, in [0, 1).")
+@click.option("--hidden-ratio", type=float, help="Fraction of the hidden size (residual "
+              "stream through normalizations) removed; approximate, off by default.")
 @click.option("--target-macs", type=float, help="Keep at most this fraction of the MACs.")
 @click.option("--criterion", default="l1", show_default=True,
               help="l1, l2, bn_scale, random or zero.")
@@ -147,14 +152,16 @@ def _group_dict(group) -> dict:
 @click.option("--report", "report_path", help="Write a JSON report here.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
 @handle_errors
-def prune(model, output, ratio, target_macs, criterion, global_ranking, max_ratio, round_to,
-          min_channels, ignore, input_shape, seed, report_path, quiet) -> None:
+def prune(model, output, ratio, head_ratio, hidden_ratio, target_macs, criterion,
+          global_ranking, max_ratio, round_to, min_channels, ignore, input_shape, seed,
+          report_path, quiet) -> None:
     """Remove channels from MODEL and write a verified, smaller model to OUTPUT."""
     _check_writable(Path(output))
     if report_path:
         _check_writable(Path(report_path))
     pruned, report = api.prune(
-        model, ratio, target_macs=target_macs, criterion=criterion,
+        model, ratio, target_macs=target_macs, head_ratio=head_ratio,
+        hidden_ratio=hidden_ratio, criterion=criterion,
         global_ranking=global_ranking, max_ratio=max_ratio, round_to=round_to,
         min_channels=min_channels, ignore=ignore, input_shapes=parse_input_shapes(input_shape),
         seed=seed)

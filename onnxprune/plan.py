@@ -23,6 +23,7 @@ from .errors import InputError
 # and counts off those multiples run padded blocks or slower kernels (measured by
 # tools/bench_prune.py; see README). 16 serves both instruction sets.
 DEFAULT_ROUND_TO = 16
+CHANNEL_KINDS = ("channel", "neuron")
 
 
 @dataclass
@@ -31,6 +32,8 @@ class PlanOptions:
 
     ratio: float | None = None
     target_macs: float | None = None
+    head_ratio: float | None = None
+    hidden_ratio: float | None = None
     criterion: str = "l1"
     global_ranking: bool = False
     max_ratio: float = 0.9
@@ -40,10 +43,15 @@ class PlanOptions:
     seed: int = 0
 
     def validate(self) -> None:
-        if (self.ratio is None) == (self.target_macs is None):
-            raise InputError("give exactly one of --ratio and --target-macs")
-        if self.ratio is not None and not 0.0 <= self.ratio < 1.0:
-            raise InputError(f"--ratio must be in [0, 1), got {self.ratio}")
+        if self.ratio is not None and self.target_macs is not None:
+            raise InputError("give only one of --ratio and --target-macs")
+        if all(v is None for v in (self.ratio, self.target_macs, self.head_ratio,
+                                   self.hidden_ratio)):
+            raise InputError("give --ratio, --target-macs, --head-ratio or --hidden-ratio")
+        for flag, value in (("--ratio", self.ratio), ("--head-ratio", self.head_ratio),
+                            ("--hidden-ratio", self.hidden_ratio)):
+            if value is not None and not 0.0 <= value < 1.0:
+                raise InputError(f"{flag} must be in [0, 1), got {value}")
         if self.target_macs is not None and not 0.0 < self.target_macs <= 1.0:
             raise InputError(f"--target-macs must be in (0, 1], got {self.target_macs}")
         if not 0.0 < self.max_ratio <= 1.0:
@@ -85,8 +93,13 @@ def eligible(dep: DepGraph, options: PlanOptions) -> tuple[list[Group], dict[int
 def _skip_reason(group: Group, options: PlanOptions) -> str | None:
     if group.blocked:
         return group.blocked[0]
-    if group.kind != "channel":
-        return f"{group.kind} group: not cut by --ratio"
+    if group.kind == "head" and options.head_ratio is None:
+        return "head group: cut only by --head-ratio"
+    if group.kind == "hidden" and options.hidden_ratio is None:
+        return "hidden group (approximate: " + group.approximate[0] + "): cut only by " \
+               "--hidden-ratio"
+    if group.kind in CHANNEL_KINDS and options.ratio is None and options.target_macs is None:
+        return f"{group.kind} group: no --ratio or --target-macs"
     for pattern in options.ignore:
         if any(_matches(pattern, name, op) for name, op in group.producers):
             return f"ignored by {pattern!r}"

@@ -94,10 +94,13 @@ def reference_model(dep: DepGraph, removed_units: dict[int, np.ndarray],
     return export(mask_sinks(dep, removed_units), original)
 
 
-def check_pruned(pruned: ModelProto, reference: ModelProto, feeds: dict[str, np.ndarray]
-                 ) -> None:
-    """Written-model invariants, then equal outputs to the masked reference."""
+def check_pruned(pruned: ModelProto, reference: ModelProto, feeds: dict[str, np.ndarray],
+                 compare: bool = True) -> None:
+    """Written-model invariants, then (unless approximate groups were cut) equal
+    outputs to the masked reference."""
     got = check_written(pruned, feeds)
+    if not compare:
+        return
     want = run(reference, feeds)
     for name, expected in want.items():
         if not np.issubdtype(expected.dtype, np.floating):

@@ -23,7 +23,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from onnxprune.depgraph import Role, Slot
 from onnxprune.shapes import sample_shapes
-from onnxprune.verify import relative_error, run, sample_feeds
+from onnxprune.verify import check_written, relative_error, run, sample_feeds
 
 
 def only_group(dep, tensor: str, axis: int = 1):
@@ -187,8 +187,24 @@ def test_instancenorm_scale_and_bias_are_sliced():
     assert shapes[scale] == shapes[bias] == (7,) and shapes[w2] == (4, 7, 3, 3)
 
 
+def test_layernorm_over_channels_makes_an_approximate_hidden_group():
+    b = GraphBuilder()
+    x = b.input("x", [1, 3, 8, 8])
+    h, _, _ = conv(b, x, 3, 8)
+    scale, bias = b.weight(8, 8, 8), b.weight(8, 8, 8)
+    n = b.op("LayerNormalization", [h, scale, bias], axis=1)
+    y, w2, _ = conv(b, n, 8, 4)
+    model = b.build(y)
+    group = only_group(analyze(model), h)
+    assert group.kind == "hidden" and group.prunable
+    assert any("LayerNormalization" in r for r in group.approximate)
+    dep, pruned, _ = prune_units(model, {group.id: np.array([2, 5])})
+    shapes = weight_shapes(pruned)
+    assert shapes[scale] == shapes[bias] == (6, 8, 8) and shapes[w2] == (4, 6, 3, 3)
+    check_written(pruned, sample_feeds(pruned, {"x": (1, 3, 8, 8)}))
+
+
 @pytest.mark.parametrize("op_type, opset, make_inputs, attrs", [
-    ("LayerNormalization", 17, lambda b: [b.weight(8, 8, 8), b.weight(8, 8, 8)], {"axis": 1}),
     ("LRN", 17, lambda b: [], {"size": 3}),
     ("GroupNormalization", 21, lambda b: [b.weight(8), b.weight(8)], {"num_groups": 2}),
 ])
@@ -896,8 +912,12 @@ def test_reduce_over_channel_axis_blocks(op_type):
     y, _, _ = conv(b, r, 1, 2)
     dep = analyze(b.build(y))
     group = only_group(dep, h)
-    assert not group.prunable
-    assert any(op_type in r and "channel-mixing" in r for r in group.blocked), group.blocked
+    if op_type == "ReduceMax":
+        assert not group.prunable
+        assert any(op_type in r and "channel-mixing" in r for r in group.blocked), group.blocked
+    else:  # a statistic, as in a decomposed LayerNorm: approximate, cut only when asked
+        assert group.prunable and group.kind == "hidden"
+        assert any(op_type in r for r in group.approximate)
 
 
 @pytest.mark.parametrize("op_type", ["Softmax", "LogSoftmax"])
@@ -1129,7 +1149,7 @@ def test_gemm_unflattened_to_channels_makes_block_units():
     model = b.build(y)
     dep = analyze(model)
     group = only_group(dep, f)
-    assert group is only_group(dep, r) and group.kind == "block"
+    assert group is only_group(dep, r) and group.kind == "neuron"
     assert group.units == 4 and group.channels == 4 and group.prunable
     _, pruned = assert_mask_equivalent(model, {group.id: [2]})
     assert node_input_values(pruned, "Reshape", 1).tolist() == [1, 3, 2, 2]

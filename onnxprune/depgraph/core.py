@@ -51,7 +51,8 @@ class Edges:
     links: list[Link] = field(default_factory=list)
     blocks: dict[Slot, str] = field(default_factory=dict)
     roles: dict[Slot, Role] = field(default_factory=dict)
-    split_blocks: set[Slot] = field(default_factory=set)
+    tags: dict[Slot, set[str]] = field(default_factory=dict)
+    mixed: dict[Slot, str] = field(default_factory=dict)
 
     def same(self, a: Slot, b: Slot, role: Role | None = None) -> None:
         """Couple two slots index for index."""
@@ -62,6 +63,16 @@ class Edges:
         """Couple atoms a_idx[i] of `a` with atoms b_idx[i] of `b`."""
         self.links.append(Link(a, b, np.asarray(a_idx, np.int64), np.asarray(b_idx, np.int64)))
         self._role(b, role)
+
+    def tag(self, slot: Slot, tag: str) -> None:
+        """Mark a slot: "split" (an axis split into blocks), "attention" (the batch axis
+        of a product of two activations)."""
+        self.tags.setdefault(slot, set()).add(tag)
+
+    def mix(self, slot: Slot, reason: str) -> None:
+        """The op mixes the slot's indices (normalization statistics): the group stays
+        prunable but approximate, and is cut only when hidden pruning is asked for."""
+        self.mixed.setdefault(slot, reason)
 
     def block(self, slot: Slot, reason: str) -> None:
         """Forbid removing any index of `slot`, with a reason for the report."""

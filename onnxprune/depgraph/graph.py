@@ -32,6 +32,7 @@ class Group:
     blocked: list[str] = field(default_factory=list)
     nodes: list[str] = field(default_factory=list)
     producers: list[tuple[str, str]] = field(default_factory=list)
+    approximate: list[str] = field(default_factory=list)
 
     @property
     def prunable(self) -> bool:
@@ -177,7 +178,11 @@ def _visit(slot: Slot, view: GraphView, edges: Edges, touched: set) -> list[Slot
         local = Edges()
         _apply(node, slot, view, local)
         edges.links.extend(local.links)
-        edges.split_blocks |= local.split_blocks
+        for key, tags in local.tags.items():
+            for tag in tags:
+                edges.tag(key, tag)
+        for key, reason in local.mixed.items():
+            edges.mix(key, reason)
         for key, reason in local.blocks.items():
             edges.block(key, reason)
         for key, role in local.roles.items():
@@ -267,7 +272,22 @@ def _make_group(gid, slots, unit_labels, found: _Found, rows: _Rows, labels) -> 
         members[slot] = by_row[row]
     roles = {s: found.edges.roles.get(s, Role.ACT) for s in slots}
     blocked = sorted({found.edges.blocks[s] for s in slots if s in found.edges.blocks})
-    kind = "block" if any(s in found.edges.split_blocks for s in slots) else "channel"
     nodes = sorted({name for s in slots for name, _ in found.nodes.get(s, ())})
     producers = sorted({n for s in slots if roles[s] == Role.OUT for n in found.nodes[s]})
-    return Group(gid, kind, len(unit_labels), members, roles, blocked, nodes, producers)
+    approximate = sorted({found.edges.mixed[s] for s in slots if s in found.edges.mixed})
+    tags = set().union(*(found.edges.tags.get(s, set()) for s in slots))
+    kind = _kind(tags, approximate, producers)
+    return Group(gid, kind, len(unit_labels), members, roles, blocked, nodes, producers,
+                 approximate)
+
+
+def _kind(tags: set[str], approximate: list[str], producers: list[tuple[str, str]]) -> str:
+    """hidden (mixed by normalization), head (attention heads), neuron (produced by
+    matrix products only) or channel."""
+    if approximate:
+        return "hidden"
+    if {"split", "attention"} <= tags:
+        return "head"
+    if producers and all(op in ("MatMul", "Gemm") for _, op in producers):
+        return "neuron"
+    return "channel"

@@ -105,7 +105,7 @@ class Slice(Rule):
             edges.block(slot, f"Slice {node.name}: slice bounds are not channels")
             return
         other = y if slot.tensor == x else x
-        window = _window(node, slot.axis, view)
+        window = slice_window(node, slot.axis, view)
         if window is None:
             edges.same(slot, Slot(other, slot.axis), Role.ACT)
             return
@@ -131,7 +131,7 @@ class Slice(Rule):
         new_starts, new_ends = starts.copy(), ends.copy()
         for k, axis in enumerate(axes):
             removed = change.removed(x, int(axis) % rank)
-            window = _window(node, int(axis) % rank, change.view)
+            window = slice_window(node, int(axis) % rank, change.view)
             if not len(removed) or not window:
                 continue
             start, stop = window
@@ -165,7 +165,7 @@ def _params(node: gs.Node, view: GraphView):
             steps.astype(np.int64))
 
 
-def _window(node: gs.Node, axis: int, view: GraphView):
+def slice_window(node: gs.Node, axis: int, view: GraphView):
     """(start, stop) on the axis; None if the axis is not sliced; False if unusable."""
     x = node.inputs[0].name
     params = _params(node, view)

@@ -44,12 +44,17 @@ class MatMul(Rule):
         for k in range(1, ry - 1):  # batch axes, right-aligned
             classes.append([(n, r - ry + k, False) for n, r in ((a, ra), (b, rb), (y, ry))
                             if r - ry + k >= 0 and _unbroadcast(view, n, r - ry + k, y, k)])
-        for members in classes:
-            here = [m for m in members if Slot(m[0], m[1]) == slot]
-            if here:
+        attention = not view.is_const(a) and not view.is_const(b)
+        for index, members in enumerate(classes):
+            if any(Slot(name, axis) == slot for name, axis, _ in members):
                 for name, axis, absorbs in members:
                     if Slot(name, axis) != slot:
                         edges.same(slot, Slot(name, axis), _role(view, name, absorbs))
+                if attention and index >= 3:
+                    edges.tag(slot, "attention")
+                if attention and index == 0:
+                    edges.mix(slot, f"MatMul {node.name} contracts this axis between two "
+                                    "activations (e.g. head_dim of Q·Kᵀ)")
                 return
         edges.block(slot, f"MatMul {node.name}: axis {slot.axis} is broadcast")
 

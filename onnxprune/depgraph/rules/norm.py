@@ -1,6 +1,8 @@
 """Normalization ops. BatchNorm and InstanceNorm act per channel (their
-statistics are sliced with the channels); ops that normalize across channels
-(LayerNorm over the axis, GroupNorm, LRN, LpNormalization) mix them and block."""
+statistics are sliced with the channels). LayerNorm and RMSNorm over an axis mix
+its indices through their statistics: the axis stays coupled with the scale and
+bias, and the group is marked approximate (hidden-size pruning). GroupNorm and
+LRN mix channels within windows and block."""
 
 from __future__ import annotations
 
@@ -31,8 +33,45 @@ class PerChannelNorm(Rule):
                 edges.same(slot, other, Role.PARAM if other in params else Role.ACT)
 
 
-@register("LayerNormalization", "GroupNormalization", "LRN", "LpNormalization",
-          "MeanVarianceNormalization")
+@register("LayerNormalization", "RMSNormalization", "com.microsoft::SimplifiedLayerNormalization",
+          "SimplifiedLayerNormalization")
+class LayerNorm(Rule):
+    """Normalized axes couple X, Y and the scale/bias axes, approximately."""
+
+    def propagate(self, node: gs.Node, slot: Slot, view: GraphView, edges: Edges) -> None:
+        x, y = node.inputs[0].name, node.outputs[0].name
+        rank = view.rank(x)
+        if rank is None:
+            edges.block(slot, f"{node.op} {node.name}: rank unknown")
+            return
+        start = int(node.attrs.get("axis", -1)) % rank
+        if slot.tensor in (x, y):
+            axis = slot.axis
+        else:
+            axis = slot.axis + start + (rank - start - (view.rank(slot.tensor) or 0))
+        link_normalized(node, slot, axis, start, [x, y], view, edges)
+
+
+def link_normalized(node: gs.Node, slot: Slot, axis: int, start: int, data: list[str],
+                    view: GraphView, edges: Edges) -> None:
+    """Couple `axis` of the data tensors with the matching axis of each parameter
+    (right-aligned); mark the group approximate when the axis is normalized."""
+    params = [t.name for t in node.inputs if t.name and t.name not in data]
+    for name in data:
+        if name and name != slot.tensor and view.rank(name) is not None:
+            edges.same(slot, Slot(name, axis), Role.ACT)
+    if axis < start:
+        return
+    edges.mix(slot, f"{node.op} {node.name} normalizes over this axis")
+    rank = view.rank(data[0])
+    for name in params:
+        param_axis = axis - (rank - (view.rank(name) or 0))
+        if name != slot.tensor and param_axis >= 0 and view.dim(Slot(name, param_axis)) == \
+                view.dim(Slot(data[0], axis)):
+            edges.same(slot, Slot(name, param_axis), Role.PARAM)
+
+
+@register("GroupNormalization", "LRN", "LpNormalization", "MeanVarianceNormalization")
 class MixingNorm(Rule):
     """Axes that are normalized together cannot lose indices; others pass through."""
 

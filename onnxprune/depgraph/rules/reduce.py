@@ -11,6 +11,8 @@ from .base import Rule, const_input, register
 
 REDUCE = ("ReduceMean", "ReduceMax", "ReduceMin", "ReduceSum", "ReduceProd", "ReduceL1",
           "ReduceL2", "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare")
+# Statistics that a decomposed normalization takes over the axis it normalizes.
+STATISTICS = {"ReduceMean", "ReduceSum", "ReduceSumSquare", "ReduceL2"}
 
 
 @register(*REDUCE, "ArgMax", "ArgMin")
@@ -47,6 +49,9 @@ class Reduce(Rule):
             if slot == Slot(y, out_axis):
                 edges.same(slot, Slot(x, in_axis), Role.ACT)
                 return
+        if node.op in STATISTICS and slot.tensor == x:
+            edges.mix(slot, f"{node.op} {node.name} takes a statistic over this axis")
+            return
         edges.block(slot, f"{node.op} {node.name} reduces over this axis (channel-mixing)")
 
 

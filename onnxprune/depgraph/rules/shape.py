@@ -16,6 +16,7 @@ import onnx_graphsurgeon as gs
 
 from ..core import Edges, GraphView, Role, Slot
 from .base import Change, Rule, const_input, register, set_const_input
+from .concat_split import slice_window
 
 Groups = list[tuple[list[int], list[int]]]
 
@@ -89,29 +90,80 @@ def link_regrouped(node: gs.Node, slot: Slot, view: GraphView, edges: Edges) -> 
         edges.block(slot, f"{node.op} {node.name}: cannot follow axis {slot.axis} through "
                           f"{list(here_shape)} -> {list(there_shape)}")
         return
-    _link_group(node, slot, match[0], here_shape, there, there_shape, slot.tensor == x, edges)
+    _link_group(node, slot, match[0], (here, here_shape), (there, there_shape),
+                slot.tensor == x, view, edges)
 
 
-def _link_group(node, slot, group, here_shape, there, there_shape, forward, edges) -> None:
+def _link_group(node, slot, group, here, there, forward, view, edges) -> None:
+    """Link across one aligned run of axes: a single axis on one side, several on the
+    other. On the multi-axis side only the primary axis (the outermost that is not a
+    selector such as the q/k/v axis of a fused projection) carries the units."""
+    (here_name, here_shape), (there_name, there_shape) = here, there
     mine = [k for k in group[0] if here_shape[k] != 1]
     theirs = [k for k in group[1] if there_shape[k] != 1]
-    n = here_shape[slot.axis]
     if len(mine) == 1 and len(theirs) == 1:
-        edges.same(slot, Slot(there, theirs[0]), Role.ACT)
-    elif len(mine) == 1 and theirs:
-        block = math.prod(there_shape[k] for k in theirs[1:])
-        edges.map(slot, Slot(there, theirs[0]), np.arange(n), np.arange(n) // block, Role.ACT)
-        if forward:
-            edges.split_blocks.add(Slot(there, theirs[0]))
-    elif mine and slot.axis == mine[0] and len(theirs) == 1:
-        block = math.prod(here_shape[k] for k in mine[1:])
-        edges.map(slot, Slot(there, theirs[0]), np.repeat(np.arange(n), block),
-                  np.arange(n * block), Role.ACT)
+        edges.same(slot, Slot(there_name, theirs[0]), Role.ACT)
+        return
+    if len(mine) == 1 and theirs:  # my single axis is split on the other side
+        primary = _primary(there_name, theirs, view)
+        if primary is not None:
+            dims = [there_shape[k] for k in theirs]
+            flat = np.arange(math.prod(dims))
+            coordinate = np.unravel_index(flat, dims)[theirs.index(primary)]
+            edges.map(slot, Slot(there_name, primary), flat, coordinate, Role.ACT)
+            if forward:
+                edges.tag(Slot(there_name, primary), "split")
+            return
+    elif mine and len(theirs) == 1 and slot.axis == _primary(here_name, mine, view):
+        dims = [here_shape[k] for k in mine]
+        rows = np.moveaxis(np.arange(math.prod(dims)).reshape(dims), mine.index(slot.axis), 0)
+        rows = rows.reshape(here_shape[slot.axis], -1)
+        edges.map(slot, Slot(there_name, theirs[0]),
+                  np.repeat(np.arange(rows.shape[0]), rows.shape[1]), rows.ravel(), Role.ACT)
         if not forward:
-            edges.split_blocks.add(slot)
-    else:
-        edges.block(slot, f"{node.op} {node.name}: axis {slot.axis} becomes an inner factor "
-                          "of a regrouped axis (e.g. channel shuffle)")
+            edges.tag(slot, "split")
+        return
+    edges.block(slot, f"{node.op} {node.name}: axis {slot.axis} becomes an inner factor "
+                      "of a regrouped axis (e.g. channel shuffle)")
+
+
+def _primary(tensor: str, axes: list[int], view: GraphView) -> int | None:
+    """The axis that carries units among axes split from (or merged into) one axis."""
+    for axis in axes:
+        if not _is_selector(tensor, axis, view, depth=4):
+            return axis
+    return None
+
+
+def _is_selector(tensor: str, axis: int, view: GraphView, depth: int) -> bool:
+    """Whether every use picks single indices of the axis (Gather of a scalar, Split
+    into size-1 parts, a Slice one index wide), as with the q/k/v axis of a fused projection."""
+    consumers = view.tensors[tensor].outputs if tensor in view.tensors else []
+    if not consumers or depth == 0:
+        return False
+    for node in consumers:
+        if node.op == "Transpose":
+            perm = list(node.attrs.get("perm", range((view.rank(tensor) or 0) - 1, -1, -1)))
+            if not _is_selector(node.outputs[0].name, perm.index(axis), view, depth - 1):
+                return False
+        elif not _picks_single(node, tensor, axis, view):
+            return False
+    return True
+
+
+def _picks_single(node: gs.Node, tensor: str, axis: int, view: GraphView) -> bool:
+    rank = view.rank(tensor) or 0
+    if node.op == "Gather" and node.inputs[0].name == tensor:
+        indices = const_input(node, 1, view)
+        return int(node.attrs.get("axis", 0)) % rank == axis and indices is not None \
+            and indices.ndim == 0
+    if node.op == "Split" and node.inputs[0].name == tensor:
+        return int(node.attrs.get("axis", 0)) % rank == axis and all(
+            view.dim(Slot(t.name, axis)) == 1 for t in node.outputs)
+    if node.op == "Slice" and node.inputs[0].name == tensor:
+        window = slice_window(node, axis, view)
+        return bool(window) and window[1] - window[0] == 1
+    return False
 
 
 @register("Flatten")
