@@ -12,7 +12,10 @@ onnx, onnxscript) add ``transformers`` and ``onnxruntime``::
 
 Run it as a script (not ``python -m``): it imports ``export_zoo`` from its own
 folder. Nothing is downloaded: every model is built from a config object with
-random weights (``torch.manual_seed(0)``) and exported in eval mode.
+random weights (``torch.manual_seed(0)``), every constant parameter (zero
+biases, unit LayerNorm/RMSNorm weights) gets N(0, 0.1) noise added (so norms
+are not identities and no two initializers are equal), and it is exported in
+eval mode.
 
 What is exported
 ----------------
@@ -86,6 +89,18 @@ class HiddenStates(torch.nn.Module):
         return tuple(result[key] for key in self.outputs)
 
 
+@torch.no_grad()
+def randomize_constant_parameters(model: torch.nn.Module, scale: float = 0.1) -> None:
+    """Add noise to every constant parameter (zero biases, unit norm weights).
+
+    Trained models have no such parameters; left alone, the TorchScript
+    exporter would also merge equal initializers and share them via Identity.
+    """
+    for param in model.parameters():
+        if param.numel() > 1 and bool((param == param.flatten()[0]).all()):
+            param.add_(torch.randn_like(param) * scale)
+
+
 def build_bert() -> HiddenStates:
     """A 2-layer BERT encoder with seeded random weights, in eval mode."""
     config = BertConfig(
@@ -98,7 +113,9 @@ def build_bert() -> HiddenStates:
         attn_implementation="eager",
     )
     torch.manual_seed(SEED)
-    return HiddenStates(BertModel(config), ("last_hidden_state", "pooler_output")).eval()
+    model = BertModel(config)
+    randomize_constant_parameters(model)
+    return HiddenStates(model, ("last_hidden_state", "pooler_output")).eval()
 
 
 def build_llama() -> HiddenStates:
@@ -115,7 +132,9 @@ def build_llama() -> HiddenStates:
         use_cache=False,
     )
     torch.manual_seed(SEED)
-    return HiddenStates(LlamaModel(config), ("last_hidden_state",)).eval()
+    model = LlamaModel(config)
+    randomize_constant_parameters(model)
+    return HiddenStates(model, ("last_hidden_state",)).eval()
 
 
 @dataclass(frozen=True)

@@ -177,52 +177,71 @@ class Flatten(Rule):
 
 @register("Reshape")
 class Reshape(Rule):
-    """Axes are followed by aligning the input and output shapes; the target shape's
-    entry for a pruned axis is rewritten (a constant, or a constant piece of a Concat)."""
+    """Axes are followed by aligning the input and output shapes. The target entry
+    of a pruned axis is rewritten: a constant gets the kept size; a one-element piece
+    computed at run time (a Concat of Shape/Gather pieces) becomes -1 when no other
+    entry is -1."""
 
     def propagate(self, node: gs.Node, slot: Slot, view: GraphView, edges: Edges) -> None:
         link_regrouped(node, slot, view, edges)
         y = node.outputs[0].name
         for link in edges.links:
-            if link.b.tensor == y and _target_piece(node, link.b.axis, view) is None:
-                edges.block(slot, f"Reshape {node.name}: target shape entry for axis "
-                                  f"{link.b.axis} is computed at run time")
-            elif link.a.tensor == y and _target_piece(node, link.a.axis, view) is None:
-                edges.block(slot, f"Reshape {node.name}: target shape entry for axis "
-                                  f"{link.a.axis} is computed at run time")
+            for end in (link.a, link.b):
+                if end.tensor == y and _target_piece(node, end.axis, view) is None:
+                    edges.block(slot, f"Reshape {node.name}: target shape entry for axis "
+                                      f"{end.axis} is computed at run time")
 
     def rewrite(self, node: gs.Node, change: Change) -> None:
         y = node.outputs[0].name
         for axis in range(change.view.rank(y) or 0):
-            if len(change.removed(y, axis)):
-                piece = _target_piece(node, axis, change.view)
-                if piece is not None and piece[2] > 0:
-                    owner, index, _, offset = piece
-                    values = np.asarray(owner.inputs[index].values).copy()
-                    values.reshape(-1)[offset] = change.kept(y, axis)
-                    set_const_input(owner, index, values)
+            piece = _target_piece(node, axis, change.view) if len(
+                change.removed(y, axis)) else None
+            if piece is None:
+                continue
+            owner, index, value, offset = piece
+            if value is None:
+                owner.inputs[index] = gs.Constant(f"{owner.name}__in{index}",
+                                                  np.array([-1], np.int64))
+            elif value > 0:
+                values = np.asarray(owner.inputs[index].values).copy()
+                values.reshape(-1)[offset] = change.kept(y, axis)
+                set_const_input(owner, index, values)
 
 
 def _target_piece(node: gs.Node, axis: int, view: GraphView):
-    """(node, input index, value, offset) of the constant holding the target entry."""
+    """(node, input index, value, offset) of what holds the target entry of an axis:
+    a constant (value known) or a run-time piece that may become -1 (value None)."""
     target = node.inputs[1]
     if isinstance(target, gs.Constant):
         return node, 1, int(np.asarray(target.values).reshape(-1)[axis]), axis
     producer = target.inputs[0] if target.inputs else None
     if producer is None or producer.op != "Concat":
         return None
-    offset = 0
-    for index, piece in enumerate(producer.inputs):
+    pieces = _concat_pieces(producer, view)
+    if pieces is None:
+        return None
+    for index, (start, size, piece) in enumerate(pieces):
+        if not start <= axis < start + size:
+            continue
+        if isinstance(piece, gs.Constant):
+            return producer, index, int(np.asarray(piece.values).reshape(-1)[axis - start]), \
+                axis - start
+        free = not any(isinstance(p, gs.Constant) and -1 in np.asarray(p.values)
+                       for _, _, p in pieces)
+        return (producer, index, None, 0) if size == 1 and free else None
+    return None
+
+
+def _concat_pieces(concat: gs.Node, view: GraphView):
+    """(start, size, tensor) of each 1-D piece of a shape-building Concat."""
+    pieces, start = [], 0
+    for piece in concat.inputs:
         size = view.dim(Slot(piece.name, 0)) if view.rank(piece.name) == 1 else None
         if size is None:
             return None
-        if offset <= axis < offset + size:
-            if not isinstance(piece, gs.Constant):
-                return None
-            value = int(np.asarray(piece.values).reshape(-1)[axis - offset])
-            return producer, index, value, axis - offset
-        offset += size
-    return None
+        pieces.append((start, size, piece))
+        start += size
+    return pieces
 
 
 @register("Transpose")
