@@ -823,7 +823,7 @@ def test_squeeze_unsqueeze_opset11_attributes():
     assert weight_shapes(pruned)[w2] == (4, 7, 1, 1)
 
 
-def test_expand_rewrites_the_channel_entry_of_its_shape():
+def test_expand_sets_the_channel_entry_of_its_shape_to_broadcast():
     b = GraphBuilder()
     x = b.input("x", [1, 3, 8, 8])
     h, _, _ = conv(b, x, 3, 8)
@@ -835,7 +835,7 @@ def test_expand_rewrites_the_channel_entry_of_its_shape():
     group = only_group(dep, e)
     assert group is only_group(dep, h) and group.prunable and group.units == 8
     _, pruned = assert_mask_equivalent(model, {group.id: [0, 4, 6]})
-    assert node_input_values(pruned, "Expand", 1).tolist() == [1, 5, 4, 4]
+    assert node_input_values(pruned, "Expand", 1).tolist() == [1, 1, 4, 4]
     assert weight_shapes(pruned)[w2] == (4, 5, 3, 3)
 
 

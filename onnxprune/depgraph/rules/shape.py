@@ -196,24 +196,17 @@ class Reshape(Rule):
         for axis in range(change.view.rank(y) or 0):
             piece = _target_piece(node, axis, change.view) if len(
                 change.removed(y, axis)) else None
-            if piece is None:
-                continue
-            owner, index, value, offset = piece
-            if value is None:
-                owner.inputs[index] = gs.Constant(f"{owner.name}__in{index}",
-                                                  np.array([-1], np.int64))
-            elif value > 0:
-                values = np.asarray(owner.inputs[index].values).copy()
-                values.reshape(-1)[offset] = change.kept(y, axis)
-                set_const_input(owner, index, values)
+            if piece is not None and (piece[2] is None or piece[2] > 0):
+                _set_target_entry(piece, -1 if piece[2] is None else change.kept(y, axis))
 
 
-def _target_piece(node: gs.Node, axis: int, view: GraphView):
-    """(node, input index, value, offset) of what holds the target entry of an axis:
-    a constant (value known) or a run-time piece that may become -1 (value None)."""
+def _target_piece(node: gs.Node, entry: int, view: GraphView, free_needed: bool = True):
+    """(node, input index, value, offset) of what holds entry `entry` of the node's
+    shape input (input 1): a constant (value known) or a one-element piece computed at
+    run time (value None; usable when `free_needed` is off or no entry is -1)."""
     target = node.inputs[1]
     if isinstance(target, gs.Constant):
-        return node, 1, int(np.asarray(target.values).reshape(-1)[axis]), axis
+        return node, 1, int(np.asarray(target.values).reshape(-1)[entry]), entry
     producer = target.inputs[0] if target.inputs else None
     if producer is None or producer.op != "Concat":
         return None
@@ -221,22 +214,36 @@ def _target_piece(node: gs.Node, axis: int, view: GraphView):
     if pieces is None:
         return None
     for index, (start, size, piece) in enumerate(pieces):
-        if not start <= axis < start + size:
+        if not start <= entry < start + size:
             continue
         if isinstance(piece, gs.Constant):
-            return producer, index, int(np.asarray(piece.values).reshape(-1)[axis - start]), \
-                axis - start
+            return producer, index, int(np.asarray(piece.values).reshape(-1)[entry - start]), \
+                entry - start
         free = not any(isinstance(p, gs.Constant) and -1 in np.asarray(p.values)
                        for _, _, p in pieces)
-        return (producer, index, None, 0) if size == 1 and free else None
+        return (producer, index, None, 0) if size == 1 and (free or not free_needed) else None
     return None
+
+
+def _set_target_entry(piece, value: int) -> None:
+    """Write one entry of a shape input found by `_target_piece`."""
+    owner, index, known, offset = piece
+    if known is None:
+        owner.inputs[index] = gs.Constant(f"{owner.name}__in{index}", np.array([value], np.int64))
+        return
+    values = np.asarray(owner.inputs[index].values).copy()
+    values.reshape(-1)[offset] = value
+    set_const_input(owner, index, values)
 
 
 def _concat_pieces(concat: gs.Node, view: GraphView):
     """(start, size, tensor) of each 1-D piece of a shape-building Concat."""
     pieces, start = [], 0
     for piece in concat.inputs:
-        size = view.dim(Slot(piece.name, 0)) if view.rank(piece.name) == 1 else None
+        if isinstance(piece, gs.Constant):  # possibly one a rewrite just made
+            size = int(np.asarray(piece.values).size) if np.ndim(piece.values) == 1 else None
+        else:
+            size = view.dim(Slot(piece.name, 0)) if view.rank(piece.name) == 1 else None
         if size is None:
             return None
         pieces.append((start, size, piece))
@@ -318,8 +325,10 @@ class Unsqueeze(_AxesRenumbering):
 
 @register("Expand", "Tile")
 class Broadcast(Rule):
-    """Axes that are not expanded or repeated pass through; Expand's shape entry for a
-    pruned axis is rewritten."""
+    """Axes that are not expanded or repeated pass through. Expand's target entry for
+    a pruned axis becomes 1 (broadcasting keeps the input's size) when the target is a
+    constant or a Concat of pieces; a target computed otherwise at run time is left to
+    follow the pruned shapes."""
 
     def propagate(self, node: gs.Node, slot: Slot, view: GraphView, edges: Edges) -> None:
         x, y = node.inputs[0].name, node.outputs[0].name
@@ -331,29 +340,36 @@ class Broadcast(Rule):
         x_axis = slot.axis if slot.tensor == x else slot.axis - shift
         y_axis = x_axis + shift
         if x_axis < 0 or view.dim(Slot(x, x_axis)) != view.dim(Slot(y, y_axis)) or \
-                not self._rewritable(node, y_axis, shift, view):
+                not self._rewritable(node, y_axis, view):
             edges.block(slot, f"{node.op} {node.name} expands or repeats axis {y_axis}")
             return
         other = Slot(y, y_axis) if slot.tensor == x else Slot(x, x_axis)
         edges.same(slot, other, Role.ACT)
 
-    def _rewritable(self, node, y_axis, shift, view) -> bool:
-        values = const_input(node, 1, view)
-        if values is None:
-            return False
+    def _rewritable(self, node: gs.Node, y_axis: int, view: GraphView) -> bool:
         if node.op == "Tile":
-            return int(values[y_axis]) == 1
-        # Expand: an entry for the axis is rewritten; a shape too short to name the axis
-        # leaves it to the input (sizes already match).
-        return True
+            values = const_input(node, 1, view)
+            return values is not None and int(values[y_axis]) == 1
+        entry = _expand_entry(node, y_axis, view)
+        return entry is None or not view.is_const(node.inputs[1].name) or \
+            _target_piece(node, entry, view, free_needed=False) is not None
 
     def rewrite(self, node: gs.Node, change: Change) -> None:
         if node.op != "Expand":
             return
         y = node.outputs[0].name
-        values = const_input(node, 1, change.view).copy()
-        offset = len(values) - change.view.rank(y)
         for axis in range(change.view.rank(y)):
-            if len(change.removed(y, axis)) and axis + offset >= 0 and values[axis + offset] > 1:
-                values[axis + offset] = change.kept(y, axis)
-        set_const_input(node, 1, values)
+            entry = _expand_entry(node, axis, change.view)
+            piece = None if entry is None or not len(change.removed(y, axis)) else \
+                _target_piece(node, entry, change.view, False)
+            if piece is not None:  # otherwise the target follows run-time shapes
+                _set_target_entry(piece, 1)
+
+
+def _expand_entry(node: gs.Node, y_axis: int, view: GraphView) -> int | None:
+    """Index of Expand's target entry for an output axis (None: the target is shorter)."""
+    length = view.dim(Slot(node.inputs[1].name, 0))
+    if length is None:
+        return y_axis
+    entry = y_axis - (view.rank(node.outputs[0].name) - length)
+    return entry if entry >= 0 else None

@@ -1,6 +1,7 @@
 """Ops that read only a tensor's shape. Shape passes when the size of the pruned
-axis is never used as a value (every consumer gathers or slices other entries);
-Size always counts the pruned indices and blocks."""
+axis is never used as a value: every consumer gathers or slices other entries, or
+the entry only rebuilds Reshape/Expand targets, whose entries for pruned axes are
+rewritten. Size always counts the pruned indices and blocks."""
 
 from __future__ import annotations
 
@@ -34,10 +35,15 @@ class ShapeOnly(Rule):
 
 
 def _reads_entry(consumer: gs.Node, entry: int, length: int, view: GraphView) -> bool:
-    """Whether a consumer of a shape vector can see the given entry."""
+    """Whether a consumer of a shape vector can see the given entry as a value (an
+    entry that only rebuilds Reshape or Expand targets is rewritten with them)."""
     if consumer.op == "Gather" and int(consumer.attrs.get("axis", 0)) == 0:
         indices = const_input(consumer, 1, view)
-        return indices is None or entry in (np.asarray(indices) % length).reshape(-1)
+        if indices is None:
+            return True
+        picked = entry in (np.asarray(indices) % length).reshape(-1)
+        return picked and not (np.ndim(indices) == 0 and _only_builds_targets(
+            consumer.outputs[0], view, depth=6))
     if consumer.op == "Slice":
         starts, ends = const_input(consumer, 1, view), const_input(consumer, 2, view)
         steps = const_input(consumer, 4, view)
@@ -45,6 +51,21 @@ def _reads_entry(consumer: gs.Node, entry: int, length: int, view: GraphView) ->
             return True
         first, stop, _ = slice(int(starts[0]), int(ends[0]), 1).indices(length)
         return first <= entry < stop
+    return True
+
+
+def _only_builds_targets(value: gs.Tensor, view: GraphView, depth: int) -> bool:
+    """Whether a shape value flows only into the shape inputs of Reshape and Expand
+    (whose entries for pruned axes are rewritten, or follow the run-time shapes; the
+    pruned model is verified against the masked reference either way)."""
+    if depth == 0 or not value.outputs or value.name in view.output_names:
+        return False
+    for node in value.outputs:
+        if node.op in ("Reshape", "Expand") and node.inputs[1].name == value.name:
+            continue
+        if node.op in ("Reshape", "Expand", "Shape", "Size") or not node.outputs or not all(
+                _only_builds_targets(out, view, depth - 1) for out in node.outputs):
+            return False
     return True
 
 
