@@ -165,13 +165,26 @@ def _params(node: gs.Node, view: GraphView):
             steps.astype(np.int64))
 
 
+def _sliced_axes(node: gs.Node, rank: int, view: GraphView) -> set[int]:
+    """Axes a Slice with run-time bounds may touch (all of them if unknown)."""
+    if "axes" in node.attrs:
+        return {int(a) % rank for a in node.attrs["axes"]}
+    axes = const_input(node, 3, view)
+    if axes is not None:
+        return {int(a) % rank for a in np.asarray(axes).reshape(-1)}
+    count = view.dim(Slot(node.inputs[1].name, 0)) if len(node.inputs) > 1 else None
+    return set(range(count if count is not None and "starts" not in node.attrs else rank))
+
+
 def slice_window(node: gs.Node, axis: int, view: GraphView):
     """(start, stop) on the axis; None if the axis is not sliced; False if unusable."""
     x = node.inputs[0].name
     params = _params(node, view)
     rank, dim = view.rank(x), view.dim(Slot(x, axis))
-    if params is None or rank is None:
+    if rank is None:
         return False
+    if params is None:
+        return None if axis not in _sliced_axes(node, rank, view) else False
     starts, ends, axes, steps = params
     hits = [k for k, a in enumerate(axes) if int(a) % rank == axis]
     if not hits:

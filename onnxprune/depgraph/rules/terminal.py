@@ -43,7 +43,7 @@ def _reads_entry(consumer: gs.Node, entry: int, length: int, view: GraphView) ->
             return True
         picked = entry in (np.asarray(indices) % length).reshape(-1)
         return picked and not (np.ndim(indices) == 0 and _only_builds_targets(
-            consumer.outputs[0], view, depth=6))
+            consumer.outputs[0], view, depth=12))
     if consumer.op == "Slice":
         starts, ends = const_input(consumer, 1, view), const_input(consumer, 2, view)
         steps = const_input(consumer, 4, view)
@@ -63,7 +63,7 @@ def _only_builds_targets(value: gs.Tensor, view: GraphView, depth: int) -> bool:
     for node in value.outputs:
         if node.op in ("Reshape", "Expand") and node.inputs[1].name == value.name:
             continue
-        if node.op in ("Reshape", "Expand", "Shape", "Size") or not node.outputs or not all(
+        if not node.outputs or not all(
                 _only_builds_targets(out, view, depth - 1) for out in node.outputs):
             return False
     return True
