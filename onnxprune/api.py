@@ -27,7 +27,7 @@ from .plan import (
     search_ratio,
 )
 from .rewrite import apply, removed_slots
-from .shapes import infer_shapes, sample_shapes, shape_table, with_input_shapes
+from .shapes import concrete_shape_table, sample_shapes
 from .verify import check_pruned, reference_model, sample_feeds
 
 ModelLike = ModelProto | str | os.PathLike
@@ -123,9 +123,9 @@ def _round_to(options: PlanOptions) -> int:
 
 def _pricer(dep: DepGraph, proto: ModelProto, shapes):
     """Cost of the model under a set of removed units (None: the dense model)."""
-    fixed = with_input_shapes(model_io.structure_proto(dep.view.graph, proto), shapes)
-    table = shape_table(infer_shapes(fixed))
-    base = concrete(table)
+    structure = model_io.structure_proto(dep.view.graph, proto)
+    base = concrete(concrete_shape_table(structure, shapes,
+                                         lambda: model_io.export(dep.view.graph, proto)))
 
     def price(removed_units: dict[int, np.ndarray] | None) -> Cost:
         if not removed_units:

@@ -48,7 +48,29 @@ def node_macs(node: gs.Node, shape_of: ShapeOf) -> int:
         return _prod(y) * k
     if node.op in GATES:
         return _recurrent_macs(node, shape_of)
+    if node.domain == "com.microsoft" and node.op in ATTENTION:
+        return _attention_macs(node, shape_of)
     return 0
+
+
+ATTENTION = ("Attention", "MultiHeadAttention", "GroupQueryAttention")
+
+
+def _attention_macs(node: gs.Node, shape_of: ShapeOf) -> int:
+    """Projections (packed Attention only) plus scores and context: per query position,
+    every key position costs one query-sized and one value-sized dot product."""
+    x, y = shape_of(node.inputs[0].name), shape_of(node.outputs[0].name)
+    if not x or not y:
+        return 0
+    batch, queries = x[0], x[1]
+    if node.op == "Attention":
+        w = shape_of(node.inputs[1].name)
+        projections = batch * queries * _prod(w) if w else 0
+        q_size = (w[1] - y[2]) // 2 if w else y[2]
+        return projections + batch * queries * queries * (q_size + y[2])
+    key = shape_of(node.inputs[1].name) if len(node.inputs) > 1 and node.inputs[1].name else x
+    keys = key[1] if key else queries
+    return batch * queries * keys * (x[2] + y[2])
 
 
 def _recurrent_macs(node: gs.Node, shape_of: ShapeOf) -> int:

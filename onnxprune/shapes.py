@@ -60,6 +60,19 @@ def infer_shape_table(model: ModelProto,
     return table
 
 
+def concrete_shape_table(model: ModelProto, shapes: dict[str, tuple[int, ...]],
+                         runnable: Callable[[], ModelProto] | None = None
+                         ) -> dict[str, Shape]:
+    """Shapes at concrete input shapes: ONNX inference, completed where it stops (ops
+    it does not know, run-time shapes) by one onnxruntime run of `runnable()`."""
+    table = shape_table(infer_shapes(with_input_shapes(model, shapes)))
+    unknown = [o for node in model.graph.node for o in node.output
+               if o and not all(isinstance(d, int) for d in (table.get(o) or (None,)))]
+    if unknown and runnable is not None:
+        table.update(_run_shapes(runnable(), shapes, unknown))
+    return table
+
+
 def _varied(model: ModelProto, shapes: dict[str, tuple[int, ...]], only_leading: bool
             ) -> dict[str, tuple[int, ...]]:
     """Input shapes with dynamic axes doubled (all of them, or only the leading one)."""

@@ -4,6 +4,7 @@ from . import (  # noqa: F401
     concat_split,
     conv,
     elementwise,
+    fused,
     gather,
     matmul,
     norm,
