@@ -59,8 +59,9 @@ def _names(node: gs.Node, count: int) -> list[str]:
     return [node.inputs[i].name if i < len(node.inputs) else "" for i in range(count)]
 
 
-def _uses_cache(node: gs.Node, first_output: int = 1) -> bool:
-    return any(t.outputs or t.name for t in node.outputs[first_output:])
+def _uses_cache(node: gs.Node, view: GraphView, first_output: int = 1) -> bool:
+    """Whether a key/value cache output is read or is a graph output."""
+    return any(t.outputs or t.name in view.output_names for t in node.outputs[first_output:])
 
 
 class _HeadRule(Rule):
@@ -103,7 +104,7 @@ class Attention(_HeadRule):
         sizes, heads = self._sizes(node, view), int(node.attrs["num_heads"])
         if sizes is None or any(s % heads for s in sizes):
             return "packed weight sizes unknown"
-        if _uses_cache(node) or any(_names(node, 6)[4:]):
+        if _uses_cache(node, view) or any(_names(node, 6)[4:]):
             return "key/value cache inputs or outputs are used"
         y = node.outputs[0].name
         parts = [Part(Slot(y, 2), 0, sizes[2] // heads, heads, Role.ACT)]
@@ -144,7 +145,7 @@ class MultiHeadAttention(_HeadRule):
         heads = int(node.attrs["num_heads"])
         if not k or not v or any(view.rank(n) != 3 for n in (q, k, v)):
             return "only separate 3-D query, key and value are supported"
-        if _uses_cache(node) or any(_names(node, 8)[6:]):
+        if _uses_cache(node, view) or any(_names(node, 8)[6:]):
             return "key/value cache inputs or outputs are used"
         dims = [view.dim(Slot(n, 2)) for n in (q, k, v)]
         if None in dims or any(d % heads for d in dims):
@@ -178,7 +179,7 @@ class GroupQueryAttention(_HeadRule):
         heads, kv_heads = int(node.attrs["num_heads"]), int(node.attrs["kv_num_heads"])
         if not k or not v or any(view.rank(n) != 3 for n in (q, k, v)):
             return "only separate 3-D query, key and value are supported"
-        if past_k or past_v or _uses_cache(node):
+        if past_k or past_v or _uses_cache(node, view):
             return "key/value cache inputs or outputs are used"
         dims = [view.dim(Slot(n, 2)) for n in (q, k, v)]
         if None in dims or dims[0] % heads or dims[1] % kv_heads or heads % kv_heads:

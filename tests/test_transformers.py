@@ -1,0 +1,130 @@
+"""Attention heads, FFN neurons and hidden groups through exported transformers.
+
+Every model prunes at --head-ratio / --ratio to a valid model that keeps dynamic
+batch and sequence axes, and equals the original with the removed heads' context
+(and neurons' activations) zeroed before the output projection (rel. error ≤ 1e-5).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from model_files import real_inputs, real_path, zoo_model
+
+import onnxprune
+from onnxprune.depgraph import analyze
+from onnxprune.shapes import sample_shapes
+from onnxprune.verify import reference_model, relative_error, run
+
+TOKENS = {"input_ids": (2, 16), "attention_mask": (2, 16)}
+
+
+def token_feeds(batch: int, seq: int, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    mask = np.ones((batch, seq), np.int64)
+    mask[0, seq - 2:] = 0  # some padding
+    return {"input_ids": rng.integers(0, 1000, (batch, seq)).astype(np.int64),
+            "attention_mask": mask}
+
+
+def check_head_equivalence(model, report, input_shapes, feeds_list, tol=1e-5):
+    removed = {g.id: np.array(g.removed) for g in report.groups if g.removed}
+    dep = analyze(model, sample_shapes(model, input_shapes))
+    reference = reference_model(dep, removed, model)
+    return removed, [(run(reference, feeds), feeds) for feeds in feeds_list], tol
+
+
+def assert_equivalent(pruned, model, report, input_shapes, feeds_list, tol=1e-5):
+    removed, references, tol = check_head_equivalence(model, report, input_shapes, feeds_list,
+                                                      tol)
+    for want, feeds in references:
+        got = run(pruned, feeds)
+        for name, value in want.items():
+            assert got[name].shape == value.shape
+            assert relative_error(value, got[name]) <= tol, (name, relative_error(value,
+                                                                                  got[name]))
+    return removed
+
+
+def kinds(report, kind):
+    return [g for g in report.groups if g.kind == kind]
+
+
+def test_minilm_lists_head_and_neuron_groups():
+    groups = onnxprune.inspect(str(real_path("paraphrase_minilm_l3")), TOKENS)
+    heads = [g for g in groups if g.kind == "head"]
+    neurons = [g for g in groups if g.kind == "neuron" and g.prunable]
+    assert sum(g.units for g in heads) == 36 and all(g.units == 12 for g in heads)
+    assert all(g.prunable and g.channels == 32 for g in heads)
+    assert [g.units for g in neurons] == [1536, 1536, 1536]
+
+
+def test_minilm_prunes_heads_and_neurons_equivalently():
+    model = onnx.load(str(real_path("paraphrase_minilm_l3")))
+    pruned, report = onnxprune.prune(model, 0.3, head_ratio=0.25, input_shapes=TOKENS)
+    assert [g.kept for g in kinds(report, "head")] == [9, 9, 9]
+    assert all(g.kept < g.size for g in kinds(report, "neuron") if not g.blocked)
+    assert report.macs_after < report.macs_before
+    assert_equivalent(pruned, model, report, TOKENS, [token_feeds(1, 7), token_feeds(3, 40)])
+
+
+ZOO_TRANSFORMERS = ["bert_tiny_ts", "bert_tiny_dynamo", "bert_tiny_ts_fused",
+                    "bert_tiny_dynamo_fused", "llama_gqa_ts", "llama_gqa_dynamo"]
+
+
+@pytest.mark.parametrize("name", ZOO_TRANSFORMERS)
+def test_exported_transformer_prunes_heads_equivalently(name):
+    model = zoo_model(name)
+    pruned, report = onnxprune.prune(model, 0.3, head_ratio=0.5, input_shapes=TOKENS)
+    heads = kinds(report, "head")
+    assert len(heads) == 2 and all(g.kept < g.size and not g.blocked for g in heads)
+    assert all(g.kept < g.size for g in kinds(report, "neuron") if not g.blocked)
+    assert_equivalent(pruned, model, report, TOKENS, [token_feeds(1, 5), token_feeds(3, 19)])
+
+
+def test_gqa_removes_a_key_value_head_with_all_its_query_heads():
+    model = zoo_model("llama_gqa_ts")
+    pruned, report = onnxprune.prune(model, head_ratio=0.5, input_shapes=TOKENS)
+    weights = {t.name: tuple(t.dims) for t in pruned.graph.initializer}
+    projections = {n.name.split("/")[-2]: weights[n.input[1]] for n in pruned.graph.node
+                   if n.op_type == "MatMul" and n.input[1] in weights and "_proj" in n.name}
+    assert projections["q_proj"] == (64, 32)  # 4 query heads of 16 → 2
+    assert projections["k_proj"] == projections["v_proj"] == (64, 16)  # 2 kv heads → 1
+    assert projections["o_proj"] == (32, 64)
+
+
+def test_fused_attention_rewrites_num_heads():
+    pruned, _ = onnxprune.prune(zoo_model("bert_tiny_ts_fused"), head_ratio=0.5,
+                                input_shapes=TOKENS)
+    attention = [n for n in pruned.graph.node if n.op_type == "Attention"]
+    assert len(attention) == 2
+    for node in attention:
+        heads = next(a.i for a in node.attribute if a.name == "num_heads")
+        assert heads == 2
+    weights = {t.name: tuple(t.dims) for t in pruned.graph.initializer}
+    assert all(weights[n.input[1]] == (64, 96) for n in attention)
+
+
+@pytest.mark.parametrize("name", ["swin_t", "vit_b_16"])
+def test_vision_transformer_structures_prune_to_valid_models(name):
+    model = zoo_model(name)
+    pruned, report = onnxprune.prune(model, 0.3, head_ratio=0.25)
+    feeds = {model.graph.input[0].name: np.random.default_rng(0).standard_normal(
+        (2, 3, 224, 224)).astype(np.float32)}
+    assert run(pruned, feeds)[model.graph.output[0].name].shape == (2, 1000)
+    assert report.macs_after < report.macs_before
+    if name == "swin_t":
+        assert len(kinds(report, "head")) == 12
+        assert all(g.kept < g.size for g in kinds(report, "head"))
+
+
+def test_ppocr_recognizer_prunes_its_svtr_heads():
+    name = "ppocr_rec_v4"
+    model = onnx.load(str(real_path(name)))
+    pruned, report = onnxprune.prune(model, 0.3, head_ratio=0.25, input_shapes=real_inputs(name))
+    heads = kinds(report, "head")
+    assert [g.size for g in heads] == [8, 8] and all(g.kept == 6 for g in heads)
+    feeds = [{"x": np.random.default_rng(s).standard_normal((b, 3, 48, w)).astype(np.float32)}
+             for s, (b, w) in enumerate([(1, 192), (2, 320)])]
+    assert_equivalent(pruned, model, report, real_inputs(name), feeds, tol=1e-4)
