@@ -128,3 +128,45 @@ def test_ppocr_recognizer_prunes_its_svtr_heads():
     feeds = [{"x": np.random.default_rng(s).standard_normal((b, 3, 48, w)).astype(np.float32)}
              for s, (b, w) in enumerate([(1, 192), (2, 320)])]
     assert_equivalent(pruned, model, report, real_inputs(name), feeds, tol=1e-4)
+
+
+def decomposed_layernorm_model():
+    """x → MatMul → LayerNorm written out (ReduceMean/Sub/Pow/Sqrt/Div) → MatMul."""
+    from helpers import GraphBuilder
+
+    b = GraphBuilder(opset=17)
+    x = b.input("x", ["batch", 5, 8])
+    h = b.op("MatMul", [x, b.weight(8, 16)])
+    centered = b.op("Sub", [h, b.op("ReduceMean", [h], axes=[-1])])
+    var = b.op("ReduceMean", [b.op("Pow", [centered, b.const(np.array(2.0, np.float32))])],
+               axes=[-1])
+    std = b.op("Sqrt", [b.op("Add", [var, b.const(np.array(1e-5, np.float32))])])
+    gamma, beta = b.weight(16), b.weight(16)
+    normed = b.op("Add", [b.op("Mul", [b.op("Div", [centered, std]), gamma]), beta])
+    w2 = b.weight(16, 4)
+    return b.build(b.op("MatMul", [normed, w2])), gamma, w2
+
+
+def test_decomposed_layernorm_makes_a_hidden_group_cut_only_when_asked():
+    model, gamma, w2 = decomposed_layernorm_model()
+    groups = onnxprune.inspect(model)
+    hidden = [g for g in groups if g.kind == "hidden"]
+    assert len(hidden) == 1 and hidden[0].units == 16 and hidden[0].prunable
+    assert any("ReduceMean" in reason for reason in hidden[0].approximate)
+    _, report = onnxprune.prune(model, 0.5)
+    assert all(g.kept == g.size for g in report.groups)
+    pruned, report = onnxprune.prune(model, hidden_ratio=0.5, round_to=1)
+    weights = {t.name: tuple(t.dims) for t in pruned.graph.initializer}
+    assert weights[gamma] == (8,) and weights[w2] == (8, 4)
+    out = run(pruned, {"x": np.ones((3, 5, 8), np.float32)})
+    assert next(iter(out.values())).shape == (3, 5, 4)
+
+
+def test_convnext_hidden_size_prunes_through_channels_last_layernorms():
+    model = zoo_model("convnext_tiny")
+    pruned, report = onnxprune.prune(model, 0.3, hidden_ratio=0.25)
+    hidden = kinds(report, "hidden")
+    assert hidden and all(g.kept < g.size for g in hidden if not g.blocked)
+    assert report.macs_after < report.macs_before
+    feeds = {model.graph.input[0].name: np.zeros((1, 3, 224, 224), np.float32)}
+    assert run(pruned, feeds)[model.graph.output[0].name].shape == (1, 1000)
