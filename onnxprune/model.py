@@ -21,9 +21,11 @@ from .errors import InputError, ModelError, first_line
 
 EXTERNAL_DATA_THRESHOLD = 1_800_000_000
 FOLD_LIMIT_ELEMENTS = 64_000_000
-NO_FOLD_OPS = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike",
+NO_FOLD_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear",
+               "RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike",
                "Multinomial", "Bernoulli", "If", "Loop", "Scan", "SequenceEmpty"}
 
+CAST_FOLD_LIMIT = 1024
 WEIGHT_SOURCES = {"Constant", "ConstantOfShape", "Identity"}
 
 def load(model: ModelProto | str | os.PathLike) -> ModelProto:
@@ -101,6 +103,9 @@ def _foldable(node: gs.Node, graph_outputs: set[str]) -> bool:
         return False
     if not node.inputs:
         return node.op == "Constant"
+    if node.op == "Cast" and isinstance(node.inputs[0], gs.Constant) and \
+            np.asarray(node.inputs[0].values).size > CAST_FOLD_LIMIT:
+        return False  # keep weights stored in their own precision
     return all(isinstance(t, gs.Constant) or t.name == "" for t in node.inputs)
 
 

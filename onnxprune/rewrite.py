@@ -58,6 +58,8 @@ def mask_sinks(dep: DepGraph, removed_units: dict[int, np.ndarray]) -> gs.Graph:
         for slot in group.slots(Role.IN):
             idx = np.flatnonzero(np.isin(group.members[slot], units))
             tensor = tensors[slot.tensor]
+            if not isinstance(tensor, gs.Constant):
+                continue  # a view of a weight (Cast, DequantizeLinear): its source is zeroed
             values = np.array(tensor.values, copy=True)
             index = [slice(None)] * values.ndim
             index[slot.axis] = idx

@@ -1386,3 +1386,49 @@ def test_shape_entry_of_the_pruned_axis_used_as_a_value_blocks():
     dep = analyze(b.build(y))
     group = next(g for g in dep.groups if g.units == 8)
     assert group.blocked and "used as a value" in group.blocked[0]
+
+
+def test_float16_weights_behind_cast_keep_their_precision():
+    b = GraphBuilder()
+    x = b.input("x", [1, 8, 8, 8])
+    w1 = b.const(b.rng.standard_normal((16, 8, 3, 3)).astype(np.float16))
+    w2 = b.const(b.rng.standard_normal((8, 16, 3, 3)).astype(np.float16))
+    up1, up2 = (b.op("Cast", [w], to=TensorProto.FLOAT) for w in (w1, w2))
+    h = b.op("Relu", [b.op("Conv", [x, up1], pads=[1, 1, 1, 1])])
+    model = b.build(b.op("Conv", [h, up2], pads=[1, 1, 1, 1]))
+    dep = analyze(model)
+    group = only_group(dep, h)
+    assert group.prunable and group.roles[Slot(w1, 0)] == Role.OUT
+    assert group.roles[Slot(w2, 1)] == Role.IN
+    _, pruned = assert_mask_equivalent(model, {group.id: [1, 4]})
+    inits = {t.name: t for t in pruned.graph.initializer}
+    assert tuple(inits[w1].dims) == (14, 8, 3, 3) and tuple(inits[w2].dims) == (8, 14, 3, 3)
+    assert inits[w1].data_type == TensorProto.FLOAT16
+
+
+def test_quantized_qdq_convolutions_prune_with_their_scales():
+    b = GraphBuilder()
+    x = b.input("x", [1, 3, 8, 8])
+
+    def qdq(t):
+        s, z = b.const(np.array(0.05, np.float32)), b.const(np.array(0, np.int8))
+        return b.op("DequantizeLinear", [b.op("QuantizeLinear", [t, s, z]), s, z])
+
+    def weight(k, c):
+        q = b.const(b.rng.integers(-100, 100, (k, c, 3, 3)).astype(np.int8))
+        scale = b.const((b.rng.random(k) * 0.01 + 0.001).astype(np.float32))
+        zero = b.const(np.zeros(k, np.int8))
+        return q, scale, b.op("DequantizeLinear", [q, scale, zero], axis=0)
+
+    q1, s1, w1 = weight(8, 3)
+    q2, _, w2 = weight(4, 8)
+    h = b.op("Relu", [b.op("Conv", [qdq(x), w1, b.weight(8)], pads=[1, 1, 1, 1])])
+    model = b.build(b.op("Conv", [qdq(h), w2], pads=[1, 1, 1, 1]))
+    dep = analyze(model)
+    group = only_group(dep, h)
+    assert group.prunable and group.units == 8
+    _, pruned = assert_mask_equivalent(model, {group.id: [0, 5, 7]})
+    inits = {t.name: t for t in pruned.graph.initializer}
+    assert tuple(inits[q1].dims) == (5, 3, 3, 3) and tuple(inits[s1].dims) == (5,)
+    assert tuple(inits[q2].dims) == (4, 5, 3, 3) and inits[q1].data_type == TensorProto.INT8
+    assert sum(n.op_type == "DequantizeLinear" for n in pruned.graph.node) == 4

@@ -10,6 +10,8 @@ import onnx_graphsurgeon as gs
 
 from ..shapes import Shape
 
+WEIGHT_VIEWS = ("Cast", "Identity", "DequantizeLinear")
+
 
 @dataclass(frozen=True, order=True)
 class Slot:
@@ -122,6 +124,19 @@ class GraphView:
 
     def is_const(self, name: str) -> bool:
         return isinstance(self.tensors.get(name), gs.Constant)
+
+    def is_weight(self, name: str) -> bool:
+        """A constant, or a constant seen through Cast, Identity or DequantizeLinear
+        (weights stored in float16 or int8)."""
+        tensor = self.tensors.get(name)
+        for _ in range(4):
+            if isinstance(tensor, gs.Constant):
+                return True
+            producer = tensor.inputs[0] if tensor is not None and tensor.inputs else None
+            if producer is None or producer.op not in WEIGHT_VIEWS:
+                return False
+            tensor = producer.inputs[0]
+        return False
 
     def nodes_of(self, name: str) -> list[gs.Node]:
         """The producer and every consumer of a tensor."""

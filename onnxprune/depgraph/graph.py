@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from .core import Edges, GraphView, Link, Role, Slot
+from .core import WEIGHT_VIEWS, Edges, GraphView, Link, Role, Slot
 from .rules import rule_for
 
 
@@ -137,6 +137,7 @@ class _Found:
     slots: list[Slot]
     edges: Edges
     nodes: dict[Slot, set[tuple[str, str]]]
+    view: GraphView
 
 
 def _propagate(view: GraphView) -> _Found:
@@ -153,7 +154,7 @@ def _propagate(view: GraphView) -> _Found:
             if new not in seen:
                 seen.add(new)
                 queue.append(new)
-    return _Found(order, edges, nodes)
+    return _Found(order, edges, nodes, view)
 
 
 def _seeds(view: GraphView, edges: Edges) -> list[Slot]:
@@ -270,7 +271,7 @@ def _make_group(gid, slots, unit_labels, found: _Found, rows: _Rows, labels) -> 
             unit = np.minimum(np.searchsorted(ordered, atoms), len(ordered) - 1)
             by_row[row] = np.where(ordered[unit] == atoms, unit, -1)
         members[slot] = by_row[row]
-    roles = {s: found.edges.roles.get(s, Role.ACT) for s in slots}
+    roles = _roles(slots, found)
     blocked = sorted({found.edges.blocks[s] for s in slots if s in found.edges.blocks})
     nodes = sorted({name for s in slots for name, _ in found.nodes.get(s, ())})
     producers = sorted({n for s in slots if roles[s] == Role.OUT for n in found.nodes[s]})
@@ -279,6 +280,29 @@ def _make_group(gid, slots, unit_labels, found: _Found, rows: _Rows, labels) -> 
     kind = _kind(tags, approximate, producers)
     return Group(gid, kind, len(unit_labels), members, roles, blocked, nodes, producers,
                  approximate)
+
+
+def _roles(slots: list[Slot], found: _Found) -> dict[Slot, Role]:
+    """Each slot's role; a constant seen through Cast, Identity or DequantizeLinear
+    takes the weight role of the view it feeds."""
+    roles = {s: found.edges.roles.get(s, Role.ACT) for s in slots}
+    for slot in slots:
+        if roles[slot] == Role.ACT and found.view.is_const(slot.tensor):
+            roles[slot] = _viewed_role(slot, found) or Role.ACT
+    return roles
+
+
+def _viewed_role(slot: Slot, found: _Found) -> Role | None:
+    name = slot.tensor
+    for _ in range(4):
+        users = found.view.tensors[name].outputs
+        if len(users) != 1 or users[0].op not in WEIGHT_VIEWS:
+            return None
+        name = users[0].outputs[0].name
+        role = found.edges.roles.get(Slot(name, slot.axis))
+        if role in (Role.OUT, Role.IN):
+            return role
+    return None
 
 
 def _kind(tags: set[str], approximate: list[str], producers: list[tuple[str, str]]) -> str:

@@ -26,7 +26,7 @@ class _ConvFamily(Rule):
 
     def seeds(self, node: gs.Node, view: GraphView) -> list[Slot]:
         _, w, _, _ = _names(node)
-        if not view.is_const(w):
+        if not view.is_weight(w):
             return []
         return [Slot(w, self._producer_weight_axis(node))]
 

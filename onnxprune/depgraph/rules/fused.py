@@ -91,7 +91,7 @@ class Attention(_HeadRule):
     """input [B, S, hidden] · weights [hidden, q + k + v] + bias → output [B, S, v]."""
 
     def seeds(self, node: gs.Node, view: GraphView) -> list[Slot]:
-        return [Slot(node.inputs[1].name, 1)] if view.is_const(node.inputs[1].name) else []
+        return [Slot(node.inputs[1].name, 1)] if view.is_weight(node.inputs[1].name) else []
 
     def _sizes(self, node: gs.Node, view: GraphView) -> list[int] | None:
         if "qkv_hidden_sizes" in node.attrs:

@@ -11,7 +11,7 @@ from .base import Rule, register
 
 
 def _role(view: GraphView, name: str, absorbs: bool) -> Role:
-    if not view.is_const(name):
+    if not view.is_weight(name):
         return Role.ACT
     return Role.IN if absorbs else Role.OUT
 
@@ -23,9 +23,9 @@ class MatMul(Rule):
     def seeds(self, node: gs.Node, view: GraphView) -> list[Slot]:
         a, b = node.inputs[0].name, node.inputs[1].name
         seeds = []
-        if view.is_const(b) and (view.rank(b) or 0) >= 2:
+        if view.is_weight(b) and (view.rank(b) or 0) >= 2:
             seeds.append(Slot(b, view.rank(b) - 1))
-        if view.is_const(a) and (view.rank(a) or 0) >= 2:
+        if view.is_weight(a) and (view.rank(a) or 0) >= 2:
             seeds.append(Slot(a, view.rank(a) - 2))
         return seeds
 
@@ -44,7 +44,7 @@ class MatMul(Rule):
         for k in range(1, ry - 1):  # batch axes, right-aligned
             classes.append([(n, r - ry + k, False) for n, r in ((a, ra), (b, rb), (y, ry))
                             if r - ry + k >= 0 and _unbroadcast(view, n, r - ry + k, y, k)])
-        attention = not view.is_const(a) and not view.is_const(b)
+        attention = not view.is_weight(a) and not view.is_weight(b)
         for index, members in enumerate(classes):
             if any(Slot(name, axis) == slot for name, axis, _ in members):
                 for name, axis, absorbs in members:
@@ -76,7 +76,7 @@ class Gemm(Rule):
 
     def seeds(self, node: gs.Node, view: GraphView) -> list[Slot]:
         b = node.inputs[1].name
-        return [Slot(b, self._axes(node)[3])] if view.is_const(b) else []
+        return [Slot(b, self._axes(node)[3])] if view.is_weight(b) else []
 
     def propagate(self, node: gs.Node, slot: Slot, view: GraphView, edges: Edges) -> None:
         a, b, y = node.inputs[0].name, node.inputs[1].name, node.outputs[0].name
