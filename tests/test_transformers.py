@@ -47,6 +47,18 @@ def assert_equivalent(pruned, model, report, input_shapes, feeds_list, tol=1e-5)
     return removed
 
 
+def without_zero_weights(model):
+    """torchvision starts some layers (ViT's head) at zero: give them values so the
+    outputs depend on every channel."""
+    rng = np.random.default_rng(0)
+    for tensor in model.graph.initializer:
+        values = onnx.numpy_helper.to_array(tensor)
+        if values.dtype == np.float32 and values.size >= 16 and not values.any():
+            noise = (rng.standard_normal(values.shape) * 0.02).astype(np.float32)
+            tensor.CopyFrom(onnx.numpy_helper.from_array(noise, tensor.name))
+    return model
+
+
 def kinds(report, kind):
     return [g for g in report.groups if g.kind == kind]
 
@@ -107,13 +119,13 @@ def test_fused_attention_rewrites_num_heads():
 
 
 @pytest.mark.parametrize("name", ["swin_t", "vit_b_16"])
-def test_vision_transformer_structures_prune_to_valid_models(name):
-    model = zoo_model(name)
+def test_vision_transformer_structures_prune_equivalently(name):
+    model = without_zero_weights(zoo_model(name))
     pruned, report = onnxprune.prune(model, 0.3, head_ratio=0.25)
     feeds = {model.graph.input[0].name: np.random.default_rng(0).standard_normal(
         (2, 3, 224, 224)).astype(np.float32)}
-    assert run(pruned, feeds)[model.graph.output[0].name].shape == (2, 1000)
     assert report.macs_after < report.macs_before
+    assert_equivalent(pruned, model, report, None, [feeds])
     if name == "swin_t":
         assert len(kinds(report, "head")) == 12
         assert all(g.kept < g.size for g in kinds(report, "head"))
@@ -127,7 +139,7 @@ def test_ppocr_recognizer_prunes_its_svtr_heads():
     assert [g.size for g in heads] == [8, 8] and all(g.kept == 6 for g in heads)
     feeds = [{"x": np.random.default_rng(s).standard_normal((b, 3, 48, w)).astype(np.float32)}
              for s, (b, w) in enumerate([(1, 192), (2, 320)])]
-    assert_equivalent(pruned, model, report, real_inputs(name), feeds, tol=1e-4)
+    assert_equivalent(pruned, model, report, real_inputs(name), feeds)
 
 
 def decomposed_layernorm_model():
