@@ -83,8 +83,9 @@ class Report:
 
 def inspect(model: ModelLike, input_shapes: dict[str, tuple[int, ...]] | None = None
             ) -> list[Group]:
-    """Every channel group of a model, prunable or with its blocking reason."""
-    proto = model_io.load(model)
+    """Every channel group of a model, prunable or with its blocking reason (structure-
+    only files are accepted: groups do not depend on weight values)."""
+    proto = model_io.load(model, structure_only=True)
     model_io.check(proto)
     return analyze(proto, input_shapes).groups
 

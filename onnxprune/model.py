@@ -28,10 +28,25 @@ NO_FOLD_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear",
 CAST_FOLD_LIMIT = 1024
 WEIGHT_SOURCES = {"Constant", "ConstantOfShape", "Identity"}
 
-def load(model: ModelProto | str | os.PathLike) -> ModelProto:
-    """Read a model from a path (external data included) or pass a ModelProto through."""
+def load(model: ModelProto | str | os.PathLike, structure_only: bool = False) -> ModelProto:
+    """Read a model from a path (external data included) or pass a ModelProto through.
+    A structure-only file is refused, or given placeholder weights when
+    `structure_only` allows it (enough to inspect its groups)."""
+    from .structure import fill, is_structure_only
+
     if isinstance(model, ModelProto):
-        return model
+        proto = model
+    else:
+        proto = _read(model)
+    if is_structure_only(proto):
+        if structure_only:
+            return fill(proto)
+        raise InputError("a structure-only file without weights; fill it first "
+                         "(onnxprune.structure.fill)")
+    return proto
+
+
+def _read(model: str | os.PathLike) -> ModelProto:
     path = Path(model)
     if not path.exists():
         raise InputError(f"{path}: no such file")
@@ -43,11 +58,6 @@ def load(model: ModelProto | str | os.PathLike) -> ModelProto:
         raise InputError(f"{path}: not a readable ONNX model ({first_line(exc)})") from None
     if not proto.graph.node:
         raise InputError(f"{path}: not an ONNX model (no graph nodes)")
-    from .structure import is_structure_only
-
-    if is_structure_only(proto):
-        raise InputError(f"{path}: a structure-only file without weights; fill it first "
-                         "(onnxprune.structure.fill)")
     return proto
 
 

@@ -255,3 +255,8 @@ def test_a_wrong_rewrite_is_caught_by_the_reference_check(monkeypatch):
     with pytest.raises(onnxprune.VerificationError, match="differs from the reference") as err:
         onnxprune.prune(model, 0.5, round_to=1)
     assert "group" in str(err.value) and "nothing was written" in str(err.value)
+
+
+def test_inspect_accepts_structure_only_files():
+    groups = onnxprune.inspect("models/zoo/resnet18.onnx")
+    assert sum(g.prunable for g in groups) == 12
