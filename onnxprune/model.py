@@ -34,10 +34,7 @@ def load(model: ModelProto | str | os.PathLike, structure_only: bool = False) ->
     `structure_only` allows it (enough to inspect its groups)."""
     from .structure import fill, is_structure_only
 
-    if isinstance(model, ModelProto):
-        proto = model
-    else:
-        proto = _read(model)
+    proto = model if isinstance(model, ModelProto) else _read(model)
     if is_structure_only(proto):
         if structure_only:
             return fill(proto)
