@@ -73,6 +73,29 @@ def concrete_shape_table(model: ModelProto, shapes: dict[str, tuple[int, ...]],
     return table
 
 
+def batch_periods(model: ModelProto, overrides: dict[str, tuple[int, ...]] | None,
+                  runnable: Callable[[], ModelProto]) -> dict[str, tuple]:
+    """For tensors with run-time sizes, per axis: the size at batch 1 when the size is
+    proportional to the batch (measured at batch 1 and 2), else None."""
+    table = shape_table(infer_shapes(model))
+    names = [name for name, shape in table.items()
+             if shape is not None and not all(isinstance(d, int) for d in shape)]
+    if not names:
+        return {}
+    first = sample_shapes(model, overrides)
+    first = {name: (1,) + shape[1:] if _dynamic_axes(model, name)[:1] == [True] else shape
+             for name, shape in first.items()}
+    executable = runnable()
+    one = _run_shapes(executable, first, names)
+    two = _run_shapes(executable, _varied(model, first, only_leading=True), names)
+    periods = {}
+    for name in names:
+        if name in one and name in two and len(one[name]) == len(two[name]):
+            periods[name] = tuple(a if b == 2 * a and a > 0 else None
+                                  for a, b in zip(one[name], two[name], strict=True))
+    return periods
+
+
 def _varied(model: ModelProto, shapes: dict[str, tuple[int, ...]], only_leading: bool
             ) -> dict[str, tuple[int, ...]]:
     """Input shapes with dynamic axes doubled (all of them, or only the leading one)."""

@@ -6,7 +6,7 @@ import onnx_graphsurgeon as gs
 from onnx import ModelProto
 
 from .. import model as model_io
-from ..shapes import infer_shape_table
+from ..shapes import batch_periods, infer_shape_table
 from .core import GraphView, Role, Slot
 from .graph import DepGraph, Group, build
 
@@ -17,9 +17,12 @@ def view_of(graph: gs.Graph, original: ModelProto,
             input_shapes: dict[str, tuple[int, ...]] | None = None) -> GraphView:
     """Infer shapes of a normalized graph and wrap it for the rules."""
     structure = model_io.structure_proto(graph, original)
-    table = infer_shape_table(structure, input_shapes,
-                                       runnable=lambda: model_io.export(graph, original))
-    return GraphView(graph, table)
+
+    def runnable() -> ModelProto:
+        return model_io.export(graph, original)
+
+    table = infer_shape_table(structure, input_shapes, runnable)
+    return GraphView(graph, table, lambda: batch_periods(structure, input_shapes, runnable))
 
 
 def analyze(model: ModelProto, input_shapes: dict[str, tuple[int, ...]] | None = None

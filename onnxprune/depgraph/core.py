@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -88,9 +89,12 @@ class Edges:
 class GraphView:
     """Read-only questions the rules ask about a normalized graph."""
 
-    def __init__(self, graph: gs.Graph, shapes: dict[str, Shape]):
+    def __init__(self, graph: gs.Graph, shapes: dict[str, Shape],
+                 periods: Callable[[], dict[str, tuple]] | None = None):
         self.graph = graph
         self.shapes = shapes
+        self._periods_source = periods
+        self._periods: dict[str, tuple] | None = None
         self.tensors: dict[str, gs.Tensor] = graph.tensors()
         self.output_names = {t.name for t in graph.outputs}
         self.input_names = {t.name for t in graph.inputs if isinstance(t, gs.Variable)}
@@ -108,12 +112,37 @@ class GraphView:
         return None if shape is None else len(shape)
 
     def dim(self, slot: Slot) -> int | None:
-        """Size of a slot's axis when it is a known integer."""
+        """Size of a slot's axis: a known integer, or for a run-time size proportional
+        to the batch (heads folded into the batch, N·H) the size at batch 1, whose
+        indices stand for every index with the same remainder."""
+        static = self.static_dim(slot)
+        if static is not None or self.shape(slot.tensor) is None:
+            return static
+        periods = self.periods().get(slot.tensor)
+        return periods[slot.axis % len(periods)] if periods else None
+
+    def static_dim(self, slot: Slot) -> int | None:
+        """Size of a slot's axis when it is the same for every input size."""
         shape = self.shape(slot.tensor)
         if shape is None or not -len(shape) <= slot.axis < len(shape):
             return None
         value = shape[slot.axis]
         return value if isinstance(value, int) and value > 0 else None
+
+    def periods(self) -> dict[str, tuple]:
+        """Per tensor, per axis: the size at batch 1 of a batch-proportional axis."""
+        if self._periods is None:
+            self._periods = self._periods_source() if self._periods_source else {}
+        return self._periods
+
+    def batch_one_shape(self, name: str) -> Shape:
+        """The shape with batch-proportional sizes at batch 1 (others unchanged)."""
+        shape = self.shape(name)
+        periods = self.periods().get(name) if shape is not None else None
+        if not periods:
+            return shape
+        return tuple(p if not isinstance(d, int) and p else d
+                     for d, p in zip(shape, periods, strict=True))
 
     def const(self, name: str) -> np.ndarray | None:
         """Values of a constant tensor, or None for activations and empty names."""

@@ -15,7 +15,7 @@ def _offsets(names: list[str], axis: int, view: GraphView) -> list[int] | None:
     """Start of each part along the axis, or None when a size is unknown."""
     starts, total = [], 0
     for name in names:
-        dim = view.dim(Slot(name, axis))
+        dim = view.static_dim(Slot(name, axis))
         if dim is None:
             return None
         starts.append(total)
@@ -39,7 +39,7 @@ def _couple_parts(slot: Slot, whole: str, parts: list[str], axis: int, view: Gra
     for name, start in zip(parts, starts, strict=True):
         if slot.tensor not in (whole, name):
             continue
-        size = view.dim(Slot(name, axis))
+        size = view.static_dim(Slot(name, axis))
         local = np.arange(size)
         role = Role.PARAM if view.is_const(name) else Role.ACT
         if slot.tensor == whole:
@@ -180,7 +180,7 @@ def slice_window(node: gs.Node, axis: int, view: GraphView):
     """(start, stop) on the axis; None if the axis is not sliced; False if unusable."""
     x = node.inputs[0].name
     params = _params(node, view)
-    rank, dim = view.rank(x), view.dim(Slot(x, axis))
+    rank, dim = view.rank(x), view.static_dim(Slot(x, axis))
     if rank is None:
         return False
     if params is None:

@@ -35,12 +35,16 @@ def align(a, b) -> Groups:
 
 
 def _align_prefix(a, b) -> Groups:
+    """Runs from the front. Two run-time sizes are paired as equal only when the rest
+    aligns too: a failure after such a pair (N against N·H) drops it and what follows."""
     groups: Groups = []
+    first_guess = None
     i = j = 0
     while i < len(a) and j < len(b):
         if not isinstance(a[i], int) or not isinstance(b[j], int):
             if isinstance(a[i], int) or isinstance(b[j], int):
                 break
+            first_guess = len(groups) if first_guess is None else first_guess
             groups.append(([i], [j]))
             i, j = i + 1, j + 1
             continue
@@ -49,6 +53,8 @@ def _align_prefix(a, b) -> Groups:
             break
         groups.append(run)
         i, j = i + len(run[0]), j + len(run[1])
+    if (i < len(a) or j < len(b)) and first_guess is not None:
+        return groups[:first_guess]
     tail_a, tail_b = list(range(i, len(a))), list(range(j, len(b)))
     if groups and all(a[k] == 1 for k in tail_a) and all(b[k] == 1 for k in tail_b):
         groups[-1][0].extend(tail_a)
@@ -84,14 +90,20 @@ def link_regrouped(node: gs.Node, slot: Slot, view: GraphView, edges: Edges) -> 
     if here_shape is None or there_shape is None:
         edges.block(slot, f"{node.op} {node.name}: shapes unknown")
         return
-    pairs = align(here_shape, there_shape)
-    match = [(gh, gt) for gh, gt in pairs if slot.axis in gh]
+    match = _aligned(slot.axis, here_shape, there_shape)
+    if not match:  # heads folded into the batch (N·H): align at batch 1
+        here_shape, there_shape = view.batch_one_shape(here), view.batch_one_shape(there)
+        match = _aligned(slot.axis, here_shape, there_shape)
     if not match:
         edges.block(slot, f"{node.op} {node.name}: cannot follow axis {slot.axis} through "
                           f"{list(here_shape)} -> {list(there_shape)}")
         return
     _link_group(node, slot, match[0], (here, here_shape), (there, there_shape),
                 slot.tensor == x, view, edges)
+
+
+def _aligned(axis: int, here_shape, there_shape) -> list:
+    return [(gh, gt) for gh, gt in align(here_shape, there_shape) if axis in gh]
 
 
 def _link_group(node, slot, group, here, there, forward, view, edges) -> None:
@@ -142,13 +154,24 @@ def _is_selector(tensor: str, axis: int, view: GraphView, depth: int) -> bool:
     if not consumers or depth == 0:
         return False
     for node in consumers:
-        if node.op == "Transpose":
-            perm = list(node.attrs.get("perm", range((view.rank(tensor) or 0) - 1, -1, -1)))
-            if not _is_selector(node.outputs[0].name, perm.index(axis), view, depth - 1):
+        moved = _moved_axis(node, axis, view)
+        if moved is not None:
+            if not _is_selector(node.outputs[0].name, moved, view, depth - 1):
                 return False
         elif not _picks_single(node, tensor, axis, view):
             return False
     return True
+
+
+def _moved_axis(node: gs.Node, axis: int, view: GraphView) -> int | None:
+    """Where a Transpose, Squeeze or Unsqueeze puts an input axis (None: other ops)."""
+    if node.op == "Transpose":
+        rank = view.rank(node.inputs[0].name) or 0
+        return list(node.attrs.get("perm", range(rank - 1, -1, -1))).index(axis)
+    if node.op in ("Squeeze", "Unsqueeze"):
+        pairs = RENUMBERING[node.op]._kept_pairs(node, view) or []
+        return next((b for a, b in pairs if a == axis), None)
+    return None
 
 
 def _picks_single(node: gs.Node, tensor: str, axis: int, view: GraphView) -> bool:
@@ -194,10 +217,16 @@ class Reshape(Rule):
     def rewrite(self, node: gs.Node, change: Change) -> None:
         y = node.outputs[0].name
         for axis in range(change.view.rank(y) or 0):
-            piece = _target_piece(node, axis, change.view) if len(
-                change.removed(y, axis)) else None
-            if piece is not None and (piece[2] is None or piece[2] > 0):
+            pruned = len(change.removed(y, axis)) > 0
+            static = change.view.static_dim(Slot(y, axis))
+            piece = _target_piece(node, axis, change.view, free_needed=pruned)
+            if piece is None:
+                continue
+            if pruned and (piece[2] is None or piece[2] > 0):
                 _set_target_entry(piece, -1 if piece[2] is None else change.kept(y, axis))
+            elif not pruned and piece[2] is None and static is not None and \
+                    _reads_pruned_size(piece[0].inputs[piece[1]], change, depth=8):
+                _set_target_entry(piece, static)
 
 
 def _target_piece(node: gs.Node, entry: int, view: GraphView, free_needed: bool = True):
@@ -207,8 +236,14 @@ def _target_piece(node: gs.Node, entry: int, view: GraphView, free_needed: bool 
     target = node.inputs[1]
     if isinstance(target, gs.Constant):
         return node, 1, int(np.asarray(target.values).reshape(-1)[entry]), entry
+    return _concat_piece(target, entry, view, free_needed, depth=3)
+
+
+def _concat_piece(target: gs.Tensor, entry: int, view: GraphView, free_needed: bool,
+                  depth: int):
+    """The piece of a (possibly nested) shape-building Concat that holds an entry."""
     producer = target.inputs[0] if target.inputs else None
-    if producer is None or producer.op != "Concat":
+    if producer is None or producer.op != "Concat" or depth == 0:
         return None
     pieces = _concat_pieces(producer, view)
     if pieces is None:
@@ -219,9 +254,11 @@ def _target_piece(node: gs.Node, entry: int, view: GraphView, free_needed: bool 
         if isinstance(piece, gs.Constant):
             return producer, index, int(np.asarray(piece.values).reshape(-1)[entry - start]), \
                 entry - start
+        if size > 1:
+            return _concat_piece(piece, entry - start, view, free_needed, depth - 1)
         free = not any(isinstance(p, gs.Constant) and -1 in np.asarray(p.values)
                        for _, _, p in pieces)
-        return (producer, index, None, 0) if size == 1 and (free or not free_needed) else None
+        return (producer, index, None, 0) if free or not free_needed else None
     return None
 
 
@@ -236,6 +273,31 @@ def _set_target_entry(piece, value: int) -> None:
     set_const_input(owner, index, values)
 
 
+def _reads_pruned_size(value: gs.Tensor, change: Change, depth: int) -> bool:
+    """Whether a shape value is computed from the size of an axis that loses indices
+    (such a piece of an unpruned axis is replaced by its static size)."""
+    producer = value.inputs[0] if value.inputs else None
+    if producer is None or depth == 0:
+        return False
+    if producer.op == "Shape":
+        return _pruned_entries(producer, range(change.view.rank(producer.inputs[0].name) or 0),
+                               change)
+    if producer.op == "Gather" and producer.inputs[0].inputs and \
+            producer.inputs[0].inputs[0].op == "Shape":
+        indices = const_input(producer, 1, change.view)
+        entries = range(0) if indices is None else np.asarray(indices).reshape(-1)
+        return indices is None or _pruned_entries(producer.inputs[0].inputs[0], entries, change)
+    return any(_reads_pruned_size(t, change, depth - 1) for t in producer.inputs
+               if not isinstance(t, gs.Constant))
+
+
+def _pruned_entries(shape_node: gs.Node, entries, change: Change) -> bool:
+    tensor = shape_node.inputs[0].name
+    rank = change.view.rank(tensor) or 0
+    start = int(shape_node.attrs.get("start", 0)) % (rank + 1) if rank else 0
+    return any(len(change.removed(tensor, (start + int(e)) % max(rank, 1))) for e in entries)
+
+
 def _concat_pieces(concat: gs.Node, view: GraphView):
     """(start, size, tensor) of each 1-D piece of a shape-building Concat."""
     pieces, start = [], 0
@@ -243,7 +305,9 @@ def _concat_pieces(concat: gs.Node, view: GraphView):
         if isinstance(piece, gs.Constant):  # possibly one a rewrite just made
             size = int(np.asarray(piece.values).size) if np.ndim(piece.values) == 1 else None
         else:
-            size = view.dim(Slot(piece.name, 0)) if view.rank(piece.name) == 1 else None
+            shape = view.shape(piece.name)
+            size = shape[0] if shape is not None and len(shape) == 1 and isinstance(
+                shape[0], int) else None
         if size is None:
             return None
         pieces.append((start, size, piece))
@@ -373,3 +437,6 @@ def _expand_entry(node: gs.Node, y_axis: int, view: GraphView) -> int | None:
         return y_axis
     entry = y_axis - (view.rank(node.outputs[0].name) - length)
     return entry if entry >= 0 else None
+
+
+RENUMBERING = {"Squeeze": Squeeze(), "Unsqueeze": Unsqueeze()}
