@@ -41,7 +41,6 @@ structure-only format as the torchvision zoo) and the files go to
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 import warnings
@@ -309,22 +308,9 @@ def run_step(label: str, step: Callable[[], None]) -> bool:
     return True
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    """Command-line arguments."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("names", nargs="*", metavar="NAME", help=f"default: {' '.join(MODELS)}")
-    default_out = Path(__file__).resolve().parent.parent / "models" / "zoo"
-    parser.add_argument("--out", type=Path, default=default_out)
-    args = parser.parse_args(argv)
-    unknown = sorted(set(args.names) - set(MODELS))
-    if unknown:
-        parser.error(f"unknown model(s): {', '.join(unknown)}")
-    return args
-
-
 def main(argv: list[str] | None = None) -> int:
     """Export every model asked for; report failures and go on."""
-    args = parse_args(argv)
+    args = export_zoo.parse_args(argv, MODELS, __doc__.splitlines()[0])
     args.out.mkdir(parents=True, exist_ok=True)
     failed: list[str] = []
     for name in args.names or list(MODELS):

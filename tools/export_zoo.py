@@ -246,14 +246,16 @@ def jobs(names: list[str]) -> list[tuple[str, bool]]:
     return pairs
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    """Command-line arguments."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parse_args(argv: list[str] | None, models=None, description: str | None = None
+               ) -> argparse.Namespace:
+    """Command-line arguments: model names (all by default) and --out."""
+    models = MODELS if models is None else models
+    parser = argparse.ArgumentParser(description=description or __doc__.splitlines()[0])
     parser.add_argument("names", nargs="*", metavar="NAME", help="default: all")
     default_out = Path(__file__).resolve().parent.parent / "models" / "zoo"
     parser.add_argument("--out", type=Path, default=default_out)
     args = parser.parse_args(argv)
-    unknown = sorted(set(args.names) - set(MODELS))
+    unknown = sorted(set(args.names) - set(models))
     if unknown:
         parser.error(f"unknown model(s): {', '.join(unknown)}")
     return args

@@ -85,6 +85,14 @@ class _HeadRule(Rule):
     def other(self, node: gs.Node, slot: Slot, view: GraphView, edges: Edges) -> bool:
         return False
 
+    def kept_units(self, node: gs.Node, change: Change) -> int | None:
+        """Units left after a rewrite, counted on the anchor part."""
+        parts = self.parts(node, change.view)
+        if isinstance(parts, str):
+            return None
+        kept = change.kept(parts[0].slot.tensor, parts[0].slot.axis)
+        return None if kept is None else kept // parts[0].size
+
 
 @register(MS + "Attention")
 class Attention(_HeadRule):
@@ -161,13 +169,9 @@ class MultiHeadAttention(_HeadRule):
         return parts
 
     def rewrite(self, node: gs.Node, change: Change) -> None:
-        parts = self.parts(node, change.view)
-        if isinstance(parts, str):
-            return
-        y = parts[0]
-        kept = change.kept(y.slot.tensor, 2)
-        if kept is not None:
-            node.attrs["num_heads"] = kept // y.size
+        heads = self.kept_units(node, change)
+        if heads is not None:
+            node.attrs["num_heads"] = heads
 
 
 @register(MS + "GroupQueryAttention")
@@ -192,16 +196,11 @@ class GroupQueryAttention(_HeadRule):
                 Part(Slot(y, 2), 0, dims[0] // heads, heads, Role.ACT, share)]
 
     def rewrite(self, node: gs.Node, change: Change) -> None:
-        parts = self.parts(node, change.view)
-        if isinstance(parts, str):
-            return
-        key = parts[0]
-        kept = change.kept(key.slot.tensor, 2)
-        if kept is None:
-            return
-        share = int(node.attrs["num_heads"]) // int(node.attrs["kv_num_heads"])
-        node.attrs["kv_num_heads"] = kept // key.size
-        node.attrs["num_heads"] = kept // key.size * share
+        kv_heads = self.kept_units(node, change)
+        if kv_heads is not None:
+            share = int(node.attrs["num_heads"]) // int(node.attrs["kv_num_heads"])
+            node.attrs["kv_num_heads"] = kv_heads
+            node.attrs["num_heads"] = kv_heads * share
 
 
 @register(MS + "SkipLayerNormalization", MS + "SkipSimplifiedLayerNormalization")
