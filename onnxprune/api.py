@@ -14,7 +14,7 @@ from . import criteria
 from . import model as model_io
 from .cost import Cost, concrete, model_cost
 from .depgraph import DepGraph, Group, analyze, build, view_of
-from .errors import VerificationError
+from .errors import ModelError, VerificationError, first_line
 from .plan import (
     CHANNEL_KINDS,
     DEFAULT_ROUND_TO,
@@ -28,7 +28,7 @@ from .plan import (
 )
 from .rewrite import apply, removed_slots
 from .shapes import concrete_shape_table, sample_shapes
-from .verify import check_pruned, reference_model, sample_feeds
+from .verify import check_pruned, reference_model, run, sample_feeds
 
 ModelLike = ModelProto | str | os.PathLike
 
@@ -179,13 +179,24 @@ def _rewrite(dep: DepGraph, plan: Plan, proto: ModelProto) -> ModelProto:
 def _verify(pruned: ModelProto, dep: DepGraph, plan: Plan, proto: ModelProto, feeds) -> None:
     """Check the written-model invariants and mask equivalence; name a faulty group."""
     exact = {gid: units for gid, units in plan.removed.items() if not dep.groups[gid].approximate}
+    reference = reference_model(dep, exact, proto)
     try:
-        check_pruned(pruned, reference_model(dep, exact, proto), feeds,
-                     compare=len(exact) == len(plan.removed))
+        check_pruned(pruned, reference, feeds, compare=len(exact) == len(plan.removed))
     except VerificationError as exc:
+        _require_runnable(reference, feeds)
         culprit = _culprit(dep, plan, proto, feeds)
         raise VerificationError(f"pruned model failed verification ({exc}){culprit}; "
                                 "nothing was written") from None
+
+
+def _require_runnable(model: ModelProto, feeds) -> None:
+    """A model that fails on the sample inputs themselves needs other input shapes."""
+    try:
+        run(model, feeds)
+    except Exception as exc:
+        shapes = ", ".join(f"{k}:{'x'.join(map(str, v.shape))}" for k, v in feeds.items())
+        raise ModelError(f"the model does not run on sample inputs ({shapes}): "
+                         f"{first_line(exc)}; give the right shapes with --input-shape") from None
 
 
 def _culprit(dep: DepGraph, plan: Plan, proto: ModelProto, feeds) -> str:

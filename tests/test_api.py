@@ -260,3 +260,15 @@ def test_a_wrong_rewrite_is_caught_by_the_reference_check(monkeypatch):
 def test_inspect_accepts_structure_only_files():
     groups = onnxprune.inspect("models/zoo/resnet18.onnx")
     assert sum(g.prunable for g in groups) == 12
+
+
+def test_a_model_that_needs_other_input_shapes_says_so():
+    b = GraphBuilder()
+    x = b.input("x", [1, 3, "h", "w"])
+    h = b.op("Relu", [b.conv(x, 3, 32)])
+    y = b.op("Reshape", [b.conv(h, 32, 4), b.const(np.array([1, 4, 30, 30], np.int64))])
+    model = b.build(y)
+    with pytest.raises(onnxprune.ModelError, match="--input-shape"):
+        onnxprune.prune(model, 0.5)
+    pruned, _ = onnxprune.prune(model, 0.5, input_shapes={"x": (1, 3, 30, 30)})
+    assert pruned.graph.output[0].name == y
