@@ -57,3 +57,30 @@ def test_onnx_light_model_prunes_equivalently(name):
 def test_real_model_prunes_equivalently(name):
     report = check_prunes_equivalently(onnx.load(str(real_path(name))), real_inputs(name))
     assert report.macs_reduction > 1.5
+
+
+def test_qdq_quantized_real_model_prunes_with_its_scales(tmp_path):
+    """onnxruntime's static QDQ quantization of the demo model: int8 weights behind
+    Quantize/DequantizeLinear, per-channel scales, quantized activations."""
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter(np.random.default_rng(s).standard_normal(
+                (1, 3, 48, 192)).astype(np.float32) for s in range(4))
+
+        def get_next(self):
+            return {"x": batch} if (batch := next(self.batches, None)) is not None else None
+
+    source = str(real_path("ppocr_cls"))
+    quantize_static(source, str(tmp_path / "q.onnx"), Reader(), quant_format=QuantFormat.QDQ,
+                    per_channel=True, weight_type=QuantType.QInt8,
+                    activation_type=QuantType.QInt8)
+    model = onnx.load(str(tmp_path / "q.onnx"))
+    report = check_prunes_equivalently(model, real_inputs("ppocr_cls"))
+    assert report.macs_reduction > 2.0

@@ -11,7 +11,7 @@ import onnx_graphsurgeon as gs
 
 from ..shapes import Shape
 
-WEIGHT_VIEWS = ("Cast", "Identity", "DequantizeLinear")
+WEIGHT_VIEWS = ("Cast", "Identity", "DequantizeLinear", "QuantizeLinear")
 
 
 @dataclass(frozen=True, order=True)
@@ -155,8 +155,8 @@ class GraphView:
         return isinstance(self.tensors.get(name), gs.Constant)
 
     def is_weight(self, name: str) -> bool:
-        """A constant, or a constant seen through Cast, Identity or DequantizeLinear
-        (weights stored in float16 or int8)."""
+        """A constant, or a constant seen through Cast, Identity, QuantizeLinear or
+        DequantizeLinear (weights stored in float16 or int8)."""
         tensor = self.tensors.get(name)
         for _ in range(4):
             if isinstance(tensor, gs.Constant):
