@@ -10,11 +10,12 @@ import numpy as np
 import onnx_graphsurgeon as gs
 from onnx import ModelProto
 
-from . import criteria
+from . import calibrate, criteria
 from . import model as model_io
 from .cost import Cost, concrete, model_cost
+from .criteria.activation import sink_activations
 from .depgraph import DepGraph, Group, analyze, build, view_of
-from .errors import ModelError, VerificationError, first_line
+from .errors import InputError, ModelError, VerificationError, first_line
 from .plan import (
     CHANNEL_KINDS,
     DEFAULT_ROUND_TO,
@@ -94,20 +95,29 @@ def prune(model: ModelLike, ratio: float | None = None, *, target_macs: float | 
           head_ratio: float | None = None, hidden_ratio: float | None = None,
           criterion: str = "l1", global_ranking: bool = False, max_ratio: float = 0.9,
           round_to: int | None = None, min_channels: int = 1, ignore: tuple[str, ...] = (),
-          input_shapes: dict[str, tuple[int, ...]] | None = None, seed: int = 0
+          input_shapes: dict[str, tuple[int, ...]] | None = None, seed: int = 0,
+          calib=None, calib_samples: int | None = None, batch_size: int = 8
           ) -> tuple[ModelProto, Report]:
-    """Remove channels and return the verified pruned model and a report."""
+    """Remove channels and return the verified pruned model and a report.
+
+    `calib`: calibration data for the data-aware criteria (activation, apoz, variance,
+    wanda): an .npz path, a directory of .npz files, an iterable of feed dicts, or an
+    onnxruntime CalibrationDataReader."""
     options = PlanOptions(ratio, target_macs, head_ratio, hidden_ratio, criterion,
                           global_ranking, max_ratio, round_to, min_channels, tuple(ignore), seed)
     options.validate()
     score = criteria.get(criterion)
+    if criterion in criteria.DATA_AWARE and calib is None:
+        raise InputError(f"criterion {criterion!r} needs calibration data (--calib DATA)")
     proto = model_io.load(model)
     start = time.perf_counter()
     model_io.check(proto)
+    stream = calibrate.batches(calib, proto, calib_samples, batch_size) if calib is not None \
+        else None
     shapes = sample_shapes(proto, input_shapes)
     dep = build(view_of(model_io.normalize(proto), proto, shapes))
     costs = _pricer(dep, proto, shapes)
-    plan = _plan(dep, options, score, costs)
+    plan = _plan(dep, options, score, costs, _measurer(dep, proto, stream))
     pruned = _rewrite(dep, plan, proto)
     _verify(pruned, dep, plan, proto, sample_feeds(proto, shapes, seed))
     before, after = costs(None), costs(plan.removed)
@@ -146,10 +156,24 @@ def _pricer(dep: DepGraph, proto: ModelProto, shapes):
     return price
 
 
-def _plan(dep: DepGraph, options: PlanOptions, score, price) -> Plan:
+def _measurer(dep: DepGraph, proto: ModelProto, stream):
+    """Statistics of the activations entering the given groups' consumers."""
+
+    def measure(groups: list[Group]):
+        if stream is None:
+            return None
+        slots = sorted({(s.tensor, s.axis) for g in groups
+                        for s in sink_activations(g, dep.view)})
+        return calibrate.collect(model_io.export(dep.view.graph, proto), slots, stream)
+
+    return measure
+
+
+def _plan(dep: DepGraph, options: PlanOptions, score, price, measure) -> Plan:
     groups, skipped = eligible(dep, options)
     rng = np.random.default_rng(options.seed)
-    scores = {g.id: score(g, dep.view, rng) for g in groups}
+    stats = measure(groups) if options.criterion in criteria.DATA_AWARE else None
+    scores = {g.id: score(g, dep.view, rng, stats) for g in groups}
     round_to = _round_to(options)
     of_kind = {kind: [g for g in groups if g.kind == kind] for kind in ("head", "hidden")}
     channels = [g for g in groups if g.kind in CHANNEL_KINDS]

@@ -135,7 +135,8 @@ def _group_dict(group) -> dict:
               "stream through normalizations) removed; approximate, off by default.")
 @click.option("--target-macs", type=float, help="Keep at most this fraction of the MACs.")
 @click.option("--criterion", default="l1", show_default=True,
-              help="l1, l2, bn_scale, random or zero.")
+              help="l1, l2, bn_scale, random, zero; with --calib: activation, apoz, variance, "
+                   "wanda.")
 @click.option("--global", "global_ranking", is_flag=True,
               help="Rank channels across groups instead of per group.")
 @click.option("--max-ratio", type=float, default=0.9, show_default=True,
@@ -148,13 +149,19 @@ def _group_dict(group) -> dict:
               "this name, op type or regular expression (repeatable).")
 @click.option("--input-shape", multiple=True, help="NAME:1x3x224x224 for verification runs "
               "and MACs (repeatable).")
+@click.option("--calib", help="Calibration data for activation, apoz, variance and wanda: "
+              "an .npz file (one array per input, first axis = samples) or a directory of "
+              "them.")
+@click.option("--calib-samples", type=int, help="Use at most this many calibration samples.")
+@click.option("--batch-size", type=int, default=8, show_default=True,
+              help="Calibration batch size.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--report", "report_path", help="Write a JSON report here.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
 @handle_errors
 def prune(model, output, ratio, head_ratio, hidden_ratio, target_macs, criterion,
-          global_ranking, max_ratio, round_to, min_channels, ignore, input_shape, seed,
-          report_path, quiet) -> None:
+          global_ranking, max_ratio, round_to, min_channels, ignore, input_shape, calib,
+          calib_samples, batch_size, seed, report_path, quiet) -> None:
     """Remove channels from MODEL and write a verified, smaller model to OUTPUT."""
     _check_writable(Path(output))
     if report_path:
@@ -164,7 +171,7 @@ def prune(model, output, ratio, head_ratio, hidden_ratio, target_macs, criterion
         hidden_ratio=hidden_ratio, criterion=criterion,
         global_ranking=global_ranking, max_ratio=max_ratio, round_to=round_to,
         min_channels=min_channels, ignore=ignore, input_shapes=parse_input_shapes(input_shape),
-        seed=seed)
+        seed=seed, calib=calib, calib_samples=calib_samples, batch_size=batch_size)
     model_io.save(pruned, output)
     if report_path:
         write_json_atomic(report.to_dict(), report_path)

@@ -63,6 +63,15 @@ def session(model: ModelProto | bytes | str, threads: int = 0) -> ort.InferenceS
     return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
 
+def session_for_outputs(model: ModelProto, names: list[str]) -> ort.InferenceSession:
+    """A session that also returns the named intermediate tensors."""
+    probe = ModelProto()
+    probe.CopyFrom(model)
+    present = {o.name for o in probe.graph.output}
+    probe.graph.output.extend(onnx.ValueInfoProto(name=n) for n in names if n not in present)
+    return session(probe)
+
+
 def run(model: ModelProto | bytes | str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Outputs of one onnxruntime run, by output name."""
     sess = session(model)

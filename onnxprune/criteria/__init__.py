@@ -6,11 +6,11 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ..depgraph import GraphView, Group
 from ..errors import InputError
+from .activation import activation, apoz, variance, wanda
 from .magnitude import bn_scale, l1, l2, random_scores, zero
 
-Criterion = Callable[[Group, GraphView, np.random.Generator], np.ndarray]
+Criterion = Callable[..., np.ndarray]  # (group, view, rng, stats) -> score per unit
 
 CRITERIA: dict[str, Criterion] = {
     "l1": l1,
@@ -18,7 +18,12 @@ CRITERIA: dict[str, Criterion] = {
     "bn_scale": bn_scale,
     "random": random_scores,
     "zero": zero,
+    "activation": activation,
+    "apoz": apoz,
+    "variance": variance,
+    "wanda": wanda,
 }
+DATA_AWARE = {"activation", "apoz", "variance", "wanda"}
 
 
 def get(name: str) -> Criterion:
@@ -28,4 +33,4 @@ def get(name: str) -> Criterion:
     return CRITERIA[name]
 
 
-__all__ = ["CRITERIA", "Criterion", "get"]
+__all__ = ["CRITERIA", "DATA_AWARE", "Criterion", "get"]

@@ -1,0 +1,216 @@
+"""Calibration data and activation statistics from onnxruntime.
+
+Data: an `.npz` file with one array per model input (first axis = samples), a
+directory of such files, a Python iterable of feed dicts, or an onnxruntime
+`CalibrationDataReader`. Statistics are streamed batch by batch: per channel of
+the requested (tensor, axis) slots, the mean, mean |x|, mean x², variance and the
+fraction of zeros (APoZ); tensors are fetched in several passes when too many are
+asked for at once, so memory stays bounded.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import ModelProto
+
+from .errors import InputError, first_line
+from .shapes import input_specs
+
+Feeds = dict[str, np.ndarray]
+CalibrationSource = str | os.PathLike | Iterable[Feeds] | object
+PASS_BUDGET_BYTES = 512 * 1024 * 1024
+
+
+def batches(source: CalibrationSource, model: ModelProto, samples: int | None = None,
+            batch_size: int = 8) -> Callable[[], Iterator[Feeds]]:
+    """A re-iterable stream of validated feed batches (at most `samples` samples)."""
+    if samples is not None and samples < 1:
+        raise InputError(f"--calib-samples must be at least 1, got {samples}")
+    if batch_size < 1:
+        raise InputError(f"--batch-size must be at least 1, got {batch_size}")
+    specs = {spec.name: spec for spec in input_specs(model)}
+    if isinstance(source, (str, os.PathLike)):
+        arrays = _load_arrays(Path(source))
+        for name in arrays:
+            _check_input(name, arrays[name], specs)
+        _check_complete(arrays, specs)
+        fixed = {_declared(spec)[0] for spec in specs.values() if _declared(spec)}
+        size = fixed.pop() if len(fixed) == 1 and None not in fixed else batch_size
+        return lambda: _slices(arrays, samples, size)
+    cached = list(_feeds_of(source, specs, samples))
+    if not cached:
+        raise InputError("calibration data is empty")
+    return lambda: iter(cached)
+
+
+def _load_arrays(path: Path) -> dict[str, np.ndarray]:
+    if not path.exists():
+        raise InputError(f"{path}: no such calibration file or directory")
+    files = sorted(path.glob("*.npz")) if path.is_dir() else [path]
+    if not files:
+        raise InputError(f"{path}: no .npz files")
+    parts: dict[str, list[np.ndarray]] = {}
+    for file in files:
+        try:
+            with np.load(file, allow_pickle=False) as data:
+                for name in data.files:
+                    parts.setdefault(name, []).append(data[name])
+        except Exception as exc:
+            raise InputError(f"{file}: not a readable .npz file ({exc})") from None
+    try:
+        return {name: np.concatenate(arrays) for name, arrays in parts.items()}
+    except ValueError as exc:
+        raise InputError(f"{path}: .npz files disagree on shapes ({exc})") from None
+
+
+def _check_complete(arrays: dict, specs: dict) -> None:
+    missing = sorted(set(specs) - set(arrays))
+    if missing:
+        raise InputError(f"calibration data has no array for input {missing[0]!r}; the "
+                         f"model's inputs are {', '.join(specs)}")
+    counts = {name: len(arrays[name]) for name in specs}
+    if len(set(counts.values())) > 1:
+        raise InputError(f"calibration inputs hold different numbers of samples: {counts}")
+
+
+def _check_input(name: str, value: np.ndarray, specs: dict, first: int = 1) -> None:
+    """Name, rank, static sizes (from axis `first` on) and dtype kind must fit."""
+    if name not in specs:
+        raise InputError(f"calibration data has an array {name!r}, but the model has no such "
+                         f"input (inputs: {', '.join(specs)})")
+    dims = _declared(specs[name])
+    shown = ["?" if d is None else d for d in dims]
+    if value.ndim != len(dims) or any(
+            want is not None and size != want
+            for size, want in zip(value.shape[first:], dims[first:], strict=True)):
+        where = " (first axis: samples)" if first else ""
+        raise InputError(f"calibration input {name!r} has shape {list(value.shape)}; the model "
+                         f"expects {shown}{where}")
+    expected = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(specs[name].type.tensor_type
+                                                               .elem_type))
+    if expected.kind != value.dtype.kind:
+        raise InputError(f"calibration input {name!r} is {value.dtype}; the model expects "
+                         f"{expected}")
+
+
+def _declared(spec: onnx.ValueInfoProto) -> list[int | None]:
+    return [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
+            for d in spec.type.tensor_type.shape.dim]
+
+
+def _slices(arrays: dict[str, np.ndarray], samples: int | None, size: int) -> Iterator[Feeds]:
+    total = len(next(iter(arrays.values())))
+    total = total if samples is None else min(total, samples)
+    for start in range(0, total, size):
+        yield {name: values[start:min(start + size, total)] for name, values in arrays.items()}
+
+
+def _feeds_of(source, specs: dict, samples: int | None) -> Iterator[Feeds]:
+    reader = iter(lambda: source.get_next(), None) if hasattr(source, "get_next") else source
+    seen = 0
+    for feeds in reader:
+        if not isinstance(feeds, dict):
+            raise InputError("calibration batches must be dicts of input name to array")
+        feeds = {name: np.asarray(value) for name, value in feeds.items()}
+        for name, value in feeds.items():
+            _check_input(name, value, specs, first=0)
+        _check_complete(feeds, specs)
+        yield feeds
+        seen += len(next(iter(feeds.values())))
+        if samples is not None and seen >= samples:
+            return
+
+
+@dataclass
+class ChannelStats:
+    """Running per-channel sums over every other axis of one tensor."""
+
+    count: int = 0
+    total: np.ndarray | None = None
+    total_abs: np.ndarray | None = None
+    total_sq: np.ndarray | None = None
+    zeros: np.ndarray | None = None
+    extra: dict = field(default_factory=dict)
+
+    def add(self, values: np.ndarray, axis: int) -> None:
+        data = np.moveaxis(np.asarray(values, np.float64), axis, 0).reshape(
+            values.shape[axis], -1)
+        sums = (data.sum(1), np.abs(data).sum(1), (data * data).sum(1), (data == 0).sum(1))
+        if self.total is None:
+            self.total, self.total_abs, self.total_sq, self.zeros = sums
+        else:
+            self.total = self.total + sums[0]
+            self.total_abs = self.total_abs + sums[1]
+            self.total_sq = self.total_sq + sums[2]
+            self.zeros = self.zeros + sums[3]
+        self.count += data.shape[1]
+
+    @property
+    def mean(self) -> np.ndarray:
+        return self.total / max(self.count, 1)
+
+    @property
+    def mean_abs(self) -> np.ndarray:
+        return self.total_abs / max(self.count, 1)
+
+    @property
+    def mean_sq(self) -> np.ndarray:
+        return self.total_sq / max(self.count, 1)
+
+    @property
+    def variance(self) -> np.ndarray:
+        return np.maximum(self.mean_sq - self.mean ** 2, 0.0)
+
+    @property
+    def apoz(self) -> np.ndarray:
+        return self.zeros / max(self.count, 1)
+
+
+def collect(model: ModelProto, slots: list[tuple[str, int]],
+            stream: Callable[[], Iterator[Feeds]], progress: Callable[[int], None] | None = None,
+            budget: int = PASS_BUDGET_BYTES) -> dict[tuple[str, int], ChannelStats]:
+    """Per-channel statistics of the slots' tensors over the calibration stream."""
+    from .verify import session_for_outputs
+
+    names = sorted({name for name, _ in slots})
+    stats = {slot: ChannelStats() for slot in slots}
+    for chunk in _passes(model, names, stream, budget):
+        sess = session_for_outputs(model, chunk)
+        for feeds in stream():
+            try:
+                values = sess.run(chunk, feeds)
+            except Exception as exc:
+                raise InputError(f"the model does not run on the calibration data: "
+                                 f"{first_line(exc)}") from None
+            for name, value in zip(chunk, values, strict=True):
+                for slot in (s for s in slots if s[0] == name):
+                    stats[slot].add(value, slot[1])
+            if progress:
+                progress(len(next(iter(feeds.values()))))
+    return stats
+
+
+def _passes(model: ModelProto, names: list[str], stream, budget: int) -> list[list[str]]:
+    """Split the tensors into passes whose outputs for one batch fit the budget (sizes
+    from shape inference at the first batch's input shapes)."""
+    from .shapes import infer_shapes, shape_table, with_input_shapes
+
+    first = next(stream())
+    table = shape_table(infer_shapes(with_input_shapes(
+        model, {name: value.shape for name, value in first.items()})))
+    passes, current, used = [], [], 0
+    for name in names:
+        shape = table.get(name) or ()
+        size = 8 * int(np.prod([d if isinstance(d, int) else 1 for d in shape]))
+        if current and used + size > budget:
+            passes.append(current)
+            current, used = [], 0
+        current.append(name)
+        used += size
+    return passes + [current] if current else passes
