@@ -27,11 +27,13 @@ from .plan import (
     plan_zero,
     search_ratio,
 )
+from .reconstruct import compensate_bias
 from .rewrite import apply, removed_slots
 from .shapes import concrete_shape_table, sample_shapes
 from .verify import check_pruned, reference_model, run, sample_feeds
 
 ModelLike = ModelProto | str | os.PathLike
+RECONSTRUCTIONS = ("none", "bias")
 
 
 @dataclass
@@ -96,19 +98,25 @@ def prune(model: ModelLike, ratio: float | None = None, *, target_macs: float | 
           criterion: str = "l1", global_ranking: bool = False, max_ratio: float = 0.9,
           round_to: int | None = None, min_channels: int = 1, ignore: tuple[str, ...] = (),
           input_shapes: dict[str, tuple[int, ...]] | None = None, seed: int = 0,
-          calib=None, calib_samples: int | None = None, batch_size: int = 8
-          ) -> tuple[ModelProto, Report]:
+          calib=None, calib_samples: int | None = None, batch_size: int = 8,
+          reconstruct: str = "none") -> tuple[ModelProto, Report]:
     """Remove channels and return the verified pruned model and a report.
 
     `calib`: calibration data for the data-aware criteria (activation, apoz, variance,
     wanda): an .npz path, a directory of .npz files, an iterable of feed dicts, or an
-    onnxruntime CalibrationDataReader."""
+    onnxruntime CalibrationDataReader. `reconstruct="bias"` folds the removed channels'
+    mean contributions into their consumers' biases (needs `calib`)."""
     options = PlanOptions(ratio, target_macs, head_ratio, hidden_ratio, criterion,
                           global_ranking, max_ratio, round_to, min_channels, tuple(ignore), seed)
     options.validate()
     score = criteria.get(criterion)
     if criterion in criteria.DATA_AWARE and calib is None:
         raise InputError(f"criterion {criterion!r} needs calibration data (--calib DATA)")
+    if reconstruct not in RECONSTRUCTIONS:
+        raise InputError(f"unknown reconstruction {reconstruct!r}; choose one of "
+                         f"{', '.join(RECONSTRUCTIONS)}")
+    if reconstruct != "none" and calib is None:
+        raise InputError(f"--reconstruct {reconstruct} needs calibration data (--calib DATA)")
     proto = model_io.load(model)
     start = time.perf_counter()
     model_io.check(proto)
@@ -117,7 +125,10 @@ def prune(model: ModelLike, ratio: float | None = None, *, target_macs: float | 
     shapes = sample_shapes(proto, input_shapes)
     dep = build(view_of(model_io.normalize(proto), proto, shapes))
     costs = _pricer(dep, proto, shapes)
-    plan = _plan(dep, options, score, costs, _measurer(dep, proto, stream))
+    measure = _measurer(dep, proto, stream)
+    plan = _plan(dep, options, score, costs, measure)
+    if reconstruct == "bias":
+        compensate_bias(dep, plan.removed, measure([dep.groups[g] for g in plan.removed]))
     pruned = _rewrite(dep, plan, proto)
     _verify(pruned, dep, plan, proto, sample_feeds(proto, shapes, seed))
     before, after = costs(None), costs(plan.removed)
@@ -157,14 +168,20 @@ def _pricer(dep: DepGraph, proto: ModelProto, shapes):
 
 
 def _measurer(dep: DepGraph, proto: ModelProto, stream):
-    """Statistics of the activations entering the given groups' consumers."""
+    """Statistics of the activations entering the given groups' consumers (measured
+    once per slot, on the model before any change)."""
+    known: dict = {}
+    model = [None]
 
     def measure(groups: list[Group]):
         if stream is None:
             return None
         slots = sorted({(s.tensor, s.axis) for g in groups
-                        for s in sink_activations(g, dep.view)})
-        return calibrate.collect(model_io.export(dep.view.graph, proto), slots, stream)
+                        for s in sink_activations(g, dep.view)} - set(known))
+        if slots:
+            model[0] = model[0] or model_io.export(dep.view.graph, proto)
+            known.update(calibrate.collect(model[0], slots, stream))
+        return known
 
     return measure
 

@@ -155,13 +155,16 @@ def _group_dict(group) -> dict:
 @click.option("--calib-samples", type=int, help="Use at most this many calibration samples.")
 @click.option("--batch-size", type=int, default=8, show_default=True,
               help="Calibration batch size.")
+@click.option("--reconstruct", default="none", show_default=True,
+              help="none, or bias: fold removed channels' mean contributions into the "
+                   "consumers' biases (needs --calib).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--report", "report_path", help="Write a JSON report here.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
 @handle_errors
 def prune(model, output, ratio, head_ratio, hidden_ratio, target_macs, criterion,
           global_ranking, max_ratio, round_to, min_channels, ignore, input_shape, calib,
-          calib_samples, batch_size, seed, report_path, quiet) -> None:
+          calib_samples, batch_size, reconstruct, seed, report_path, quiet) -> None:
     """Remove channels from MODEL and write a verified, smaller model to OUTPUT."""
     _check_writable(Path(output))
     if report_path:
@@ -171,7 +174,8 @@ def prune(model, output, ratio, head_ratio, hidden_ratio, target_macs, criterion
         hidden_ratio=hidden_ratio, criterion=criterion,
         global_ranking=global_ranking, max_ratio=max_ratio, round_to=round_to,
         min_channels=min_channels, ignore=ignore, input_shapes=parse_input_shapes(input_shape),
-        seed=seed, calib=calib, calib_samples=calib_samples, batch_size=batch_size)
+        seed=seed, calib=calib, calib_samples=calib_samples, batch_size=batch_size,
+        reconstruct=reconstruct)
     model_io.save(pruned, output)
     if report_path:
         write_json_atomic(report.to_dict(), report_path)

@@ -1,0 +1,123 @@
+"""Retraining-free reconstruction.
+
+Bias compensation (as in FLAP, An et al. 2024): a removed channel c that feeds a
+consumer with weights W contributes, on average, W[:, c] · E[x_c] to every output.
+That mean contribution is folded into the consumer's bias — the Conv/Gemm bias, the
+bias Add after a MatMul, or the shift of a BatchNormalization right after a biasless
+Conv — so only the channel's fluctuation around its mean is lost.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from .calibrate import ChannelStats
+from .criteria.activation import sink_activations
+from .depgraph import DepGraph, Group, Role, Slot
+
+
+def compensate_bias(dep: DepGraph, removed_units: dict[int, np.ndarray],
+                    stats: dict[tuple[str, int], ChannelStats]) -> tuple[int, int]:
+    """Fold removed channels' mean contributions into consumer biases, in place on the
+    analyzed graph. Returns (consumers compensated, consumers without a bias to hold it)."""
+    done = missed = 0
+    for group in dep.groups:
+        units = removed_units.get(group.id)
+        if units is None or not len(units) or group.approximate:
+            continue
+        for node, weight, acts in _sinks(group, dep):
+            means = _means(group, acts, stats)
+            if means is None:
+                continue
+            idx = np.flatnonzero(np.isin(group.members[weight], units))
+            delta = _contribution(node, weight, idx, means[idx], dep)
+            if delta is not None and _add_to_bias(node, delta):
+                done += 1
+            else:
+                missed += 1
+    return done, missed
+
+
+def _sinks(group: Group, dep: DepGraph):
+    """(consumer node, its weight slot, its activation slot) for each absorbing layer."""
+    acts = sink_activations(group, dep.view)
+    for weight in group.slots(Role.IN):
+        tensor = dep.view.tensors.get(weight.tensor)
+        if not isinstance(tensor, gs.Constant):
+            continue
+        for node in tensor.outputs:
+            inputs = {t.name for t in node.inputs}
+            mine = [a for a in acts if a.tensor in inputs]
+            if node.op in ("Conv", "Gemm", "MatMul") and len(mine) == 1 and \
+                    len(group.members[mine[0]]) == len(group.members[weight]):
+                yield node, weight, mine[0]
+
+
+def _means(group: Group, act: Slot, stats) -> np.ndarray | None:
+    found = stats.get((act.tensor, act.axis)) if stats else None
+    return None if found is None else found.mean
+
+
+def _contribution(node: gs.Node, weight: Slot, idx: np.ndarray, means: np.ndarray,
+                  dep: DepGraph) -> np.ndarray | None:
+    """Per output channel: Σ over removed inputs of weight slice × mean input."""
+    values = np.take(np.asarray(dep.view.const(weight.tensor), np.float64), idx, weight.axis)
+    if node.op == "Conv":
+        if int(node.attrs.get("group", 1)) != 1:
+            return None
+        return values.sum(axis=tuple(range(2, values.ndim))) @ means
+    if values.ndim != 2:
+        return None
+    delta = np.tensordot(means, values, axes=([0], [weight.axis]))
+    if node.op == "Gemm":
+        delta *= float(node.attrs.get("alpha", 1.0)) / float(node.attrs.get("beta", 1.0))
+    return delta
+
+
+def _add_to_bias(node: gs.Node, delta: np.ndarray) -> bool:
+    carrier = _bias_of(node)
+    if carrier is None:
+        return False
+    tensor, scale = carrier
+    values = np.asarray(tensor.values)
+    if values.size != delta.size:
+        return False
+    tensor.values = (values + (delta * scale).reshape(values.shape)).astype(values.dtype)
+    return True
+
+
+def _per_channel(shape: tuple, node: gs.Node, channels: int) -> bool:
+    """Whether a constant of this shape adds one value per output channel of the node
+    (channels on axis 1 of a Conv output, on the last axis of a matrix product)."""
+    trailing = len(node.inputs[1].shape) - 2 if node.op == "Conv" else 0
+    if len(shape) <= trailing or shape[len(shape) - trailing - 1] != channels:
+        return False
+    return int(np.prod(shape)) == channels
+
+
+def _bias_of(node: gs.Node):
+    """The unshared constant that adds per output channel after the node, with the
+    factor a unit of the node's output becomes in it."""
+    if node.op in ("Conv", "Gemm") and len(node.inputs) > 2 and _own(node.inputs[2]):
+        return node.inputs[2], 1.0
+    users = node.outputs[0].outputs
+    if len(users) != 1:
+        return None
+    user = users[0]
+    if user.op == "BatchNormalization" and node.op == "Conv" and all(
+            isinstance(t, gs.Constant) for t in user.inputs[1:5]) and _own(user.inputs[2]):
+        scale, var = (np.asarray(user.inputs[i].values, np.float64) for i in (1, 4))
+        return user.inputs[2], scale / np.sqrt(var + float(user.attrs.get("epsilon", 1e-5)))
+    if user.op == "Add":
+        other = [t for t in user.inputs if t is not node.outputs[0]]
+        channels = node.inputs[1].shape[0 if node.op == "Conv" else -1] if \
+            node.op != "Gemm" else None
+        if len(other) == 1 and _own(other[0]) and channels and _per_channel(
+                tuple(other[0].shape), node, channels):
+            return other[0], 1.0
+    return None
+
+
+def _own(tensor: gs.Tensor) -> bool:
+    return isinstance(tensor, gs.Constant) and len(tensor.outputs) == 1

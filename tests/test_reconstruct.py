@@ -1,0 +1,82 @@
+"""Bias compensation: a removed channel that is constant over the data is recovered
+exactly through the consumer's bias (Conv bias, bias Add, or BatchNorm shift)."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from helpers import GraphBuilder
+
+import onnxprune
+from onnxprune.errors import InputError
+from onnxprune.verify import relative_error, run
+
+RNG = np.random.default_rng(0)
+
+
+def mlp_with_constant_unit():
+    b = GraphBuilder(seed=1)
+    x = b.input("x", ["n", 8])
+    w1 = b.rng.standard_normal((8, 16)).astype(np.float32)
+    b1 = b.rng.standard_normal(16).astype(np.float32)
+    w1[:, 3], b1[3] = 0.0, 2.0  # unit 3 is always relu(2) = 2
+    h = b.op("Relu", [b.op("Add", [b.op("MatMul", [x, b.const(w1)]), b.const(b1)])])
+    y = b.op("Add", [b.op("MatMul", [h, b.weight(16, 4)]), b.weight(4)])
+    return b.build(y)
+
+
+def conv_bn_with_constant_channel():
+    b = GraphBuilder(seed=2)
+    x = b.input("x", ["n", 3, 8, 8])
+    w1 = b.rng.standard_normal((8, 3, 3, 3)).astype(np.float32)
+    b1 = b.rng.standard_normal(8).astype(np.float32)
+    w1[2], b1[2] = 0.0, 1.5
+    h = b.op("Relu", [b.op("Conv", [x, b.const(w1), b.const(b1)], pads=[1, 1, 1, 1])])
+    conv2 = b.op("Conv", [h, b.weight(4, 8, 1, 1)])
+    return b.build(b.bn(conv2, 4))
+
+
+CASES = [(mlp_with_constant_unit, (5, 8)), (conv_bn_with_constant_channel, (2, 3, 8, 8))]
+
+
+def calibration(shape, count=3):
+    return [{"x": RNG.standard_normal(shape).astype(np.float32)} for _ in range(count)]
+
+
+@pytest.mark.parametrize("make, shape", CASES)
+def test_bias_compensation_recovers_a_constant_channel_exactly(make, shape):
+    model = make()
+    kwargs = dict(criterion="variance", calib=calibration(shape), round_to=1, min_channels=1)
+    ratio = 1 / 16 if shape == (5, 8) else 1 / 8
+    plain, report = onnxprune.prune(model, ratio, **kwargs)
+    fixed, _ = onnxprune.prune(model, ratio, reconstruct="bias", **kwargs)
+    assert next(g for g in report.groups if g.removed).removed == [3 if shape == (5, 8) else 2]
+    feeds = calibration(shape, 1)[0]
+    want = next(iter(run(model, feeds).values()))
+    assert relative_error(want, next(iter(run(fixed, feeds).values()))) < 1e-5
+    assert relative_error(want, next(iter(run(plain, feeds).values()))) > 1e-2
+
+
+def test_reconstruction_needs_calibration_and_a_known_name():
+    model = mlp_with_constant_unit()
+    with pytest.raises(InputError, match="needs calibration"):
+        onnxprune.prune(model, 0.25, reconstruct="bias")
+    with pytest.raises(InputError, match="unknown reconstruction"):
+        onnxprune.prune(model, 0.25, reconstruct="magic", calib=calibration((5, 8)))
+
+
+def test_shared_biases_are_left_alone():
+    model = mlp_with_constant_unit()
+    adds = [n for n in model.graph.node if n.op_type == "Add"]
+    shared = onnx.numpy_helper.from_array(np.zeros(4, np.float32), "shared_bias")
+    model.graph.initializer.append(shared)
+    adds[1].input[1] = "shared_bias"
+    extra = onnx.helper.make_node("Add", [adds[1].output[0], "shared_bias"], ["z"])
+    model.graph.node.append(extra)
+    model.graph.output.append(onnx.helper.make_tensor_value_info("z", onnx.TensorProto.FLOAT,
+                                                                 ["n", 4]))
+    pruned, _ = onnxprune.prune(model, 1 / 16, criterion="variance", reconstruct="bias",
+                                calib=calibration((5, 8)), round_to=1)
+    values = {t.name: onnx.numpy_helper.to_array(t) for t in pruned.graph.initializer}
+    assert not values["shared_bias"].any()
