@@ -62,6 +62,7 @@ class Report:
     params_after: int
     seconds: float
     criterion: str
+    reconstruct: str
     ratio: float | None
     head_ratio: float | None
     hidden_ratio: float | None
@@ -95,17 +96,21 @@ def inspect(model: ModelLike, input_shapes: dict[str, tuple[int, ...]] | None = 
 
 def prune(model: ModelLike, ratio: float | None = None, *, target_macs: float | None = None,
           head_ratio: float | None = None, hidden_ratio: float | None = None,
-          criterion: str = "l1", global_ranking: bool = False, max_ratio: float = 0.9,
+          criterion: str | None = None, global_ranking: bool = False, max_ratio: float = 0.9,
           round_to: int | None = None, min_channels: int = 1, ignore: tuple[str, ...] = (),
           input_shapes: dict[str, tuple[int, ...]] | None = None, seed: int = 0,
           calib=None, calib_samples: int | None = None, batch_size: int = 8,
-          reconstruct: str = "none") -> tuple[ModelProto, Report]:
+          reconstruct: str | None = None) -> tuple[ModelProto, Report]:
     """Remove channels and return the verified pruned model and a report.
 
     `calib`: calibration data for the data-aware criteria (activation, apoz, variance,
     wanda): an .npz path, a directory of .npz files, an iterable of feed dicts, or an
     onnxruntime CalibrationDataReader. `reconstruct="bias"` folds the removed channels'
-    mean contributions into their consumers' biases (needs `calib`)."""
+    mean contributions into their consumers' biases (needs `calib`). Defaults: `l1` and
+    no reconstruction without data; `wanda` and `bias` with it (best on real data in
+    tools/bench_calibration.py)."""
+    criterion = criterion or ("wanda" if calib is not None else "l1")
+    reconstruct = reconstruct or ("bias" if calib is not None else "none")
     options = PlanOptions(ratio, target_macs, head_ratio, hidden_ratio, criterion,
                           global_ranking, max_ratio, round_to, min_channels, tuple(ignore), seed)
     options.validate()
@@ -133,7 +138,8 @@ def prune(model: ModelLike, ratio: float | None = None, *, target_macs: float | 
     _verify(pruned, dep, plan, proto, sample_feeds(proto, shapes, seed))
     before, after = costs(None), costs(plan.removed)
     report = Report(before.macs, after.macs, before.params, after.params,
-                    time.perf_counter() - start, criterion, options.ratio, head_ratio,
+                    time.perf_counter() - start, criterion, reconstruct, options.ratio,
+                    head_ratio,
                     hidden_ratio, _round_to(options), {k: list(v) for k, v in shapes.items()},
                     _group_reports(dep, plan), _node_reports(dep.view.graph, before, after))
     return pruned, report

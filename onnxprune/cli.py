@@ -134,9 +134,8 @@ def _group_dict(group) -> dict:
 @click.option("--hidden-ratio", type=float, help="Fraction of the hidden size (residual "
               "stream through normalizations) removed; approximate, off by default.")
 @click.option("--target-macs", type=float, help="Keep at most this fraction of the MACs.")
-@click.option("--criterion", default="l1", show_default=True,
-              help="l1, l2, bn_scale, random, zero; with --calib: activation, apoz, variance, "
-                   "wanda.")
+@click.option("--criterion", help="l1, l2, bn_scale, random, zero; with --calib: activation, "
+              "apoz, variance, wanda [default: l1, or wanda with --calib].")
 @click.option("--global", "global_ranking", is_flag=True,
               help="Rank channels across groups instead of per group.")
 @click.option("--max-ratio", type=float, default=0.9, show_default=True,
@@ -155,9 +154,9 @@ def _group_dict(group) -> dict:
 @click.option("--calib-samples", type=int, help="Use at most this many calibration samples.")
 @click.option("--batch-size", type=int, default=8, show_default=True,
               help="Calibration batch size.")
-@click.option("--reconstruct", default="none", show_default=True,
-              help="none, or bias: fold removed channels' mean contributions into the "
-                   "consumers' biases (needs --calib).")
+@click.option("--reconstruct", help="none, or bias: fold removed channels' mean "
+              "contributions into the consumers' biases (needs --calib) [default: none, or "
+              "bias with --calib].")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--report", "report_path", help="Write a JSON report here.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")

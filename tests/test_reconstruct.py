@@ -49,7 +49,7 @@ def test_bias_compensation_recovers_a_constant_channel_exactly(make, shape):
     model = make()
     kwargs = dict(criterion="variance", calib=calibration(shape), round_to=1, min_channels=1)
     ratio = 1 / 16 if shape == (5, 8) else 1 / 8
-    plain, report = onnxprune.prune(model, ratio, **kwargs)
+    plain, report = onnxprune.prune(model, ratio, reconstruct="none", **kwargs)
     fixed, _ = onnxprune.prune(model, ratio, reconstruct="bias", **kwargs)
     assert next(g for g in report.groups if g.removed).removed == [3 if shape == (5, 8) else 2]
     feeds = calibration(shape, 1)[0]
@@ -80,3 +80,11 @@ def test_shared_biases_are_left_alone():
                                 calib=calibration((5, 8)), round_to=1)
     values = {t.name: onnx.numpy_helper.to_array(t) for t in pruned.graph.initializer}
     assert not values["shared_bias"].any()
+
+
+def test_calibration_data_switches_the_defaults_to_wanda_and_bias():
+    model = mlp_with_constant_unit()
+    _, report = onnxprune.prune(model, 0.25, calib=calibration((5, 8)), round_to=1)
+    assert report.criterion == "wanda"
+    _, report = onnxprune.prune(model, 0.25, round_to=1)
+    assert report.criterion == "l1"
