@@ -119,9 +119,10 @@ def step_units(group: Group, round_to: int) -> int:
 
 
 def rounded_keep(group: Group, keep: float, options: PlanOptions, round_to: int) -> int:
-    """Kept unit count: rounded to a step, within [min_channels, units]."""
+    """Kept unit count: rounded to a step, within [min_channels, units]. Asking to
+    keep everything keeps everything, whatever the rounding."""
     step = step_units(group, round_to)
-    if group.units < step:
+    if group.units < step or keep >= group.units:
         return group.units
     kept = math.floor(keep / step + 0.5) * step
     floor = max(step, math.ceil(options.min_channels / group.channels))

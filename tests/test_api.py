@@ -274,3 +274,13 @@ def test_a_model_that_needs_other_input_shapes_says_so():
         onnxprune.prune(model, 0.5)
     pruned, _ = onnxprune.prune(model, 0.5, input_shapes={"x": (1, 3, 30, 30)})
     assert pruned.graph.output[0].name == y
+
+
+def test_ratio_zero_keeps_groups_that_are_not_multiples_of_the_rounding():
+    b = GraphBuilder()
+    x = b.input("x", [1, 3, 8, 8])
+    model = b.build(b.conv(b.op("Relu", [b.conv(x, 3, 18)]), 18, 4))
+    _, report = onnxprune.prune(model, 0.0)
+    assert all(g.kept == g.size for g in report.groups)
+    _, report = onnxprune.prune(model, 0.1)  # 16.2 kept → rounded to 16
+    assert next(g for g in report.groups if not g.blocked).kept == 16
