@@ -182,3 +182,25 @@ def prune(model, output, ratio, head_ratio, hidden_ratio, target_macs, criterion
         from .display import prune_summary
 
         prune_summary(report, output)
+
+
+@main.command()
+@click.argument("original", type=click.Path(dir_okay=True))
+@click.argument("pruned", type=click.Path(dir_okay=True))
+@click.option("--calib", help="Inputs to compare on (.npz file or directory); seeded samples "
+              "otherwise.")
+@click.option("--calib-samples", type=int, help="Use at most this many samples.")
+@click.option("--batch-size", type=int, default=8, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
+@handle_errors
+def verify(original, pruned, calib, calib_samples, batch_size, as_json) -> None:
+    """Compare PRUNED with ORIGINAL: output fidelity, MACs, parameters, latency."""
+    from .compare import compare
+
+    result = compare(original, pruned, calib, calib_samples, batch_size)
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2))
+        return
+    from .display import comparison_table
+
+    comparison_table(result)

@@ -44,3 +44,19 @@ def prune_summary(report: Report, output: str, console: Console | None = None) -
         f"{_count(report.params_after)}; {cut} of {len(report.groups)} groups cut "
         f"in {report.seconds:.2f}s")
     console.print(f"wrote {output}")
+
+
+def comparison_table(result, console: Console | None = None) -> None:
+    """Per-output fidelity, then MACs, parameters and latency."""
+    console = console or Console()
+    table = Table(title=f"fidelity on {result.samples} samples")
+    for column in ("output", "cosine", "relative L2", "max |error|", "top-1 agreement"):
+        table.add_column(column)
+    for row in result.outputs:
+        top1 = "" if row.top1_agreement is None else f"{row.top1_agreement:.3f}"
+        table.add_row(row.name, f"{row.cosine:.5f}", f"{row.relative_l2:.3e}",
+                      f"{row.max_abs_error:.3e}", top1)
+    console.print(table)
+    console.print(f"MACs {_count(result.macs_original)} → {_count(result.macs_pruned)}, "
+                  f"params {_count(result.params_original)} → {_count(result.params_pruned)}, "
+                  f"latency × {result.latency_ratio:.2f}")

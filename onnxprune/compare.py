@@ -1,0 +1,110 @@
+"""Fidelity of a pruned model against its original: per-output agreement on
+calibration data (or sample inputs), MACs, parameters and an onnxruntime latency
+ratio measured in the same run."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+from onnx import ModelProto
+
+from . import calibrate
+from . import model as model_io
+from .cost import concrete, model_cost
+from .errors import InputError
+from .shapes import concrete_shape_table, input_specs, sample_shapes
+from .verify import sample_feeds, session
+
+
+@dataclass
+class OutputFidelity:
+    """Agreement of one output over all samples."""
+
+    name: str
+    cosine: float
+    relative_l2: float
+    max_abs_error: float
+    top1_agreement: float | None = None
+
+
+@dataclass
+class Comparison:
+    """What `onnxprune verify` prints."""
+
+    outputs: list[OutputFidelity] = field(default_factory=list)
+    macs_original: int = 0
+    macs_pruned: int = 0
+    params_original: int = 0
+    params_pruned: int = 0
+    latency_ratio: float = 0.0
+    samples: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def compare(original, pruned, calib=None, samples: int | None = None, batch_size: int = 8,
+            runs: int = 20) -> Comparison:
+    """Compare two models on the same inputs (calibration data or seeded samples)."""
+    first, second = model_io.load(original), model_io.load(pruned)
+    names = [spec.name for spec in input_specs(first)]
+    if names != [spec.name for spec in input_specs(second)]:
+        raise InputError("the two models have different inputs: "
+                         f"{names} and {[s.name for s in input_specs(second)]}")
+    stream = calibrate.batches(calib, first, samples, batch_size) if calib is not None else \
+        (lambda: iter([sample_feeds(first, sample_shapes(first))]))
+    sessions = [session(first), session(second)]
+    outputs = [o.name for o in sessions[0].get_outputs()]
+    result = Comparison(outputs=_fidelity(sessions, outputs, stream))
+    batch = next(stream())
+    shapes = {k: v.shape for k, v in batch.items()}
+    (result.macs_original, result.params_original), (result.macs_pruned, result.params_pruned) \
+        = _cost(first, shapes), _cost(second, shapes)
+    result.latency_ratio = _latency(sessions, batch, runs)
+    result.samples = sum(len(next(iter(feeds.values()))) for feeds in stream())
+    return result
+
+
+def _fidelity(sessions, outputs: list[str], stream) -> list[OutputFidelity]:
+    pairs: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {name: [] for name in outputs}
+    for feeds in stream():
+        want, got = (s.run(outputs, feeds) for s in sessions)
+        for name, a, b in zip(outputs, want, got, strict=True):
+            if np.issubdtype(np.asarray(a).dtype, np.floating):
+                pairs[name].append((np.asarray(a, np.float64), np.asarray(b, np.float64)))
+    return [_agreement(name, chunks) for name, chunks in pairs.items() if chunks]
+
+
+def _agreement(name: str, chunks) -> OutputFidelity:
+    a = np.concatenate([c[0].reshape(len(c[0]), -1) for c in chunks])
+    b = np.concatenate([c[1].reshape(len(c[1]), -1) for c in chunks])
+    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    cosine = float(np.mean((a * b).sum(1) / np.maximum(norms, 1e-30)))
+    rel = float(np.linalg.norm(a - b) / max(np.linalg.norm(a), 1e-30))
+    top1 = None
+    if chunks[0][0].ndim == 2 and chunks[0][0].shape[1] > 1:
+        top1 = float(np.mean(a.argmax(1) == b.argmax(1)))
+    return OutputFidelity(name, cosine, rel, float(np.abs(a - b).max()), top1)
+
+
+def _cost(proto: ModelProto, shapes) -> tuple[int, int]:
+    graph = model_io.normalize(proto)
+    table = concrete_shape_table(model_io.structure_proto(graph, proto), shapes,
+                                 lambda: model_io.export(graph, proto))
+    cost = model_cost(graph, concrete(table))
+    return cost.macs, cost.params
+
+
+def _latency(sessions, feeds, runs: int) -> float:
+    """Pruned latency / original latency, medians over runs taken in turns."""
+    times: list[list[float]] = [[], []]
+    for turn in range(runs + 2):
+        for k, sess in enumerate(sessions):
+            start = time.perf_counter()
+            sess.run(None, feeds)
+            if turn > 1:
+                times[k].append(time.perf_counter() - start)
+    return statistics.median(times[1]) / statistics.median(times[0])
