@@ -88,3 +88,25 @@ def test_calibration_data_switches_the_defaults_to_wanda_and_bias():
     assert report.criterion == "wanda"
     _, report = onnxprune.prune(model, 0.25, round_to=1)
     assert report.criterion == "l1"
+
+
+def test_bias_compensation_through_a_transposed_convolution():
+    """Kernel = stride: every output pixel gets one tap per input channel; with equal
+    taps for the constant channel its mean contribution is exact."""
+    b = GraphBuilder(seed=3)
+    x = b.input("x", ["n", 3, 4, 4])
+    w1 = b.rng.standard_normal((8, 3, 3, 3)).astype(np.float32)
+    b1 = b.rng.standard_normal(8).astype(np.float32)
+    w1[5], b1[5] = 0.0, 0.7
+    h = b.op("Relu", [b.op("Conv", [x, b.const(w1), b.const(b1)], pads=[1, 1, 1, 1])])
+    wt = b.rng.standard_normal((8, 4, 2, 2)).astype(np.float32)
+    wt[5] = b.rng.standard_normal((4, 1, 1)).astype(np.float32)  # equal taps
+    y = b.op("ConvTranspose", [h, b.const(wt), b.weight(4)], strides=[2, 2])
+    model = b.build(y)
+    data = calibration((2, 3, 4, 4))
+    fixed, report = onnxprune.prune(model, 1 / 8, criterion="variance", calib=data,
+                                    reconstruct="bias", round_to=1)
+    assert next(g for g in report.groups if g.removed).removed == [5]
+    feeds = calibration((2, 3, 4, 4), 1)[0]
+    want = next(iter(run(model, feeds).values()))
+    assert relative_error(want, next(iter(run(fixed, feeds).values()))) < 1e-5
