@@ -22,8 +22,9 @@ from bench_calibration import locate
 from onnxprune import prune
 from onnxprune.verify import run
 
-CALIB_IMAGES = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry")
-EVAL_IMAGES = ("camera", "coins", "page", "text", "hubble_deep_field")
+# Each side mixes photographs with a page of text, so both see what OCR models see.
+CALIB_IMAGES = ("astronaut", "coffee", "page", "coins", "immunohistochemistry")
+EVAL_IMAGES = ("camera", "chelsea", "rocket", "text", "hubble_deep_field")
 MODELS = {
     "PP-OCR cls": ("rapidocr_onnxruntime/models/ch_ppocr_mobile_v2.0_cls_infer.onnx", (48, 192)),
     "PP-OCRv4 det": ("rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx", (160, 160)),
