@@ -177,14 +177,6 @@ def _constant_value(node: gs.Node) -> np.ndarray | None:
     return None
 
 
-def default_opset(model: ModelProto) -> int:
-    """The model's default-domain opset version."""
-    for entry in model.opset_import:
-        if entry.domain in ("", "ai.onnx"):
-            return entry.version
-    return 1
-
-
 def export(graph: gs.Graph, original: ModelProto) -> ModelProto:
     """Export a graph and restore the original model-level fields."""
     io_names = {t.name for t in list(graph.inputs) + list(graph.outputs)}

@@ -8,7 +8,6 @@ import onnx_graphsurgeon as gs
 
 from .depgraph import DepGraph, GraphView, Role, Slot
 from .depgraph.rules import Change, rule_for
-from .plan import Plan
 
 
 def removed_slots(dep: DepGraph, removed_units: dict[int, np.ndarray]) -> dict[Slot, np.ndarray]:
@@ -39,11 +38,6 @@ def apply(graph: gs.Graph, view: GraphView, removed: dict[Slot, np.ndarray]) -> 
         if isinstance(tensor, gs.Constant):
             tensor.values = np.delete(np.asarray(tensor.values), idx, axis=slot.axis)
     return graph
-
-
-def apply_plan(dep: DepGraph, plan: Plan) -> gs.Graph:
-    """The pruned graph for a plan."""
-    return apply(dep.view.graph, dep.view, removed_slots(dep, plan.removed))
 
 
 def mask_sinks(dep: DepGraph, removed_units: dict[int, np.ndarray]) -> gs.Graph:

@@ -197,24 +197,3 @@ def _names_used(graph: gs.Graph) -> set[str]:
             if isinstance(value, gs.Graph):
                 names |= _names_used(value)
     return names
-
-
-def slot_of(node: gs.Node, tensor_name: str, axis: int, view: GraphView) -> Slot:
-    """A slot with a non-negative axis."""
-    rank = view.rank(tensor_name)
-    if axis < 0 and rank is not None:
-        axis += rank
-    return Slot(tensor_name, axis)
-
-
-def input_name(node: gs.Node, index: int) -> str:
-    """Name of the node's index-th input, or '' when it is absent."""
-    if index < len(node.inputs):
-        return node.inputs[index].name
-    return ""
-
-
-def positions(node: gs.Node, name: str, outputs: bool = False) -> list[int]:
-    """Indices at which a tensor appears among a node's inputs (or outputs)."""
-    tensors = node.outputs if outputs else node.inputs
-    return [i for i, t in enumerate(tensors) if t.name == name]
