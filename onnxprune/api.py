@@ -27,13 +27,13 @@ from .plan import (
     plan_zero,
     search_ratio,
 )
-from .reconstruct import compensate_bias
+from .reconstruct import compensate_bias, refit_least_squares
 from .rewrite import apply, removed_slots
 from .shapes import concrete_shape_table, sample_shapes
 from .verify import check_pruned, reference_model, run, sample_feeds
 
 ModelLike = ModelProto | str | os.PathLike
-RECONSTRUCTIONS = ("none", "bias")
+RECONSTRUCTIONS = ("none", "bias", "lsq")
 
 
 @dataclass
@@ -132,8 +132,11 @@ def prune(model: ModelLike, ratio: float | None = None, *, target_macs: float | 
     costs = _pricer(dep, proto, shapes)
     measure = _measurer(dep, proto, stream)
     plan = _plan(dep, options, score, costs, measure)
+    pruned_groups = [dep.groups[g] for g in plan.removed]
     if reconstruct == "bias":
-        compensate_bias(dep, plan.removed, measure([dep.groups[g] for g in plan.removed]))
+        compensate_bias(dep, plan.removed, measure(pruned_groups))
+    elif reconstruct == "lsq":
+        refit_least_squares(dep, plan.removed, measure(pruned_groups, gram=True))
     pruned = _rewrite(dep, plan, proto)
     _verify(pruned, dep, plan, proto, sample_feeds(proto, shapes, seed))
     before, after = costs(None), costs(plan.removed)
@@ -179,14 +182,14 @@ def _measurer(dep: DepGraph, proto: ModelProto, stream):
     known: dict = {}
     model = [None]
 
-    def measure(groups: list[Group]):
+    def measure(groups: list[Group], gram: bool = False):
         if stream is None:
             return None
-        slots = sorted({(s.tensor, s.axis) for g in groups
-                        for s in sink_activations(g, dep.view)} - set(known))
+        wanted = {(s.tensor, s.axis) for g in groups for s in sink_activations(g, dep.view)}
+        slots = sorted(s for s in wanted if s not in known or (gram and known[s].gram is None))
         if slots:
             model[0] = model[0] or model_io.export(dep.view.graph, proto)
-            known.update(calibrate.collect(model[0], slots, stream))
+            known.update(calibrate.collect(model[0], slots, stream, gram=gram))
         return known
 
     return measure

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -136,11 +136,14 @@ class ChannelStats:
     total_abs: np.ndarray | None = None
     total_sq: np.ndarray | None = None
     zeros: np.ndarray | None = None
-    extra: dict = field(default_factory=dict)
+    gram: np.ndarray | None = None  # Σ x xᵀ over samples, when asked for
 
-    def add(self, values: np.ndarray, axis: int) -> None:
+    def add(self, values: np.ndarray, axis: int, gram: bool = False) -> None:
         data = np.moveaxis(np.asarray(values, np.float64), axis, 0).reshape(
             values.shape[axis], -1)
+        if gram:
+            product = data @ data.T
+            self.gram = product if self.gram is None else self.gram + product
         sums = (data.sum(1), np.abs(data).sum(1), (data * data).sum(1), (data == 0).sum(1))
         if self.total is None:
             self.total, self.total_abs, self.total_sq, self.zeros = sums
@@ -154,6 +157,12 @@ class ChannelStats:
     @property
     def mean(self) -> np.ndarray:
         return self.total / max(self.count, 1)
+
+    @property
+    def covariance(self) -> np.ndarray:
+        """Channel covariance (needs the Gram matrix)."""
+        mean = self.mean
+        return self.gram / max(self.count, 1) - np.outer(mean, mean)
 
     @property
     def mean_abs(self) -> np.ndarray:
@@ -174,8 +183,10 @@ class ChannelStats:
 
 def collect(model: ModelProto, slots: list[tuple[str, int]],
             stream: Callable[[], Iterator[Feeds]], progress: Callable[[int], None] | None = None,
-            budget: int = PASS_BUDGET_BYTES) -> dict[tuple[str, int], ChannelStats]:
-    """Per-channel statistics of the slots' tensors over the calibration stream."""
+            budget: int = PASS_BUDGET_BYTES, gram: bool = False
+            ) -> dict[tuple[str, int], ChannelStats]:
+    """Per-channel statistics of the slots' tensors over the calibration stream (and
+    their channel Gram matrices when `gram`)."""
     from .verify import session_for_outputs
 
     names = sorted({name for name, _ in slots})
@@ -190,7 +201,7 @@ def collect(model: ModelProto, slots: list[tuple[str, int]],
                                  f"{first_line(exc)}") from None
             for name, value in zip(chunk, values, strict=True):
                 for slot in (s for s in slots if s[0] == name):
-                    stats[slot].add(value, slot[1])
+                    stats[slot].add(value, slot[1], gram)
             if progress:
                 progress(len(next(iter(feeds.values()))))
     return stats

@@ -154,9 +154,9 @@ def _group_dict(group) -> dict:
 @click.option("--calib-samples", type=int, help="Use at most this many calibration samples.")
 @click.option("--batch-size", type=int, default=8, show_default=True,
               help="Calibration batch size.")
-@click.option("--reconstruct", help="none, or bias: fold removed channels' mean "
-              "contributions into the consumers' biases (needs --calib) [default: none, or "
-              "bias with --calib].")
+@click.option("--reconstruct", help="none; bias: fold removed channels' mean contributions "
+              "into the consumers' biases; lsq: least-squares refit of the kept weights (both "
+              "need --calib) [default: none, or bias with --calib].")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--report", "report_path", help="Write a JSON report here.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")

@@ -39,6 +39,50 @@ def compensate_bias(dep: DepGraph, removed_units: dict[int, np.ndarray],
     return done, missed
 
 
+def refit_least_squares(dep: DepGraph, removed_units: dict[int, np.ndarray],
+                        stats: dict[tuple[str, int], ChannelStats], ridge: float = 1e-2
+                        ) -> tuple[int, int]:
+    """Regress each removed input channel on the kept ones over the calibration data
+    (x_R ≈ A·x_S + c, ridge-regularized) and fold W_R·A into the kept weights and W_R·c
+    into the bias: exact when removed channels are affine in kept ones. Weights are
+    updated in place on the analyzed graph. Returns (consumers refit, without bias)."""
+    done = missed = 0
+    for group in dep.groups:
+        units = removed_units.get(group.id)
+        if units is None or not len(units) or group.approximate:
+            continue
+        for node, weight, act in _sinks(group, dep):
+            found = stats.get((act.tensor, act.axis))
+            if found is None or found.gram is None:
+                continue
+            gone = np.isin(group.members[weight], units)
+            removed, kept = np.flatnonzero(gone), np.flatnonzero(~gone)
+            mix, offset = _affine_fit(found, removed, kept, ridge)
+            _fold_into_kept(dep.view.tensors[weight.tensor], weight.axis, removed, kept, mix)
+            delta = _contribution(node, weight, removed, offset, dep)
+            if delta is not None and _add_to_bias(node, delta):
+                done += 1
+            else:
+                missed += 1
+    return done, missed
+
+
+def _affine_fit(stats: ChannelStats, removed: np.ndarray, kept: np.ndarray, ridge: float):
+    """A (removed × kept) and c with x_R ≈ A x_S + c in the least-squares sense."""
+    cov, mean = stats.covariance, stats.mean
+    kept_cov = cov[np.ix_(kept, kept)]
+    damp = ridge * float(np.trace(kept_cov)) / max(len(kept), 1) + 1e-12
+    mix = np.linalg.solve(kept_cov + damp * np.eye(len(kept)), cov[np.ix_(kept, removed)]).T
+    return mix, mean[removed] - mix @ mean[kept]
+
+
+def _fold_into_kept(tensor: gs.Constant, axis: int, removed, kept, mix: np.ndarray) -> None:
+    """W[..., S] += W[..., R] · A along the input axis (before R is sliced away)."""
+    values = np.moveaxis(np.asarray(tensor.values, np.float64), axis, -1)
+    values[..., kept] += values[..., removed] @ mix
+    tensor.values = np.moveaxis(values, -1, axis).astype(np.asarray(tensor.values).dtype)
+
+
 def _sinks(group: Group, dep: DepGraph):
     """(consumer node, its weight slot, its activation slot) for each absorbing layer."""
     acts = sink_activations(group, dep.view)

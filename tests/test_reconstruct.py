@@ -110,3 +110,25 @@ def test_bias_compensation_through_a_transposed_convolution():
     feeds = calibration((2, 3, 4, 4), 1)[0]
     want = next(iter(run(model, feeds).values()))
     assert relative_error(want, next(iter(run(fixed, feeds).values()))) < 1e-5
+
+
+def test_least_squares_refit_is_exact_for_a_linear_combination_of_kept_channels():
+    b = GraphBuilder(seed=4)
+    x = b.input("x", ["n", 8])
+    w1 = b.rng.standard_normal((8, 16)).astype(np.float32)
+    b1 = b.rng.standard_normal(16).astype(np.float32)
+    w1[:, 5] = 0.02 * w1[:, 1] - 0.01 * w1[:, 3]  # h5 = 0.02·h1 − 0.01·h3 + const
+    b1[5] = 0.3
+    h = b.op("Add", [b.op("MatMul", [x, b.const(w1)]), b.const(b1)])
+    w2 = b.rng.standard_normal((16, 4)).astype(np.float32)
+    y = b.op("Add", [b.op("MatMul", [h, b.const(w2)]), b.weight(4)])
+    model = b.build(y)
+    data = calibration((64, 8))
+    kwargs = dict(criterion="variance", calib=data, round_to=1)
+    refit, report = onnxprune.prune(model, 1 / 16, reconstruct="lsq", **kwargs)
+    biased, _ = onnxprune.prune(model, 1 / 16, reconstruct="bias", **kwargs)
+    assert next(g for g in report.groups if g.removed).removed == [5]
+    feeds = calibration((5, 8), 1)[0]
+    want = next(iter(run(model, feeds).values()))
+    assert relative_error(want, next(iter(run(refit, feeds).values()))) < 1e-4
+    assert relative_error(want, next(iter(run(biased, feeds).values()))) > 1e-3
