@@ -100,15 +100,16 @@ def prune(model: ModelLike, ratio: float | None = None, *, target_macs: float | 
           round_to: int | None = None, min_channels: int = 1, ignore: tuple[str, ...] = (),
           input_shapes: dict[str, tuple[int, ...]] | None = None, seed: int = 0,
           calib=None, calib_samples: int | None = None, batch_size: int = 8,
-          reconstruct: str | None = None) -> tuple[ModelProto, Report]:
+          reconstruct: str | None = None, ridge: float = 0.1) -> tuple[ModelProto, Report]:
     """Remove channels and return the verified pruned model and a report.
 
     `calib`: calibration data for the data-aware criteria (activation, apoz, variance,
     wanda): an .npz path, a directory of .npz files, an iterable of feed dicts, or an
     onnxruntime CalibrationDataReader. `reconstruct="bias"` folds the removed channels'
-    mean contributions into their consumers' biases (needs `calib`). Defaults: `l1` and
-    no reconstruction without data; `wanda` and `bias` with it (best on real data in
-    tools/bench_calibration.py)."""
+    mean contributions into their consumers' biases; `"lsq"` refits the kept weights by
+    ridge regression (damping `ridge` × mean channel variance; both need `calib`).
+    Defaults: `l1` and no reconstruction without data; `wanda` and `bias` with it (lsq is
+    better on MiniLM but can diverge on a detector head; tools/bench_calibration*.py)."""
     criterion = criterion or ("wanda" if calib is not None else "l1")
     reconstruct = reconstruct or ("bias" if calib is not None else "none")
     options = PlanOptions(ratio, target_macs, head_ratio, hidden_ratio, criterion,
@@ -136,7 +137,7 @@ def prune(model: ModelLike, ratio: float | None = None, *, target_macs: float | 
     if reconstruct == "bias":
         compensate_bias(dep, plan.removed, measure(pruned_groups))
     elif reconstruct == "lsq":
-        refit_least_squares(dep, plan.removed, measure(pruned_groups, gram=True))
+        refit_least_squares(dep, plan.removed, measure(pruned_groups, gram=True), ridge)
     pruned = _rewrite(dep, plan, proto)
     _verify(pruned, dep, plan, proto, sample_feeds(proto, shapes, seed))
     before, after = costs(None), costs(plan.removed)

