@@ -100,7 +100,8 @@ def prune(model: ModelLike, ratio: float | None = None, *, target_macs: float | 
           round_to: int | None = None, min_channels: int = 1, ignore: tuple[str, ...] = (),
           input_shapes: dict[str, tuple[int, ...]] | None = None, seed: int = 0,
           calib=None, calib_samples: int | None = None, batch_size: int = 8,
-          reconstruct: str | None = None, ridge: float = 0.1) -> tuple[ModelProto, Report]:
+          reconstruct: str | None = None, ridge: float = 0.1, images=None
+          ) -> tuple[ModelProto, Report]:
     """Remove channels and return the verified pruned model and a report.
 
     `calib`: calibration data for the data-aware criteria (activation, apoz, variance,
@@ -126,8 +127,8 @@ def prune(model: ModelLike, ratio: float | None = None, *, target_macs: float | 
     proto = model_io.load(model)
     start = time.perf_counter()
     model_io.check(proto)
-    stream = calibrate.batches(calib, proto, calib_samples, batch_size) if calib is not None \
-        else None
+    stream = calibrate.batches(calib, proto, calib_samples, batch_size, images) \
+        if calib is not None else None
     shapes = sample_shapes(proto, input_shapes)
     dep = build(view_of(model_io.normalize(proto), proto, shapes))
     costs = _pricer(dep, proto, shapes)

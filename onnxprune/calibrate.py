@@ -20,6 +20,8 @@ import onnx
 from onnx import ModelProto
 
 from .errors import InputError, first_line
+from .images import ImageOptions, image_files
+from .images import load as load_images
 from .shapes import input_specs
 
 Feeds = dict[str, np.ndarray]
@@ -28,15 +30,17 @@ PASS_BUDGET_BYTES = 512 * 1024 * 1024
 
 
 def batches(source: CalibrationSource, model: ModelProto, samples: int | None = None,
-            batch_size: int = 8) -> Callable[[], Iterator[Feeds]]:
-    """A re-iterable stream of validated feed batches (at most `samples` samples)."""
+            batch_size: int = 8, images: ImageOptions | None = None
+            ) -> Callable[[], Iterator[Feeds]]:
+    """A re-iterable stream of validated feed batches (at most `samples` samples); a
+    folder of images feeds a model with one image input, preprocessed by `images`."""
     if samples is not None and samples < 1:
         raise InputError(f"--calib-samples must be at least 1, got {samples}")
     if batch_size < 1:
         raise InputError(f"--batch-size must be at least 1, got {batch_size}")
     specs = {spec.name: spec for spec in input_specs(model)}
     if isinstance(source, (str, os.PathLike)):
-        arrays = _load_arrays(Path(source))
+        arrays = _load_arrays(Path(source), specs, images or ImageOptions())
         for name in arrays:
             _check_input(name, arrays[name], specs)
         _check_complete(arrays, specs)
@@ -49,12 +53,18 @@ def batches(source: CalibrationSource, model: ModelProto, samples: int | None = 
     return lambda: iter(cached)
 
 
-def _load_arrays(path: Path) -> dict[str, np.ndarray]:
+def _load_arrays(path: Path, specs: dict, images: ImageOptions) -> dict[str, np.ndarray]:
     if not path.exists():
         raise InputError(f"{path}: no such calibration file or directory")
     files = sorted(path.glob("*.npz")) if path.is_dir() else [path]
+    if not files and path.is_dir() and image_files(path):
+        if len(specs) != 1:
+            raise InputError(f"{path}: images can feed a model with one input; this one has "
+                             f"{', '.join(specs)}")
+        name, spec = next(iter(specs.items()))
+        return {name: load_images(path, spec, images)}
     if not files:
-        raise InputError(f"{path}: no .npz files")
+        raise InputError(f"{path}: no .npz or image files")
     parts: dict[str, list[np.ndarray]] = {}
     for file in files:
         try:

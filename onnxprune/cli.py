@@ -59,6 +59,23 @@ def parse_input_shapes(values: tuple[str, ...]) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
+def image_options(size: str | None, mean: str, std: str, layout: str, bgr: bool):
+    """Image preprocessing from command-line strings ("48x192", "0.5,0.5,0.5")."""
+    from .images import ImageOptions
+
+    try:
+        shape = tuple(int(v) for v in size.lower().split("x")) if size else None
+        options = ImageOptions(shape, tuple(float(v) for v in mean.split(",")),
+                               tuple(float(v) for v in std.split(",")), layout.upper(), bgr)
+    except ValueError:
+        raise InputError("image options: --image-size HxW, --image-mean and --image-std "
+                         "as three comma-separated numbers") from None
+    if shape is not None and (len(shape) != 2 or min(shape) < 1):
+        raise InputError(f"--image-size {size!r}: expected HxW, e.g. 224x224")
+    options.validate()
+    return options
+
+
 def write_json_atomic(data: dict, path: str) -> None:
     """Write JSON through a temp file in the same directory, then rename."""
     target = Path(path)
@@ -149,8 +166,15 @@ def _group_dict(group) -> dict:
 @click.option("--input-shape", multiple=True, help="NAME:1x3x224x224 for verification runs "
               "and MACs (repeatable).")
 @click.option("--calib", help="Calibration data for activation, apoz, variance and wanda: "
-              "an .npz file (one array per input, first axis = samples) or a directory of "
-              "them.")
+              "an .npz file (one array per input, first axis = samples), a directory of "
+              "them, or a directory of images (for a model with one image input).")
+@click.option("--image-size", help="Images: HxW (default: the input's fixed size).")
+@click.option("--image-mean", default="0,0,0", show_default=True,
+              help="Images: per-channel mean, after scaling to [0, 1].")
+@click.option("--image-std", default="1,1,1", show_default=True,
+              help="Images: per-channel std, after scaling to [0, 1].")
+@click.option("--image-layout", default="NCHW", show_default=True, help="NCHW or NHWC.")
+@click.option("--bgr", is_flag=True, help="Images: BGR channel order instead of RGB.")
 @click.option("--calib-samples", type=int, help="Use at most this many calibration samples.")
 @click.option("--batch-size", type=int, default=8, show_default=True,
               help="Calibration batch size.")
@@ -166,7 +190,8 @@ def _group_dict(group) -> dict:
 @handle_errors
 def prune(model, output, ratio, head_ratio, hidden_ratio, target_macs, criterion,
           global_ranking, max_ratio, round_to, min_channels, ignore, input_shape, calib,
-          calib_samples, batch_size, reconstruct, ridge, seed, report_path, quiet) -> None:
+          image_size, image_mean, image_std, image_layout, bgr, calib_samples, batch_size,
+          reconstruct, ridge, seed, report_path, quiet) -> None:
     """Remove channels from MODEL and write a verified, smaller model to OUTPUT."""
     _check_writable(Path(output))
     if report_path:
@@ -177,7 +202,8 @@ def prune(model, output, ratio, head_ratio, hidden_ratio, target_macs, criterion
         global_ranking=global_ranking, max_ratio=max_ratio, round_to=round_to,
         min_channels=min_channels, ignore=ignore, input_shapes=parse_input_shapes(input_shape),
         seed=seed, calib=calib, calib_samples=calib_samples, batch_size=batch_size,
-        reconstruct=reconstruct, ridge=ridge)
+        reconstruct=reconstruct, ridge=ridge,
+        images=image_options(image_size, image_mean, image_std, image_layout, bgr))
     model_io.save(pruned, output)
     if report_path:
         write_json_atomic(report.to_dict(), report_path)

@@ -136,3 +136,53 @@ def test_cli_accepts_npz_calibration(tmp_path):
                                        "--input-shape", "x:1x3x8x8", "--round-to", "1"])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "p.onnx").exists()
+
+
+def write_images(directory, count=6, size=(40, 60)):
+    from PIL import Image
+
+    directory.mkdir()
+    for k in range(count):
+        colour = RNG.integers(0, 256, (size[0], size[1], 3)).astype(np.uint8)
+        Image.fromarray(colour).save(directory / f"{k}.png")
+    Image.new("RGB", size[::-1], (255, 0, 0)).save(directory / "red.png")
+
+
+def test_image_folder_is_resized_normalized_and_laid_out(tmp_path):
+    from onnxprune.images import ImageOptions
+
+    model, _ = two_layer()  # input [n, 3, 8, 8]
+    write_images(tmp_path / "imgs")
+    options = ImageOptions(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+    stream = calibrate.batches(tmp_path / "imgs", model, batch_size=4, images=options)
+    data = np.concatenate([f["x"] for f in stream()])
+    assert data.shape == (7, 3, 8, 8) and data.dtype == np.float32
+    red = data[-1]  # files are read in name order; red.png comes last
+    assert np.allclose(red[0], 1.0) and np.allclose(red[1:], -1.0)
+    bgr = calibrate.batches(tmp_path / "imgs", model, images=ImageOptions(bgr=True))
+    assert np.allclose(np.concatenate([f["x"] for f in bgr()])[-1][2], 1.0)
+
+
+def test_image_folder_through_the_cli(tmp_path):
+    from click.testing import CliRunner
+
+    from onnxprune.cli import main
+
+    write_images(tmp_path / "imgs", size=(48, 192))
+    demo = "models/ppocr_mobile_cls.onnx"
+    args = ["prune", demo, "-o", str(tmp_path / "p.onnx"), "--ratio", "0.3", "--calib",
+            str(tmp_path / "imgs"), "--image-size", "48x192", "--image-mean", "0.5,0.5,0.5",
+            "--image-std", "0.5,0.5,0.5", "--input-shape", "x:1x3x48x192"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    bad = CliRunner().invoke(main, args[:-2] + ["--image-size", "48"])
+    assert bad.exit_code == 2 and "--image-size" in bad.stderr
+
+
+def test_images_need_a_size_when_the_input_has_none(tmp_path):
+    write_images(tmp_path / "imgs")
+    b = GraphBuilder()
+    x = b.input("x", ["n", 3, "h", "w"])
+    model = b.build(b.conv(b.op("Relu", [b.conv(x, 3, 8)]), 8, 2))
+    with pytest.raises(InputError, match="image size"):
+        calibrate.batches(tmp_path / "imgs", model)
