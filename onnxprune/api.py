@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -100,8 +101,8 @@ def prune(model: ModelLike, ratio: float | None = None, *, target_macs: float | 
           round_to: int | None = None, min_channels: int = 1, ignore: tuple[str, ...] = (),
           input_shapes: dict[str, tuple[int, ...]] | None = None, seed: int = 0,
           calib=None, calib_samples: int | None = None, batch_size: int = 8,
-          reconstruct: str | None = None, ridge: float = 0.1, images=None
-          ) -> tuple[ModelProto, Report]:
+          reconstruct: str | None = None, ridge: float = 0.1, images=None,
+          progress: Callable[[int], None] | None = None) -> tuple[ModelProto, Report]:
     """Remove channels and return the verified pruned model and a report.
 
     `calib`: calibration data for the data-aware criteria (activation, apoz, variance,
@@ -132,7 +133,7 @@ def prune(model: ModelLike, ratio: float | None = None, *, target_macs: float | 
     shapes = sample_shapes(proto, input_shapes)
     dep = build(view_of(model_io.normalize(proto), proto, shapes))
     costs = _pricer(dep, proto, shapes)
-    measure = _measurer(dep, proto, stream)
+    measure = _measurer(dep, proto, stream, progress)
     plan = _plan(dep, options, score, costs, measure)
     pruned_groups = [dep.groups[g] for g in plan.removed]
     if reconstruct == "bias":
@@ -178,7 +179,7 @@ def _pricer(dep: DepGraph, proto: ModelProto, shapes):
     return price
 
 
-def _measurer(dep: DepGraph, proto: ModelProto, stream):
+def _measurer(dep: DepGraph, proto: ModelProto, stream, progress=None):
     """Statistics of the activations entering the given groups' consumers (measured
     once per slot, on the model before any change)."""
     known: dict = {}
@@ -191,7 +192,7 @@ def _measurer(dep: DepGraph, proto: ModelProto, stream):
         slots = sorted(s for s in wanted if s not in known or (gram and known[s].gram is None))
         if slots:
             model[0] = model[0] or model_io.export(dep.view.graph, proto)
-            known.update(calibrate.collect(model[0], slots, stream, gram=gram))
+            known.update(calibrate.collect(model[0], slots, stream, progress, gram=gram))
         return known
 
     return measure

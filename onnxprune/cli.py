@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -74,6 +75,20 @@ def image_options(size: str | None, mean: str, std: str, layout: str, bgr: bool)
         raise InputError(f"--image-size {size!r}: expected HxW, e.g. 224x224")
     options.validate()
     return options
+
+
+@contextlib.contextmanager
+def calibration_progress(silent: bool):
+    """A progress bar on stderr for calibration passes (samples seen), when wanted."""
+    if silent or not sys.stderr.isatty():
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import Progress
+
+    with Progress(console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("calibrating (samples)", total=None)
+        yield lambda samples: bar.advance(task, samples)
 
 
 def write_json_atomic(data: dict, path: str) -> None:
@@ -196,14 +211,15 @@ def prune(model, output, ratio, head_ratio, hidden_ratio, target_macs, criterion
     _check_writable(Path(output))
     if report_path:
         _check_writable(Path(report_path))
-    pruned, report = api.prune(
-        model, ratio, target_macs=target_macs, head_ratio=head_ratio,
-        hidden_ratio=hidden_ratio, criterion=criterion,
-        global_ranking=global_ranking, max_ratio=max_ratio, round_to=round_to,
-        min_channels=min_channels, ignore=ignore, input_shapes=parse_input_shapes(input_shape),
-        seed=seed, calib=calib, calib_samples=calib_samples, batch_size=batch_size,
-        reconstruct=reconstruct, ridge=ridge,
-        images=image_options(image_size, image_mean, image_std, image_layout, bgr))
+    with calibration_progress(quiet or calib is None) as advance:
+        pruned, report = api.prune(
+            model, ratio, target_macs=target_macs, head_ratio=head_ratio,
+            hidden_ratio=hidden_ratio, criterion=criterion, global_ranking=global_ranking,
+            max_ratio=max_ratio, round_to=round_to, min_channels=min_channels, ignore=ignore,
+            input_shapes=parse_input_shapes(input_shape), seed=seed, calib=calib,
+            calib_samples=calib_samples, batch_size=batch_size, reconstruct=reconstruct,
+            ridge=ridge, images=image_options(image_size, image_mean, image_std, image_layout,
+                                              bgr), progress=advance)
     model_io.save(pruned, output)
     if report_path:
         write_json_atomic(report.to_dict(), report_path)
