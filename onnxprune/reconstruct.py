@@ -21,22 +21,12 @@ def compensate_bias(dep: DepGraph, removed_units: dict[int, np.ndarray],
                     stats: dict[tuple[str, int], ChannelStats]) -> tuple[int, int]:
     """Fold removed channels' mean contributions into consumer biases, in place on the
     analyzed graph. Returns (consumers compensated, consumers without a bias to hold it)."""
-    done = missed = 0
-    for group in dep.groups:
-        units = removed_units.get(group.id)
-        if units is None or not len(units) or group.approximate:
-            continue
-        for node, weight, acts in _sinks(group, dep):
-            means = _means(group, acts, stats)
-            if means is None:
-                continue
-            idx = np.flatnonzero(np.isin(group.members[weight], units))
-            delta = _contribution(node, weight, idx, means[idx], dep)
-            if delta is not None and _add_to_bias(node, delta):
-                done += 1
-            else:
-                missed += 1
-    return done, missed
+
+    def fold(node, weight, gone, found):
+        idx = np.flatnonzero(gone)
+        return _contribution(node, weight, idx, found.mean[idx], dep)
+
+    return _fold_all(dep, removed_units, stats, fold, need_gram=False)
 
 
 def refit_least_squares(dep: DepGraph, removed_units: dict[int, np.ndarray],
@@ -46,20 +36,29 @@ def refit_least_squares(dep: DepGraph, removed_units: dict[int, np.ndarray],
     (x_R ≈ A·x_S + c, ridge-regularized) and fold W_R·A into the kept weights and W_R·c
     into the bias: exact when removed channels are affine in kept ones. Weights are
     updated in place on the analyzed graph. Returns (consumers refit, without bias)."""
+
+    def fold(node, weight, gone, found):
+        removed, kept = np.flatnonzero(gone), np.flatnonzero(~gone)
+        mix, offset = _affine_fit(found, removed, kept, ridge)
+        _fold_into_kept(dep.view.tensors[weight.tensor], weight.axis, removed, kept, mix)
+        return _contribution(node, weight, removed, offset, dep)
+
+    return _fold_all(dep, removed_units, stats, fold, need_gram=True)
+
+
+def _fold_all(dep: DepGraph, removed_units, stats, fold, need_gram: bool) -> tuple[int, int]:
+    """For every consumer of a pruned (exact) group with statistics at its input, let
+    `fold` return a per-output-channel bias shift and add it. (done, missed) counts."""
     done = missed = 0
     for group in dep.groups:
         units = removed_units.get(group.id)
         if units is None or not len(units) or group.approximate:
             continue
         for node, weight, act in _sinks(group, dep):
-            found = stats.get((act.tensor, act.axis))
-            if found is None or found.gram is None:
+            found = (stats or {}).get((act.tensor, act.axis))
+            if found is None or (need_gram and found.gram is None):
                 continue
-            gone = np.isin(group.members[weight], units)
-            removed, kept = np.flatnonzero(gone), np.flatnonzero(~gone)
-            mix, offset = _affine_fit(found, removed, kept, ridge)
-            _fold_into_kept(dep.view.tensors[weight.tensor], weight.axis, removed, kept, mix)
-            delta = _contribution(node, weight, removed, offset, dep)
+            delta = fold(node, weight, np.isin(group.members[weight], units), found)
             if delta is not None and _add_to_bias(node, delta):
                 done += 1
             else:
@@ -96,11 +95,6 @@ def _sinks(group: Group, dep: DepGraph):
             if node.op in ("Conv", "ConvTranspose", "Gemm", "MatMul") and len(mine) == 1 and \
                     len(group.members[mine[0]]) == len(group.members[weight]):
                 yield node, weight, mine[0]
-
-
-def _means(group: Group, act: Slot, stats) -> np.ndarray | None:
-    found = stats.get((act.tensor, act.axis)) if stats else None
-    return None if found is None else found.mean
 
 
 def _contribution(node: gs.Node, weight: Slot, idx: np.ndarray, means: np.ndarray,
