@@ -15,6 +15,7 @@ from . import calibrate, criteria
 from . import model as model_io
 from .cost import Cost, concrete, model_cost
 from .criteria.activation import sink_activations
+from .criteria.sensitivity import DEFAULT_SAMPLES, first_samples, measure_curves
 from .depgraph import DepGraph, Group, analyze, build, view_of
 from .errors import InputError, ModelError, VerificationError, first_line
 from .plan import (
@@ -23,12 +24,14 @@ from .plan import (
     Plan,
     PlanOptions,
     eligible,
+    plan_by_sensitivity,
     plan_global,
     plan_uniform,
     plan_zero,
     search_ratio,
 )
-from .reconstruct import compensate_bias, refit_least_squares
+from .reconstruct import compensate_bias
+from .refit import refit_layerwise
 from .rewrite import apply, removed_slots
 from .shapes import concrete_shape_table, sample_shapes
 from .verify import check_pruned, reference_model, run, sample_feeds
@@ -102,6 +105,7 @@ def prune(model: ModelLike, ratio: float | None = None, *, target_macs: float | 
           input_shapes: dict[str, tuple[int, ...]] | None = None, seed: int = 0,
           calib=None, calib_samples: int | None = None, batch_size: int = 8,
           reconstruct: str | None = None, ridge: float = 0.1, images=None,
+          sensitivity_samples: int = DEFAULT_SAMPLES,
           progress: Callable[[int], None] | None = None) -> tuple[ModelProto, Report]:
     """Remove channels and return the verified pruned model and a report.
 
@@ -110,6 +114,10 @@ def prune(model: ModelLike, ratio: float | None = None, *, target_macs: float | 
     onnxruntime CalibrationDataReader. `reconstruct="bias"` folds the removed channels'
     mean contributions into their consumers' biases; `"lsq"` refits the kept weights by
     ridge regression (damping `ridge` × mean channel variance; both need `calib`).
+    `criterion="sensitivity"` ranks units by wanda and gives each group its own ratio
+    from the measured output error of pruning it alone (on `sensitivity_samples`
+    calibration samples), under the MACs budget of `target_macs`, or of the uniform
+    plan at `ratio`.
     Defaults: `l1` and no reconstruction without data; `wanda` and `bias` with it (lsq is
     better on MiniLM but can diverge on a detector head; tools/bench_calibration*.py)."""
     criterion = criterion or ("wanda" if calib is not None else "l1")
@@ -134,12 +142,13 @@ def prune(model: ModelLike, ratio: float | None = None, *, target_macs: float | 
     dep = build(view_of(model_io.normalize(proto), proto, shapes))
     costs = _pricer(dep, proto, shapes)
     measure = _measurer(dep, proto, stream, progress)
-    plan = _plan(dep, options, score, costs, measure)
+    sense = _sensor(dep, proto, stream, sensitivity_samples) if stream else None
+    plan = _plan(dep, options, score, costs, measure, sense)
     pruned_groups = [dep.groups[g] for g in plan.removed]
     if reconstruct == "bias":
         compensate_bias(dep, plan.removed, measure(pruned_groups))
     elif reconstruct == "lsq":
-        refit_least_squares(dep, plan.removed, measure(pruned_groups, gram=True), ridge)
+        refit_layerwise(dep, plan.removed, proto, stream, ridge, progress)
     pruned = _rewrite(dep, plan, proto)
     _verify(pruned, dep, plan, proto, sample_feeds(proto, shapes, seed))
     before, after = costs(None), costs(plan.removed)
@@ -185,20 +194,20 @@ def _measurer(dep: DepGraph, proto: ModelProto, stream, progress=None):
     known: dict = {}
     model = [None]
 
-    def measure(groups: list[Group], gram: bool = False):
+    def measure(groups: list[Group]):
         if stream is None:
             return None
         wanted = {(s.tensor, s.axis) for g in groups for s in sink_activations(g, dep.view)}
-        slots = sorted(s for s in wanted if s not in known or (gram and known[s].gram is None))
+        slots = sorted(s for s in wanted if s not in known)
         if slots:
             model[0] = model[0] or model_io.export(dep.view.graph, proto)
-            known.update(calibrate.collect(model[0], slots, stream, progress, gram=gram))
+            known.update(calibrate.collect(model[0], slots, stream, progress))
         return known
 
     return measure
 
 
-def _plan(dep: DepGraph, options: PlanOptions, score, price, measure) -> Plan:
+def _plan(dep: DepGraph, options: PlanOptions, score, price, measure, sense=None) -> Plan:
     groups, skipped = eligible(dep, options)
     rng = np.random.default_rng(options.seed)
     stats = measure(groups) if options.criterion in criteria.DATA_AWARE else None
@@ -212,6 +221,9 @@ def _plan(dep: DepGraph, options: PlanOptions, score, price, measure) -> Plan:
     fixed |= plan_uniform(of_kind["hidden"], scores, options.hidden_ratio or 0.0, options,
                           round_to)
     chooser = plan_global if options.global_ranking else plan_uniform
+    if options.criterion == "sensitivity":
+        return Plan(fixed | _by_sensitivity(channels, scores, options, price, sense, fixed),
+                    skipped)
     if options.target_macs is None:
         cut = chooser(channels, scores, options.ratio or 0.0, options, round_to)
         return Plan(fixed | cut, skipped)
@@ -222,6 +234,35 @@ def _plan(dep: DepGraph, options: PlanOptions, score, price, measure) -> Plan:
 
     ratio = search_ratio(fits, options.max_ratio)
     return Plan(fixed | chooser(channels, scores, ratio, options, round_to), skipped)
+
+
+def _by_sensitivity(channels: list[Group], scores, options: PlanOptions, price, sense,
+                    fixed: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
+    """Per-group ratios from measured sensitivity, under the MACs budget of the target or
+    of the uniform plan at the ratio."""
+    round_to = _round_to(options)
+    if options.target_macs is not None:
+        budget = options.target_macs * price(None).macs
+    else:
+        uniform = plan_uniform(channels, scores, options.ratio or 0.0, options, round_to)
+        budget = price(fixed | uniform).macs
+
+    def removals(group: Group, ratio: float) -> np.ndarray:
+        return plan_uniform([group], scores, ratio, options, round_to).get(
+            group.id, np.zeros(0, np.int64))
+
+    curves = {c.group: c.error_at for c in sense(channels, removals)}
+    return plan_by_sensitivity(channels, curves, scores, options, round_to,
+                               lambda cut: price(fixed | cut).macs, budget)
+
+
+def _sensor(dep: DepGraph, proto: ModelProto, stream, samples: int):
+    """Measures sensitivity curves of groups on the first calibration samples."""
+
+    def sense(groups: list[Group], removals) -> list:
+        return measure_curves(dep, proto, groups, removals, first_samples(stream, samples))
+
+    return sense
 
 
 def _rewrite(dep: DepGraph, plan: Plan, proto: ModelProto) -> ModelProto:

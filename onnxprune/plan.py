@@ -202,3 +202,52 @@ def search_ratio(fits: Callable[[float], bool], high: float) -> float:
         else:
             low = mid
     return high
+
+
+def plan_by_sensitivity(groups: list[Group], curves: dict[int, Callable[[int], float]],
+                        scores: dict[int, np.ndarray], options: PlanOptions, round_to: int,
+                        macs: Callable[[dict[int, np.ndarray]], int], budget: float
+                        ) -> dict[int, np.ndarray]:
+    """Different ratios for different groups under a MACs budget: starting from the
+    dense model, repeatedly take the cut (to any rounded level of any group) that adds
+    the least squared output error per MAC saved, until the budget is met."""
+    levels = {g.id: _levels(g, options, round_to) for g in groups}
+    dense = macs({})
+    saved = {g.id: [dense - macs({g.id: lowest(scores[g.id], n)}) for n in levels[g.id]]
+             for g in groups}
+    cost = {g.id: [curves[g.id](n) ** 2 for n in levels[g.id]] for g in groups}
+    at = {g.id: 0 for g in groups}
+    removed: dict[int, np.ndarray] = {}
+    while macs(removed) > budget:
+        move = _cheapest_move(at, saved, cost)
+        if move is None:
+            raise InputError("the MACs target cannot be reached: even pruning every group to "
+                             f"its cap (ratio {options.max_ratio:.2f}) keeps more")
+        gid = move[0]
+        at[gid] += 1  # one step toward the cheapest level, so the budget is not overshot
+        removed[gid] = lowest(scores[gid], levels[gid][at[gid]])
+    return removed
+
+
+def _levels(group: Group, options: PlanOptions, round_to: int) -> list[int]:
+    """Removable unit counts of a group, from 0 to its cap, one rounding step apart."""
+    counts = {0}
+    for keep in range(group.units, -1, -step_units(group, round_to)):
+        kept = rounded_keep(group, keep, options, round_to)
+        if group.units - kept <= options.max_ratio * group.units:
+            counts.add(group.units - kept)
+    return sorted(counts)
+
+
+def _cheapest_move(at: dict[int, int], saved: dict[int, list], cost: dict[int, list]):
+    """(group, level) whose step from its current level costs least per MAC saved."""
+    best, move = math.inf, None
+    for gid, level in at.items():
+        for target in range(level + 1, len(saved[gid])):
+            gain = saved[gid][target] - saved[gid][level]
+            if gain <= 0:
+                continue
+            slope = max(cost[gid][target] - cost[gid][level], 0.0) / gain
+            if slope < best:
+                best, move = slope, (gid, target)
+    return move

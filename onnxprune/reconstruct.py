@@ -26,27 +26,10 @@ def compensate_bias(dep: DepGraph, removed_units: dict[int, np.ndarray],
         idx = np.flatnonzero(gone)
         return _contribution(node, weight, idx, found.mean[idx], dep)
 
-    return _fold_all(dep, removed_units, stats, fold, need_gram=False)
+    return _fold_all(dep, removed_units, stats, fold)
 
 
-def refit_least_squares(dep: DepGraph, removed_units: dict[int, np.ndarray],
-                        stats: dict[tuple[str, int], ChannelStats], ridge: float = 0.1
-                        ) -> tuple[int, int]:
-    """Regress each removed input channel on the kept ones over the calibration data
-    (x_R ≈ A·x_S + c, ridge-regularized) and fold W_R·A into the kept weights and W_R·c
-    into the bias: exact when removed channels are affine in kept ones. Weights are
-    updated in place on the analyzed graph. Returns (consumers refit, without bias)."""
-
-    def fold(node, weight, gone, found):
-        removed, kept = np.flatnonzero(gone), np.flatnonzero(~gone)
-        mix, offset = _affine_fit(found, removed, kept, ridge)
-        _fold_into_kept(dep.view.tensors[weight.tensor], weight.axis, removed, kept, mix)
-        return _contribution(node, weight, removed, offset, dep)
-
-    return _fold_all(dep, removed_units, stats, fold, need_gram=True)
-
-
-def _fold_all(dep: DepGraph, removed_units, stats, fold, need_gram: bool) -> tuple[int, int]:
+def _fold_all(dep: DepGraph, removed_units, stats, fold) -> tuple[int, int]:
     """For every consumer of a pruned (exact) group with statistics at its input, let
     `fold` return a per-output-channel bias shift and add it. (done, missed) counts."""
     done = missed = 0
@@ -54,35 +37,19 @@ def _fold_all(dep: DepGraph, removed_units, stats, fold, need_gram: bool) -> tup
         units = removed_units.get(group.id)
         if units is None or not len(units) or group.approximate:
             continue
-        for node, weight, act in _sinks(group, dep):
+        for node, weight, act in sinks(group, dep):
             found = (stats or {}).get((act.tensor, act.axis))
-            if found is None or (need_gram and found.gram is None):
+            if found is None:
                 continue
             delta = fold(node, weight, np.isin(group.members[weight], units), found)
-            if delta is not None and _add_to_bias(node, delta):
+            if delta is not None and add_to_bias(node, delta):
                 done += 1
             else:
                 missed += 1
     return done, missed
 
 
-def _affine_fit(stats: ChannelStats, removed: np.ndarray, kept: np.ndarray, ridge: float):
-    """A (removed × kept) and c with x_R ≈ A x_S + c in the least-squares sense."""
-    cov, mean = stats.covariance, stats.mean
-    kept_cov = cov[np.ix_(kept, kept)]
-    damp = ridge * float(np.trace(kept_cov)) / max(len(kept), 1) + 1e-12
-    mix = np.linalg.solve(kept_cov + damp * np.eye(len(kept)), cov[np.ix_(kept, removed)]).T
-    return mix, mean[removed] - mix @ mean[kept]
-
-
-def _fold_into_kept(tensor: gs.Constant, axis: int, removed, kept, mix: np.ndarray) -> None:
-    """W[..., S] += W[..., R] · A along the input axis (before R is sliced away)."""
-    values = np.moveaxis(np.asarray(tensor.values, np.float64), axis, -1)
-    values[..., kept] += values[..., removed] @ mix
-    tensor.values = np.moveaxis(values, -1, axis).astype(np.asarray(tensor.values).dtype)
-
-
-def _sinks(group: Group, dep: DepGraph):
+def sinks(group: Group, dep: DepGraph):
     """(consumer node, its weight slot, its activation slot) for each absorbing layer."""
     acts = sink_activations(group, dep.view)
     for weight in group.slots(Role.IN):
@@ -119,8 +86,8 @@ def _contribution(node: gs.Node, weight: Slot, idx: np.ndarray, means: np.ndarra
     return delta
 
 
-def _add_to_bias(node: gs.Node, delta: np.ndarray) -> bool:
-    carrier = _bias_of(node)
+def add_to_bias(node: gs.Node, delta: np.ndarray) -> bool:
+    carrier = bias_of(node)
     if carrier is None:
         return False
     tensor, scale = carrier
@@ -140,7 +107,7 @@ def _per_channel(shape: tuple, node: gs.Node, channels: int) -> bool:
     return int(np.prod(shape)) == channels
 
 
-def _bias_of(node: gs.Node):
+def bias_of(node: gs.Node):
     """The unshared constant that adds per output channel after the node, with the
     factor a unit of the node's output becomes in it."""
     if node.op in ("Conv", "ConvTranspose", "Gemm") and len(node.inputs) > 2 and \

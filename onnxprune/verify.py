@@ -63,6 +63,21 @@ def session(model: ModelProto | bytes | str, threads: int = 0) -> ort.InferenceS
     return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
 
+def session_with(model: bytes | str, weights: dict[str, np.ndarray]) -> ort.InferenceSession:
+    """A CPU session with some initializers replaced. Graph optimizations are off: they
+    would fold the model's own initializers (Conv+BatchNorm fusion, ...) first."""
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    values = {name: ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(value))
+              for name, value in weights.items()}
+    for name, value in values.items():
+        options.add_initializer(name, value)
+    sess = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+    sess._replaced_weights = values  # the session reads them; keep them alive with it
+    return sess
+
+
 def session_for_outputs(model: ModelProto, names: list[str]) -> ort.InferenceSession:
     """A session that also returns the named intermediate tensors."""
     probe = ModelProto()

@@ -22,8 +22,11 @@ CRITERIA: dict[str, Criterion] = {
     "apoz": apoz,
     "variance": variance,
     "wanda": wanda,
+    # Ranks units inside a group by wanda; the planner allocates ratios per group from
+    # measured output sensitivity (criteria/sensitivity.py).
+    "sensitivity": wanda,
 }
-DATA_AWARE = {"activation", "apoz", "variance", "wanda"}
+DATA_AWARE = {"activation", "apoz", "variance", "wanda", "sensitivity"}
 
 
 def get(name: str) -> Criterion:

@@ -1,0 +1,224 @@
+"""Layer-by-layer least-squares refit of the layers that absorb channel groups.
+
+Each consumer (Conv, ConvTranspose, Gemm, MatMul) keeps its output close to the dense
+model's: with x the activations entering it in the model pruned so far (earlier
+layers already pruned and refit) and x_d those of the dense model, its kept weights
+W' and a bias shift δ minimize ‖W'·x + δ − W·x_d‖² + λ‖W' − W‖² over the
+calibration data (the channel-pruning reconstruction of He et al. 2017, in the
+closed form of Kwon et al. 2022). Layers are visited in topological order, so errors
+do not compound. A k×k convolution is fit per kernel position on the channel
+statistics (each tap's weights map channels to outputs), which keeps the systems at
+channel size whatever the kernel.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+from onnx import ModelProto
+
+from .depgraph import DepGraph, Slot
+from .errors import InputError, first_line
+from .model import export
+from .reconstruct import add_to_bias, bias_of, sinks
+from .rewrite import mask_sinks
+from .verify import serialized, session_with
+
+REFIT_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+
+
+@dataclass
+class Layer:
+    """A consumer to refit: its node, weight and input slots, kept input channels, and
+    its dense weights."""
+
+    node: gs.Node
+    weight: Slot
+    act: Slot
+    kept: np.ndarray
+    dense: np.ndarray
+
+
+@dataclass
+class Moments:
+    """E[x̃ x̃ᵀ] and E[x_d x̃ᵀ], with x̃ the kept channels of x and a trailing 1."""
+
+    gram: np.ndarray
+    cross: np.ndarray
+    count: int = 0
+
+    def add(self, current: np.ndarray, dense: np.ndarray, kept: np.ndarray) -> None:
+        ones = np.ones((len(current), 1))
+        features = np.hstack([current[:, kept], ones])
+        self.gram += features.T @ features
+        self.cross += dense.T @ features
+        self.count += len(current)
+
+
+def refit_layerwise(dep: DepGraph, removed_units: dict[int, np.ndarray], original: ModelProto,
+                    stream, ridge: float = 0.1,
+                    progress: Callable[[int], None] | None = None) -> tuple[int, int]:
+    """Refit every consumer of an exact group, in place on the analyzed graph (removed
+    channels zeroed). Returns (layers refit, layers left as they were)."""
+    layers = _layers(dep, removed_units)
+    dense = export(dep.view.graph, original)
+    changed = _zero_removed(dep, removed_units)
+    probe = _with_outputs(dense, sorted({layer.act.tensor for layer in layers}))
+    done = 0
+    with serialized(probe) as data:
+        reference = session_with(data, {})
+        for level in _levels(dep.view.graph, layers):
+            current = session_with(data, {n: dep.view.tensors[n].values for n in changed})
+            moments = _moments(reference, current, level, stream, progress)
+            for layer in level:
+                names = _refit(dep, layer, moments[id(layer)], ridge)
+                changed |= names
+                done += bool(names)
+    return done, len(layers) - done
+
+
+def _layers(dep: DepGraph, removed_units: dict[int, np.ndarray]) -> list[Layer]:
+    """Consumers of every exact group whose weight can be refit directly."""
+    layers = []
+    for group in dep.groups:
+        if group.approximate or group.blocked:
+            continue
+        units = removed_units.get(group.id, np.zeros(0, np.int64))
+        for node, weight, act in sinks(group, dep):
+            if _refittable(node, weight):
+                layers.append(Layer(node, weight, act, ~np.isin(group.members[act], units),
+                                    np.array(dep.view.const(weight.tensor), np.float64)))
+    return layers
+
+
+def _refittable(node: gs.Node, weight: Slot) -> bool:
+    tensor = node.inputs[1] if len(node.inputs) > 1 else None
+    if node.op not in REFIT_OPS or not isinstance(tensor, gs.Constant) or \
+            tensor.name != weight.tensor or len(tensor.outputs) != 1:
+        return False
+    values = np.asarray(tensor.values)
+    if not np.issubdtype(values.dtype, np.floating) or (node.op == "MatMul" and values.ndim != 2):
+        return False
+    return int(node.attrs.get("group", 1)) == 1
+
+
+def _zero_removed(dep: DepGraph, removed_units: dict[int, np.ndarray]) -> set[str]:
+    """Zero the removed units at their consumers, in place (they are sliced away later);
+    the names of the constants changed."""
+    masked = mask_sinks(dep, removed_units).tensors()
+    changed = set()
+    for name, tensor in dep.view.tensors.items():
+        other = masked.get(name)
+        if isinstance(tensor, gs.Constant) and isinstance(other, gs.Constant) and \
+                not np.array_equal(np.asarray(tensor.values), np.asarray(other.values)):
+            tensor.values = other.values
+            changed.add(name)
+    return changed
+
+
+def _levels(graph: gs.Graph, layers: list[Layer]) -> list[list[Layer]]:
+    """Layers grouped so that no layer of a level feeds another of the same level."""
+    by_node = {id(layer.node): layer for layer in layers}
+    depth_of: dict[str, int] = {}
+    levels: dict[int, list[Layer]] = {}
+    for node in graph.nodes:
+        depth = max((depth_of.get(t.name, 0) for t in node.inputs), default=0)
+        if id(node) in by_node:
+            depth += 1
+            levels.setdefault(depth, []).append(by_node[id(node)])
+        for tensor in node.outputs:
+            depth_of[tensor.name] = depth
+    return [levels[d] for d in sorted(levels)]
+
+
+def _with_outputs(model: ModelProto, names: list[str]) -> ModelProto:
+    probe = ModelProto()
+    probe.CopyFrom(model)
+    present = {o.name for o in probe.graph.output}
+    probe.graph.output.extend(onnx.ValueInfoProto(name=n) for n in names if n not in present)
+    return probe
+
+
+def _moments(reference, current, level: list[Layer], stream, progress) -> dict[int, Moments]:
+    """Input moments of each layer of a level over the calibration stream."""
+    names = sorted({layer.act.tensor for layer in level})
+    moments = {id(layer): Moments(np.zeros((int(layer.kept.sum()) + 1,) * 2),
+                                  np.zeros((len(layer.kept), int(layer.kept.sum()) + 1)))
+               for layer in level}
+    for feeds in stream():
+        try:
+            dense = dict(zip(names, reference.run(names, feeds), strict=True))
+            pruned = dict(zip(names, current.run(names, feeds), strict=True))
+        except Exception as exc:
+            raise InputError(f"the model does not run on the calibration data: "
+                             f"{first_line(exc)}") from None
+        for layer in level:
+            axis = layer.act.axis
+            moments[id(layer)].add(_rows(pruned[layer.act.tensor], axis),
+                                   _rows(dense[layer.act.tensor], axis), layer.kept)
+        if progress:
+            progress(len(next(iter(feeds.values()))))
+    return moments
+
+
+def _rows(value: np.ndarray, axis: int) -> np.ndarray:
+    """Channels last, every other axis flattened into rows."""
+    moved = np.moveaxis(np.asarray(value, np.float64), axis, -1)
+    return moved.reshape(-1, moved.shape[-1])
+
+
+def _refit(dep: DepGraph, layer: Layer, moments: Moments, ridge: float) -> set[str]:
+    """Solve for the layer's kept weights and bias shift; the names of the constants
+    changed (none when the fit fails or the shift has no bias to go to)."""
+    tensor = dep.view.tensors[layer.weight.tensor]
+    weight = np.moveaxis(layer.dense, layer.weight.axis, -1)
+    rows = weight.reshape(-1, weight.shape[-1])
+    carrier = bias_of(layer.node)
+    solved = _solve(rows, moments, layer.kept, ridge, carrier is not None)
+    if solved is None:
+        return set()
+    fitted, shift = solved
+    new = np.zeros_like(rows)
+    new[:, layer.kept] = fitted
+    if carrier and not add_to_bias(layer.node, _output_shift(layer.node, weight, shift)):
+        return set()
+    values = np.moveaxis(new.reshape(weight.shape), -1, layer.weight.axis)
+    tensor.values = values.astype(np.asarray(tensor.values).dtype)
+    return {tensor.name} | ({carrier[0].name} if carrier else set())
+
+
+def _solve(rows: np.ndarray, moments: Moments, kept: np.ndarray, ridge: float,
+           with_bias: bool):
+    """(W', δ) = (W·E[x_d x̃ᵀ] + λ[W_S, 0]) · (E[x̃ x̃ᵀ] + λ I_S)⁻¹; δ = 0 without bias."""
+    size = int(kept.sum()) + (1 if with_bias else 0)
+    gram = moments.gram[:size, :size] / max(moments.count, 1)
+    target = rows @ (moments.cross[:, :size] / max(moments.count, 1))
+    channels = int(kept.sum())
+    damp = ridge * float(np.trace(gram[:channels, :channels])) / max(channels, 1) + 1e-12
+    prior = np.zeros_like(target)
+    prior[:, :channels] = rows[:, kept]
+    penalty = np.zeros(size)
+    penalty[:channels] = damp
+    try:
+        solved = np.linalg.solve(gram + np.diag(penalty), (target + damp * prior).T).T
+    except np.linalg.LinAlgError:
+        return None
+    if not np.all(np.isfinite(solved)):
+        return None
+    return solved[:, :channels], (solved[:, channels] if with_bias else None)
+
+
+def _output_shift(node: gs.Node, weight: np.ndarray, shift: np.ndarray) -> np.ndarray:
+    """Per output channel: the bias shift, summed over kernel taps."""
+    per_output = shift.reshape(weight.shape[0], -1).sum(axis=1)
+    if node.op == "ConvTranspose":
+        strides = node.attrs.get("strides", [1] * (weight.ndim - 2))
+        return per_output / float(np.prod(strides))
+    if node.op == "Gemm":
+        return per_output * float(node.attrs.get("alpha", 1.0)) / float(
+            node.attrs.get("beta", 1.0))
+    return per_output
