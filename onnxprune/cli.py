@@ -249,3 +249,43 @@ def verify(original, pruned, calib, calib_samples, batch_size, as_json) -> None:
     from .display import comparison_table
 
     comparison_table(result)
+
+
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=True))
+@click.argument("pruned", required=False, type=click.Path(dir_okay=True))
+@click.option("--batch-size", "batch_sizes", type=int, multiple=True,
+              help="Batch size to time (repeatable) [default: 1].")
+@click.option("--provider", "providers", multiple=True,
+              help="onnxruntime execution provider (repeatable) [default: "
+                   "CPUExecutionProvider].")
+@click.option("--runs", type=int, default=50, show_default=True,
+              help="Timed runs per model, provider and batch size.")
+@click.option("--threads", type=int, default=0, show_default=True,
+              help="Intra-op threads (0: onnxruntime's default).")
+@click.option("--input-shape", multiple=True, help="NAME:1x3x224x224 for inputs with "
+              "symbolic sizes other than the batch (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@handle_errors
+def bench(model, pruned, batch_sizes, providers, runs, threads, input_shape, as_json,
+          quiet) -> None:
+    """Time MODEL (and PRUNED, in turns with it): latency p50/p90/p99, throughput,
+    speedup."""
+    from .bench import CPU, benchmark
+    from .progress import bar
+
+    dense = model_io.load(model, structure_only=True)
+    other = model_io.load(pruned, structure_only=True) if pruned else None
+    batch_sizes, providers = batch_sizes or (1,), providers or (CPU,)
+    steps = runs * len(batch_sizes) * len(providers) * (2 if other else 1)
+    with bar("timing (runs)", steps, quiet or as_json) as advance:
+        rows = benchmark(dense, other, batch_sizes=batch_sizes, providers=providers,
+                         runs=runs, threads=threads,
+                         input_shapes=parse_input_shapes(input_shape), progress=advance)
+    if as_json:
+        click.echo(json.dumps([row.to_dict() for row in rows], indent=2))
+        return
+    from .display import bench_table
+
+    bench_table(rows)
