@@ -11,7 +11,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 from onnx import ModelProto
 
-from . import calibrate, criteria
+from . import calibrate, criteria, planfile
 from . import model as model_io
 from .cost import Cost, concrete, model_cost
 from .criteria.activation import sink_activations
@@ -71,6 +71,7 @@ class Report:
     input_shapes: dict[str, list[int]]
     groups: list[GroupReport] = field(default_factory=list)
     nodes: list[dict] = field(default_factory=list)
+    plan_document: dict | None = field(default=None, repr=False)
 
     @property
     def macs_reduction(self) -> float:
@@ -78,6 +79,7 @@ class Report:
 
     def to_dict(self) -> dict:
         data = asdict(self)
+        data.pop("plan_document")
         data["macs_reduction"] = self.macs_reduction
         for group in data["groups"]:
             for key in ("blocked", "skipped"):
@@ -102,7 +104,8 @@ def prune(model: ModelLike, ratio: float | None = None, *, target_macs: float | 
           input_shapes: dict[str, tuple[int, ...]] | None = None, seed: int = 0,
           calib=None, calib_samples: int | None = None, batch_size: int = 8,
           reconstruct: str | None = None, ridge: float = 0.1, images=None,
-          progress: Callable[[int], None] | None = None) -> tuple[ModelProto, Report]:
+          progress: Callable[[int], None] | None = None,
+          plan: str | os.PathLike | dict | None = None) -> tuple[ModelProto, Report]:
     """Remove channels and return the verified pruned model and a report.
 
     `calib`: calibration data for the data-aware criteria (activation, apoz, variance,
@@ -111,14 +114,18 @@ def prune(model: ModelLike, ratio: float | None = None, *, target_macs: float | 
     mean contributions into their consumers' biases; `"lsq"` refits the kept weights by
     ridge regression (damping `ridge` × mean channel variance; both need `calib`).
     Defaults: `l1` and no reconstruction without data; `wanda` and `bias` with it (lsq is
-    better on MiniLM but can diverge on a detector head; tools/bench_calibration*.py)."""
+    better on MiniLM but can diverge on a detector head; tools/bench_calibration*.py).
+    `plan`: a plan file (or `report.plan_document`) to replay instead of planning;
+    refused when it was made for another network."""
     criterion = criterion or ("wanda" if calib is not None else "l1")
     reconstruct = reconstruct or ("bias" if calib is not None else "none")
     options = PlanOptions(ratio, target_macs, head_ratio, hidden_ratio, criterion,
                           global_ranking, max_ratio, round_to, min_channels, tuple(ignore), seed)
+    document, options = _replayed(plan, options)
+    criterion = options.criterion
     options.validate()
     score = criteria.get(criterion)
-    if criterion in criteria.DATA_AWARE and calib is None:
+    if criterion in criteria.DATA_AWARE and calib is None and document is None:
         raise InputError(f"criterion {criterion!r} needs calibration data (--calib DATA)")
     if reconstruct not in RECONSTRUCTIONS:
         raise InputError(f"unknown reconstruction {reconstruct!r}; choose one of "
@@ -134,7 +141,8 @@ def prune(model: ModelLike, ratio: float | None = None, *, target_macs: float | 
     dep = build(view_of(model_io.normalize(proto), proto, shapes))
     costs = _pricer(dep, proto, shapes)
     measure = _measurer(dep, proto, stream, progress)
-    plan = _plan(dep, options, score, costs, measure)
+    plan = planfile.replay(document, dep, proto) if document else \
+        _plan(dep, options, score, costs, measure)
     pruned_groups = [dep.groups[g] for g in plan.removed]
     if reconstruct == "bias":
         compensate_bias(dep, plan.removed, measure(pruned_groups))
@@ -148,7 +156,23 @@ def prune(model: ModelLike, ratio: float | None = None, *, target_macs: float | 
                     head_ratio,
                     hidden_ratio, _round_to(options), {k: list(v) for k, v in shapes.items()},
                     _group_reports(dep, plan), _node_reports(dep.view.graph, before, after))
+    report.plan_document = planfile.prune_document(
+        dep, proto, plan, dict(asdict(options), reconstruct=reconstruct))
     return pruned, report
+
+
+def _replayed(plan, options: PlanOptions) -> tuple[dict | None, PlanOptions]:
+    """The plan document to replay and the options it was made with (or none, and
+    the options as given)."""
+    if plan is None:
+        return None, options
+    given = [flag for flag, value in (("ratio", options.ratio), ("target_macs",
+             options.target_macs), ("head_ratio", options.head_ratio),
+             ("hidden_ratio", options.hidden_ratio)) if value is not None]
+    if given:
+        raise InputError(f"a replayed plan fixes every decision; do not give {given[0]}")
+    document = planfile.read(plan, "prune")
+    return document, planfile.plan_options(document, PlanOptions)
 
 
 def _round_to(options: PlanOptions) -> int:

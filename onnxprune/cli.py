@@ -201,16 +201,19 @@ def _group_dict(group) -> dict:
                    "variance.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--report", "report_path", help="Write a JSON report here.")
+@click.option("--save-plan", help="Write the decisions (groups, removed units, options, "
+              "model fingerprint) to this JSON plan file.")
+@click.option("--plan", "plan_path", help="Replay a saved plan instead of planning.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
 @handle_errors
 def prune(model, output, ratio, head_ratio, hidden_ratio, target_macs, criterion,
           global_ranking, max_ratio, round_to, min_channels, ignore, input_shape, calib,
           image_size, image_mean, image_std, image_layout, bgr, calib_samples, batch_size,
-          reconstruct, ridge, seed, report_path, quiet) -> None:
+          reconstruct, ridge, seed, report_path, save_plan, plan_path, quiet) -> None:
     """Remove channels from MODEL and write a verified, smaller model to OUTPUT."""
-    _check_writable(Path(output))
-    if report_path:
-        _check_writable(Path(report_path))
+    for path in (output, report_path, save_plan):
+        if path:
+            _check_writable(Path(path))
     with calibration_progress(quiet or calib is None) as advance:
         pruned, report = api.prune(
             model, ratio, target_macs=target_macs, head_ratio=head_ratio,
@@ -219,10 +222,12 @@ def prune(model, output, ratio, head_ratio, hidden_ratio, target_macs, criterion
             input_shapes=parse_input_shapes(input_shape), seed=seed, calib=calib,
             calib_samples=calib_samples, batch_size=batch_size, reconstruct=reconstruct,
             ridge=ridge, images=image_options(image_size, image_mean, image_std, image_layout,
-                                              bgr), progress=advance)
+                                              bgr), progress=advance, plan=plan_path)
     model_io.save(pruned, output)
     if report_path:
         write_json_atomic(report.to_dict(), report_path)
+    if save_plan:
+        write_json_atomic(report.plan_document, save_plan)
     if not quiet:
         from .display import prune_summary
 
