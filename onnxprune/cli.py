@@ -204,14 +204,19 @@ def _group_dict(group) -> dict:
 @click.option("--save-plan", help="Write the decisions (groups, removed units, options, "
               "model fingerprint) to this JSON plan file.")
 @click.option("--plan", "plan_path", help="Replay a saved plan instead of planning.")
+@click.option("--report-html", help="Write a readable report (one self-contained HTML page): "
+              "MACs, parameters and measured latency before and after, a chart of kept and "
+              "removed channels per group, fidelity with --calib, groups left alone.")
+@click.option("--report-md", help="The same report in Markdown.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
 @handle_errors
 def prune(model, output, ratio, head_ratio, hidden_ratio, target_macs, criterion,
           global_ranking, max_ratio, round_to, min_channels, ignore, input_shape, calib,
           image_size, image_mean, image_std, image_layout, bgr, calib_samples, batch_size,
-          reconstruct, ridge, seed, report_path, save_plan, plan_path, quiet) -> None:
+          reconstruct, ridge, seed, report_path, save_plan, plan_path, report_html, report_md,
+          quiet) -> None:
     """Remove channels from MODEL and write a verified, smaller model to OUTPUT."""
-    for path in (output, report_path, save_plan):
+    for path in (output, report_path, save_plan, report_html, report_md):
         if path:
             _check_writable(Path(path))
     with calibration_progress(quiet or calib is None) as advance:
@@ -223,9 +228,15 @@ def prune(model, output, ratio, head_ratio, hidden_ratio, target_macs, criterion
             calib_samples=calib_samples, batch_size=batch_size, reconstruct=reconstruct,
             ridge=ridge, images=image_options(image_size, image_mean, image_std, image_layout,
                                               bgr), progress=advance, plan=plan_path)
+    readable = _readable_report(model, pruned, report, report_html or report_md, calib,
+                                calib_samples, batch_size, image_options(
+                                    image_size, image_mean, image_std, image_layout, bgr),
+                                quiet)
     model_io.save(pruned, output)
     if report_path:
-        write_json_atomic(report.to_dict(), report_path)
+        extra = {k: readable[k] for k in ("latency", "fidelity")} if readable else {}
+        write_json_atomic(dict(report.to_dict(), **extra), report_path)
+    _write_readable(readable, report_html, report_md)
     if save_plan:
         write_json_atomic(report.plan_document, save_plan)
     if not quiet:
@@ -294,3 +305,31 @@ def bench(model, pruned, batch_sizes, providers, runs, threads, input_shape, as_
     from .display import bench_table
 
     bench_table(rows)
+
+
+def _readable_report(model, pruned, report, wanted, calib, calib_samples, batch_size, images,
+                     quiet: bool) -> dict | None:
+    """Measure what the HTML/Markdown report shows beyond the prune report."""
+    if not wanted:
+        return None
+    from .progress import bar
+    from .reporting import measured_fidelity, measured_latency, report_document
+
+    original = model_io.load(model)
+    with bar("timing dense and pruned (runs)", 60, quiet) as advance:
+        latency = measured_latency(original, pruned, report, progress=advance)
+    fidelity = None
+    if calib is not None:
+        with bar("fidelity on calibration data", None, quiet):
+            fidelity = measured_fidelity(original, pruned, calib, calib_samples, batch_size,
+                                         images)
+    return report_document(report, latency, fidelity, title=f"onnxprune: {Path(model).name}")
+
+
+def _write_readable(document: dict | None, html_path: str | None, md_path: str | None) -> None:
+    from .report_html import render_html, render_markdown, write_text_atomic
+
+    if document and html_path:
+        write_text_atomic(render_html(document), html_path)
+    if document and md_path:
+        write_text_atomic(render_markdown(document), md_path)
