@@ -165,3 +165,11 @@ def _timed(sessions, feeds, runs: int, block: int, progress: Progress) -> list[l
         shapes = ", ".join(f"{k}:{'x'.join(map(str, v.shape))}" for k, v in feeds.items())
         raise InputError(f"onnxruntime could not run the models on {shapes}: "
                          f"{first_line(exc)}") from None
+
+
+def paired_ratio(times: list[list[float]], block: int) -> float:
+    """Second model's latency over the first's: the median over turns of the ratio of
+    the two blocks' medians taken back to back, robust to load that comes and goes."""
+    ratios = [statistics.median(times[1][i:i + block]) / statistics.median(times[0][i:i + block])
+              for i in range(0, min(len(times[0]), len(times[1])), block)]
+    return statistics.median(ratios)

@@ -166,6 +166,14 @@ def _group_dict(group) -> dict:
 @click.option("--hidden-ratio", type=float, help="Fraction of the hidden size (residual "
               "stream through normalizations) removed; approximate, off by default.")
 @click.option("--target-macs", type=float, help="Keep at most this fraction of the MACs.")
+@click.option("--target-latency", type=float, help="Keep about this fraction of the measured "
+              "onnxruntime latency (latency tables, corrected by whole-model measurements).")
+@click.option("--target-energy", type=float, help="Keep at most this fraction of the energy "
+              "of the analytical model (MACs and bytes moved; see README).")
+@click.option("--provider", default="CPUExecutionProvider", show_default=True,
+              help="onnxruntime execution provider for --target-latency.")
+@click.option("--threads", type=int, default=0, show_default=True,
+              help="Intra-op threads for --target-latency (0: onnxruntime's default).")
 @click.option("--criterion", help="l1, l2, bn_scale, random, zero; with --calib: activation, "
               "apoz, variance, wanda [default: l1, or wanda with --calib].")
 @click.option("--global", "global_ranking", is_flag=True,
@@ -210,7 +218,8 @@ def _group_dict(group) -> dict:
 @click.option("--report-md", help="The same report in Markdown.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
 @handle_errors
-def prune(model, output, ratio, head_ratio, hidden_ratio, target_macs, criterion,
+def prune(model, output, ratio, head_ratio, hidden_ratio, target_macs, target_latency,
+          target_energy, provider, threads, criterion,
           global_ranking, max_ratio, round_to, min_channels, ignore, input_shape, calib,
           image_size, image_mean, image_std, image_layout, bgr, calib_samples, batch_size,
           reconstruct, ridge, seed, report_path, save_plan, plan_path, report_html, report_md,
@@ -227,7 +236,9 @@ def prune(model, output, ratio, head_ratio, hidden_ratio, target_macs, criterion
             input_shapes=parse_input_shapes(input_shape), seed=seed, calib=calib,
             calib_samples=calib_samples, batch_size=batch_size, reconstruct=reconstruct,
             ridge=ridge, images=image_options(image_size, image_mean, image_std, image_layout,
-                                              bgr), progress=advance, plan=plan_path)
+                                              bgr), progress=advance, plan=plan_path,
+            target_latency=target_latency, target_energy=target_energy, provider=provider,
+            threads=threads, show_progress=not quiet)
     readable = _readable_report(model, pruned, report, report_html or report_md, calib,
                                 calib_samples, batch_size, image_options(
                                     image_size, image_mean, image_std, image_layout, bgr),
