@@ -216,6 +216,8 @@ def _group_dict(group) -> dict:
               "MACs, parameters and measured latency before and after, a chart of kept and "
               "removed channels per group, fidelity with --calib, groups left alone.")
 @click.option("--report-md", help="The same report in Markdown.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout "
+              "(no progress bars).")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
 @handle_errors
 def prune(model, output, ratio, head_ratio, hidden_ratio, target_macs, target_latency,
@@ -223,8 +225,9 @@ def prune(model, output, ratio, head_ratio, hidden_ratio, target_macs, target_la
           global_ranking, max_ratio, round_to, min_channels, ignore, input_shape, calib,
           image_size, image_mean, image_std, image_layout, bgr, calib_samples, batch_size,
           reconstruct, ridge, seed, report_path, save_plan, plan_path, report_html, report_md,
-          quiet) -> None:
+          as_json, quiet) -> None:
     """Remove channels from MODEL and write a verified, smaller model to OUTPUT."""
+    quiet = quiet or as_json
     for path in (output, report_path, save_plan, report_html, report_md):
         if path:
             _check_writable(Path(path))
@@ -244,13 +247,16 @@ def prune(model, output, ratio, head_ratio, hidden_ratio, target_macs, target_la
                                     image_size, image_mean, image_std, image_layout, bgr),
                                 quiet)
     model_io.save(pruned, output)
+    extra = {k: readable[k] for k in ("latency", "fidelity")} if readable else {}
     if report_path:
-        extra = {k: readable[k] for k in ("latency", "fidelity")} if readable else {}
         write_json_atomic(dict(report.to_dict(), **extra), report_path)
     _write_readable(readable, report_html, report_md)
     if save_plan:
         write_json_atomic(report.plan_document, save_plan)
-    if not quiet:
+    if as_json:
+        click.echo(json.dumps(dict(report.to_dict(), **extra), indent=2,
+                              default=_json_default))
+    elif not quiet:
         from .display import prune_summary
 
         prune_summary(report, output)

@@ -196,6 +196,7 @@ class LatencyMeter:
         measurements bracket the target) until a measurement is within tolerance; the
         plan measured closest to the target wins."""
         from .errors import InputError
+        from .progress import bar
 
         goal, best, tried = target, None, []
         for _ in range(self.rounds):
@@ -205,7 +206,8 @@ class LatencyMeter:
                 if best is None:
                     raise
                 break
-            measured = self.measured(plan.removed)
+            with bar(f"timing the model pruned to goal {goal:.3f}", None, self.quiet):
+                measured = self.measured(plan.removed)
             tried.append({"goal": goal, "predicted": self.fraction(plan.removed),
                           "measured": measured})
             if best is None or abs(measured - target) < abs(best[0] - target):

@@ -22,8 +22,17 @@ def bar(description: str, total: int | None = None, quiet: bool = False
         yield None
         return
     from rich.console import Console
+    from rich.errors import LiveError
     from rich.progress import Progress
 
-    with Progress(console=Console(stderr=True), transient=True) as progress:
+    progress = Progress(console=Console(stderr=True), transient=True)
+    try:
+        progress.start()
+    except LiveError:  # another bar is showing: stay silent
+        yield None
+        return
+    try:
         task = progress.add_task(description, total=total)
         yield lambda steps=1: progress.advance(task, steps)
+    finally:
+        progress.stop()

@@ -79,3 +79,21 @@ def test_latency_stats_percentiles_and_throughput():
     stats = latency_stats([0.001 * k for k in range(1, 101)], batch=4)
     assert abs(stats.p50_ms - 50.5) < 1e-9 and abs(stats.p99_ms - 99.01) < 1e-9
     assert abs(stats.throughput - 4 / 0.0505) < 1e-6 and stats.runs == 100
+
+
+def test_prune_json_prints_the_report_and_nothing_else(tmp_path):
+    result = invoke("prune", DEMO, "-o", tmp_path / "s.onnx", "--ratio", "0.5", "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["macs_after"] < data["macs_before"] and "groups" in data
+    quiet = invoke("prune", DEMO, "-o", tmp_path / "t.onnx", "--ratio", "0.5", "-q")
+    assert quiet.exit_code == 0 and quiet.output == ""
+
+
+def test_progress_bar_is_silent_off_a_terminal_and_when_quiet():
+    from onnxprune.progress import bar
+
+    with bar("outer", 3) as advance:
+        assert advance is None  # pytest's stderr is not a terminal
+    with bar("quiet", 3, quiet=True) as advance:
+        assert advance is None
