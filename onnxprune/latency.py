@@ -143,8 +143,10 @@ class LatencyMeter:
     rounds = 5
     runs = 60
 
-    def __init__(self, table: LatencyTable, layers, price, rewrite, feeds, quiet=True):
+    def __init__(self, table: LatencyTable, layers, price, rewrite, feeds, quiet=True,
+                 dense: ModelProto | None = None):
         self.table, self.layers, self.price, self.rewrite = table, layers, price, rewrite
+        self.dense = dense
         self.feeds, self.quiet = feeds, quiet
         self.curves: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self.dense_layers = 0.0
@@ -181,13 +183,15 @@ class LatencyMeter:
     __call__ = fraction
 
     def measured(self, removed) -> float:
-        """Measured whole-model latency under `removed` over the dense model's (timed in
-        turns of a few runs; the median of the turns' ratios)."""
+        """Measured whole-model latency under `removed` over the given dense model's (the
+        user's file, whose form can be slower than the rewritten graph's), timed in
+        turns of a few runs; the median of the turns' ratios."""
         from .bench import paired_ratio
 
         key, block = self.table.key, 5
-        sessions = [timing_session(self.rewrite(r), key["provider"], key["threads"])
-                    for r in ({}, removed)]
+        dense = self.dense if self.dense is not None else self.rewrite({})
+        sessions = [timing_session(m, key["provider"], key["threads"])
+                    for m in (dense, self.rewrite(removed))]
         return paired_ratio(interleaved_times(sessions, self.feeds, self.runs, block), block)
 
     def settle(self, plan_at, target: float):
@@ -258,7 +262,7 @@ def latency_meter(dep, proto: ModelProto, shapes: dict, base: ShapeOf, price, re
            "input_shapes": {k: list(v) for k, v in sorted(shapes.items())}}
     opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 17)
     return LatencyMeter(LatencyTable.load(key), layers_under(dep, base, opset), price,
-                        rewrite, sample_feeds(proto, shapes, seed), quiet)
+                        rewrite, sample_feeds(proto, shapes, seed), quiet, dense=proto)
 
 
 def next_goal(tried: list[dict], target: float) -> float:
