@@ -11,7 +11,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 from onnx import ModelProto
 
-from . import calibrate, criteria
+from . import budget, calibrate, criteria, planfile
 from . import model as model_io
 from .cost import Cost, concrete, model_cost
 from .criteria.activation import sink_activations
@@ -74,6 +74,8 @@ class Report:
     input_shapes: dict[str, list[int]]
     groups: list[GroupReport] = field(default_factory=list)
     nodes: list[dict] = field(default_factory=list)
+    plan_document: dict | None = field(default=None, repr=False)
+    target: dict | None = None
 
     @property
     def macs_reduction(self) -> float:
@@ -81,6 +83,7 @@ class Report:
 
     def to_dict(self) -> dict:
         data = asdict(self)
+        data.pop("plan_document")
         data["macs_reduction"] = self.macs_reduction
         for group in data["groups"]:
             for key in ("blocked", "skipped"):
@@ -106,7 +109,10 @@ def prune(model: ModelLike, ratio: float | None = None, *, target_macs: float | 
           calib=None, calib_samples: int | None = None, batch_size: int = 8,
           reconstruct: str | None = None, ridge: float = 0.1, images=None,
           sensitivity_samples: int = DEFAULT_SAMPLES,
-          progress: Callable[[int], None] | None = None) -> tuple[ModelProto, Report]:
+          progress: Callable[[int], None] | None = None,
+          plan: str | os.PathLike | dict | None = None, target_latency: float | None = None,
+          target_energy: float | None = None, provider: str = "CPUExecutionProvider",
+          threads: int = 0, show_progress: bool = False) -> tuple[ModelProto, Report]:
     """Remove channels and return the verified pruned model and a report.
 
     `calib`: calibration data for the data-aware criteria (activation, apoz, variance,
@@ -119,14 +125,19 @@ def prune(model: ModelLike, ratio: float | None = None, *, target_macs: float | 
     calibration samples), under the MACs budget of `target_macs`, or of the uniform
     plan at `ratio`.
     Defaults: `l1` and no reconstruction without data; `wanda` and `bias` with it (lsq is
-    better on MiniLM but can diverge on a detector head; tools/bench_calibration*.py)."""
+    better on MiniLM but can diverge on a detector head; tools/bench_calibration*.py).
+    `plan`: a plan file (or `report.plan_document`) to replay instead of planning;
+    refused when it was made for another network."""
     criterion = criterion or ("wanda" if calib is not None else "l1")
     reconstruct = reconstruct or ("bias" if calib is not None else "none")
     options = PlanOptions(ratio, target_macs, head_ratio, hidden_ratio, criterion,
-                          global_ranking, max_ratio, round_to, min_channels, tuple(ignore), seed)
+                          global_ranking, max_ratio, round_to, min_channels, tuple(ignore), seed,
+                          target_latency, target_energy, provider, threads)
+    document, options = _replayed(plan, options)
+    criterion = options.criterion
     options.validate()
     score = criteria.get(criterion)
-    if criterion in criteria.DATA_AWARE and calib is None:
+    if criterion in criteria.DATA_AWARE and calib is None and document is None:
         raise InputError(f"criterion {criterion!r} needs calibration data (--calib DATA)")
     if reconstruct not in RECONSTRUCTIONS:
         raise InputError(f"unknown reconstruction {reconstruct!r}; choose one of "
@@ -143,7 +154,9 @@ def prune(model: ModelLike, ratio: float | None = None, *, target_macs: float | 
     costs = _pricer(dep, proto, shapes)
     measure = _measurer(dep, proto, stream, progress)
     sense = _sensor(dep, proto, stream, sensitivity_samples) if stream else None
-    plan = _plan(dep, options, score, costs, measure, sense)
+    meter = None if document else _meter(dep, options, proto, shapes, costs, not show_progress)
+    plan = planfile.replay(document, dep, proto) if document else \
+        _plan(dep, options, score, costs, measure, meter, sense)
     pruned_groups = [dep.groups[g] for g in plan.removed]
     if reconstruct == "bias":
         compensate_bias(dep, plan.removed, measure(pruned_groups))
@@ -157,7 +170,26 @@ def prune(model: ModelLike, ratio: float | None = None, *, target_macs: float | 
                     head_ratio,
                     hidden_ratio, _round_to(options), {k: list(v) for k, v in shapes.items()},
                     _group_reports(dep, plan), _node_reports(dep.view.graph, before, after))
+    report.target = meter.outcome if meter is not None else None
+    report.plan_document = planfile.prune_document(
+        dep, proto, plan, dict(asdict(options), reconstruct=reconstruct))
     return pruned, report
+
+
+def _replayed(plan, options: PlanOptions) -> tuple[dict | None, PlanOptions]:
+    """The plan document to replay and the options it was made with (or none, and
+    the options as given)."""
+    if plan is None:
+        return None, options
+    given = [flag for flag, value in (("ratio", options.ratio), ("target_macs",
+             options.target_macs), ("head_ratio", options.head_ratio),
+             ("target_latency", options.target_latency),
+             ("target_energy", options.target_energy),
+             ("hidden_ratio", options.hidden_ratio)) if value is not None]
+    if given:
+        raise InputError(f"a replayed plan fixes every decision; do not give {given[0]}")
+    document = planfile.read(plan, "prune")
+    return document, planfile.plan_options(document, PlanOptions)
 
 
 def _round_to(options: PlanOptions) -> int:
@@ -207,7 +239,8 @@ def _measurer(dep: DepGraph, proto: ModelProto, stream, progress=None):
     return measure
 
 
-def _plan(dep: DepGraph, options: PlanOptions, score, price, measure, sense=None) -> Plan:
+def _plan(dep: DepGraph, options: PlanOptions, score, price, measure, meter=None,
+          sense=None) -> Plan:
     groups, skipped = eligible(dep, options)
     rng = np.random.default_rng(options.seed)
     stats = measure(groups) if options.criterion in criteria.DATA_AWARE else None
@@ -224,16 +257,40 @@ def _plan(dep: DepGraph, options: PlanOptions, score, price, measure, sense=None
     if options.criterion == "sensitivity":
         return Plan(fixed | _by_sensitivity(channels, scores, options, price, sense, fixed),
                     skipped)
-    if options.target_macs is None:
+    if options.target() is None:
         cut = chooser(channels, scores, options.ratio or 0.0, options, round_to)
         return Plan(fixed | cut, skipped)
-    budget = options.target_macs * price(None).macs
+    meter = meter or budget.macs_meter(price)
 
-    def fits(ratio: float) -> bool:
-        return price(fixed | chooser(channels, scores, ratio, options, round_to)).macs <= budget
+    def removed_at(ratio: float) -> dict[int, np.ndarray]:
+        return fixed | chooser(channels, scores, ratio, options, round_to)
 
-    ratio = search_ratio(fits, options.max_ratio)
-    return Plan(fixed | chooser(channels, scores, ratio, options, round_to), skipped)
+    def plan_at(goal: float) -> Plan:
+        ratio = search_ratio(lambda r: meter(removed_at(r)) <= goal, options.max_ratio,
+                             meter.name)
+        return Plan(removed_at(ratio), skipped)
+
+    meter.prepare(removed_at)
+    return meter.settle(plan_at, options.target()[1])
+
+
+def _meter(dep: DepGraph, options: PlanOptions, proto: ModelProto, shapes, price,
+           quiet: bool):
+    """The budget to plan against for --target-latency or --target-energy (None for
+    MACs or a ratio)."""
+    target = options.target()
+    if target is None or target[0] == "macs":
+        return None
+    if target[0] == "energy":
+        return budget.energy_meter(price)
+    from .latency import latency_meter
+
+    base = concrete(concrete_shape_table(model_io.structure_proto(dep.view.graph, proto),
+                                         shapes, lambda: model_io.export(dep.view.graph, proto)))
+    return latency_meter(dep, proto, shapes, base, price,
+                         lambda removed: _rewrite(dep, Plan(removed), proto),
+                         planfile.fingerprint(dep, proto), options.provider, options.threads,
+                         options.seed, quiet)
 
 
 def _by_sensitivity(channels: list[Group], scores, options: PlanOptions, price, sense,
@@ -241,6 +298,8 @@ def _by_sensitivity(channels: list[Group], scores, options: PlanOptions, price, 
     """Per-group ratios from measured sensitivity, under the MACs budget of the target or
     of the uniform plan at the ratio."""
     round_to = _round_to(options)
+    if options.target() is not None and options.target()[0] != "macs":
+        raise InputError("--criterion sensitivity plans against --ratio or --target-macs")
     if options.target_macs is not None:
         budget = options.target_macs * price(None).macs
     else:

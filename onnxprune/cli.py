@@ -166,6 +166,14 @@ def _group_dict(group) -> dict:
 @click.option("--hidden-ratio", type=float, help="Fraction of the hidden size (residual "
               "stream through normalizations) removed; approximate, off by default.")
 @click.option("--target-macs", type=float, help="Keep at most this fraction of the MACs.")
+@click.option("--target-latency", type=float, help="Keep about this fraction of the measured "
+              "onnxruntime latency (latency tables, corrected by whole-model measurements).")
+@click.option("--target-energy", type=float, help="Keep at most this fraction of the energy "
+              "of the analytical model (MACs and bytes moved; see README).")
+@click.option("--provider", default="CPUExecutionProvider", show_default=True,
+              help="onnxruntime execution provider for --target-latency.")
+@click.option("--threads", type=int, default=0, show_default=True,
+              help="Intra-op threads for --target-latency (0: onnxruntime's default).")
 @click.option("--criterion", help="l1, l2, bn_scale, random, zero; with --calib: activation, "
               "apoz, variance, wanda [default: l1, or wanda with --calib].")
 @click.option("--global", "global_ranking", is_flag=True,
@@ -201,16 +209,28 @@ def _group_dict(group) -> dict:
                    "variance.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--report", "report_path", help="Write a JSON report here.")
+@click.option("--save-plan", help="Write the decisions (groups, removed units, options, "
+              "model fingerprint) to this JSON plan file.")
+@click.option("--plan", "plan_path", help="Replay a saved plan instead of planning.")
+@click.option("--report-html", help="Write a readable report (one self-contained HTML page): "
+              "MACs, parameters and measured latency before and after, a chart of kept and "
+              "removed channels per group, fidelity with --calib, groups left alone.")
+@click.option("--report-md", help="The same report in Markdown.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout "
+              "(no progress bars).")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
 @handle_errors
-def prune(model, output, ratio, head_ratio, hidden_ratio, target_macs, criterion,
+def prune(model, output, ratio, head_ratio, hidden_ratio, target_macs, target_latency,
+          target_energy, provider, threads, criterion,
           global_ranking, max_ratio, round_to, min_channels, ignore, input_shape, calib,
           image_size, image_mean, image_std, image_layout, bgr, calib_samples, batch_size,
-          reconstruct, ridge, seed, report_path, quiet) -> None:
+          reconstruct, ridge, seed, report_path, save_plan, plan_path, report_html, report_md,
+          as_json, quiet) -> None:
     """Remove channels from MODEL and write a verified, smaller model to OUTPUT."""
-    _check_writable(Path(output))
-    if report_path:
-        _check_writable(Path(report_path))
+    quiet = quiet or as_json
+    for path in (output, report_path, save_plan, report_html, report_md):
+        if path:
+            _check_writable(Path(path))
     with calibration_progress(quiet or calib is None) as advance:
         pruned, report = api.prune(
             model, ratio, target_macs=target_macs, head_ratio=head_ratio,
@@ -219,11 +239,24 @@ def prune(model, output, ratio, head_ratio, hidden_ratio, target_macs, criterion
             input_shapes=parse_input_shapes(input_shape), seed=seed, calib=calib,
             calib_samples=calib_samples, batch_size=batch_size, reconstruct=reconstruct,
             ridge=ridge, images=image_options(image_size, image_mean, image_std, image_layout,
-                                              bgr), progress=advance)
+                                              bgr), progress=advance, plan=plan_path,
+            target_latency=target_latency, target_energy=target_energy, provider=provider,
+            threads=threads, show_progress=not quiet)
+    readable = _readable_report(model, pruned, report, report_html or report_md, calib,
+                                calib_samples, batch_size, image_options(
+                                    image_size, image_mean, image_std, image_layout, bgr),
+                                quiet)
     model_io.save(pruned, output)
+    extra = {k: readable[k] for k in ("latency", "fidelity")} if readable else {}
     if report_path:
-        write_json_atomic(report.to_dict(), report_path)
-    if not quiet:
+        write_json_atomic(dict(report.to_dict(), **extra), report_path)
+    _write_readable(readable, report_html, report_md)
+    if save_plan:
+        write_json_atomic(report.plan_document, save_plan)
+    if as_json:
+        click.echo(json.dumps(dict(report.to_dict(), **extra), indent=2,
+                              default=_json_default))
+    elif not quiet:
         from .display import prune_summary
 
         prune_summary(report, output)
@@ -249,3 +282,71 @@ def verify(original, pruned, calib, calib_samples, batch_size, as_json) -> None:
     from .display import comparison_table
 
     comparison_table(result)
+
+
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=True))
+@click.argument("pruned", required=False, type=click.Path(dir_okay=True))
+@click.option("--batch-size", "batch_sizes", type=int, multiple=True,
+              help="Batch size to time (repeatable) [default: 1].")
+@click.option("--provider", "providers", multiple=True,
+              help="onnxruntime execution provider (repeatable) [default: "
+                   "CPUExecutionProvider].")
+@click.option("--runs", type=int, default=50, show_default=True,
+              help="Timed runs per model, provider and batch size.")
+@click.option("--threads", type=int, default=0, show_default=True,
+              help="Intra-op threads (0: onnxruntime's default).")
+@click.option("--input-shape", multiple=True, help="NAME:1x3x224x224 for inputs with "
+              "symbolic sizes other than the batch (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@handle_errors
+def bench(model, pruned, batch_sizes, providers, runs, threads, input_shape, as_json,
+          quiet) -> None:
+    """Time MODEL (and PRUNED, in turns with it): latency p50/p90/p99, throughput,
+    speedup."""
+    from .bench import CPU, benchmark
+    from .progress import bar
+
+    dense = model_io.load(model, structure_only=True)
+    other = model_io.load(pruned, structure_only=True) if pruned else None
+    batch_sizes, providers = batch_sizes or (1,), providers or (CPU,)
+    steps = runs * len(batch_sizes) * len(providers) * (2 if other else 1)
+    with bar("timing (runs)", steps, quiet or as_json) as advance:
+        rows = benchmark(dense, other, batch_sizes=batch_sizes, providers=providers,
+                         runs=runs, threads=threads,
+                         input_shapes=parse_input_shapes(input_shape), progress=advance)
+    if as_json:
+        click.echo(json.dumps([row.to_dict() for row in rows], indent=2))
+        return
+    from .display import bench_table
+
+    bench_table(rows)
+
+
+def _readable_report(model, pruned, report, wanted, calib, calib_samples, batch_size, images,
+                     quiet: bool) -> dict | None:
+    """Measure what the HTML/Markdown report shows beyond the prune report."""
+    if not wanted:
+        return None
+    from .progress import bar
+    from .reporting import measured_fidelity, measured_latency, report_document
+
+    original = model_io.load(model)
+    with bar("timing dense and pruned (runs)", 60, quiet) as advance:
+        latency = measured_latency(original, pruned, report, progress=advance)
+    fidelity = None
+    if calib is not None:
+        with bar("fidelity on calibration data", None, quiet):
+            fidelity = measured_fidelity(original, pruned, calib, calib_samples, batch_size,
+                                         images)
+    return report_document(report, latency, fidelity, title=f"onnxprune: {Path(model).name}")
+
+
+def _write_readable(document: dict | None, html_path: str | None, md_path: str | None) -> None:
+    from .report_html import render_html, render_markdown, write_text_atomic
+
+    if document and html_path:
+        write_text_atomic(render_html(document), html_path)
+    if document and md_path:
+        write_text_atomic(render_markdown(document), md_path)

@@ -47,15 +47,15 @@ class Comparison:
 
 
 def compare(original, pruned, calib=None, samples: int | None = None, batch_size: int = 8,
-            runs: int = 20) -> Comparison:
+            runs: int = 20, images=None) -> Comparison:
     """Compare two models on the same inputs (calibration data or seeded samples)."""
     first, second = model_io.load(original), model_io.load(pruned)
     names = [spec.name for spec in input_specs(first)]
     if names != [spec.name for spec in input_specs(second)]:
         raise InputError("the two models have different inputs: "
                          f"{names} and {[s.name for s in input_specs(second)]}")
-    stream = calibrate.batches(calib, first, samples, batch_size) if calib is not None else \
-        (lambda: iter([sample_feeds(first, sample_shapes(first))]))
+    stream = calibrate.batches(calib, first, samples, batch_size, images) \
+        if calib is not None else (lambda: iter([sample_feeds(first, sample_shapes(first))]))
     sessions = [session(first), session(second)]
     outputs = [o.name for o in sessions[0].get_outputs()]
     result = Comparison(outputs=_fidelity(sessions, outputs, stream))

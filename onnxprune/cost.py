@@ -24,6 +24,7 @@ class Cost:
     macs: int
     params: int
     per_node: dict[str, tuple[int, int]]
+    activations: int = 0  # elements every node reads and writes that are not constants
 
 
 def _prod(shape) -> int:
@@ -98,7 +99,10 @@ def model_cost(graph: gs.Graph, shape_of: ShapeOf) -> Cost:
     per_node = {node.name: (node_macs(node, shape_of), node_params(node, shape_of))
                 for node in graph.nodes}
     params = sum(_float_size(t, shape_of) for t in graph.tensors().values())
-    return Cost(sum(m for m, _ in per_node.values()), params, per_node)
+    moved = sum(_prod(shape_of(t.name)) for node in graph.nodes
+                for t in list(node.inputs) + list(node.outputs)
+                if isinstance(t, gs.Variable) and t.name)
+    return Cost(sum(m for m, _ in per_node.values()), params, per_node, moved)
 
 
 def concrete(shapes: dict[str, tuple | None]) -> ShapeOf:

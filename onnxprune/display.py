@@ -60,3 +60,22 @@ def comparison_table(result, console: Console | None = None) -> None:
     console.print(f"MACs {_count(result.macs_original)} → {_count(result.macs_pruned)}, "
                   f"params {_count(result.params_original)} → {_count(result.params_pruned)}, "
                   f"latency × {result.latency_ratio:.2f}")
+
+
+def bench_table(rows, console: Console | None = None) -> None:
+    """Latency percentiles and throughput per provider and batch size."""
+    console = console or Console()
+    pruned = any(row.pruned for row in rows)
+    table = Table(title="onnxruntime latency (ms) and throughput (samples/s)")
+    columns = ["provider", "batch", "model", "p50", "p90", "p99", "throughput"]
+    for column in columns + (["speedup"] if pruned else []):
+        table.add_column(column)
+    for row in rows:
+        for label, stats in (("dense", row.dense), ("pruned", row.pruned)):
+            if stats is None:
+                continue
+            speed = [f"{row.speedup:.2f}×" if label == "pruned" else ""] if pruned else []
+            table.add_row(row.provider.removesuffix("ExecutionProvider"), str(row.batch_size),
+                          label, f"{stats.p50_ms:.3f}", f"{stats.p90_ms:.3f}",
+                          f"{stats.p99_ms:.3f}", f"{stats.throughput:.1f}", *speed)
+    console.print(table)

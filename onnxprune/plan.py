@@ -41,13 +41,32 @@ class PlanOptions:
     min_channels: int = 1
     ignore: tuple[str, ...] = ()
     seed: int = 0
+    target_latency: float | None = None
+    target_energy: float | None = None
+    provider: str = "CPUExecutionProvider"
+    threads: int = 0
+
+    def target(self) -> tuple[str, float] | None:
+        """The budget asked for, as (what, fraction of the dense model), if any."""
+        for what, value in (("macs", self.target_macs), ("latency", self.target_latency),
+                            ("energy", self.target_energy)):
+            if value is not None:
+                return what, value
+        return None
 
     def validate(self) -> None:
-        if self.ratio is not None and self.target_macs is not None:
-            raise InputError("give only one of --ratio and --target-macs")
-        if all(v is None for v in (self.ratio, self.target_macs, self.head_ratio,
-                                   self.hidden_ratio)):
-            raise InputError("give --ratio, --target-macs, --head-ratio or --hidden-ratio")
+        given = [v for v in (self.ratio, self.target_macs, self.target_latency,
+                             self.target_energy) if v is not None]
+        if len(given) > 1:
+            raise InputError("give only one of --ratio, --target-macs, --target-latency and "
+                             "--target-energy")
+        if not given and self.head_ratio is None and self.hidden_ratio is None:
+            raise InputError("give --ratio, --target-macs, --target-latency, --target-energy, "
+                             "--head-ratio or --hidden-ratio")
+        for flag, value in (("--target-latency", self.target_latency),
+                            ("--target-energy", self.target_energy)):
+            if value is not None and not 0.0 < value <= 1.0:
+                raise InputError(f"{flag} must be in (0, 1], got {value}")
         for flag, value in (("--ratio", self.ratio), ("--head-ratio", self.head_ratio),
                             ("--hidden-ratio", self.hidden_ratio)):
             if value is not None and not 0.0 <= value < 1.0:
@@ -98,7 +117,7 @@ def _skip_reason(group: Group, options: PlanOptions) -> str | None:
     if group.kind == "hidden" and options.hidden_ratio is None:
         return "hidden group (approximate: " + group.approximate[0] + "): cut only by " \
                "--hidden-ratio"
-    if group.kind in CHANNEL_KINDS and options.ratio is None and options.target_macs is None:
+    if group.kind in CHANNEL_KINDS and options.ratio is None and options.target() is None:
         return f"{group.kind} group: no --ratio or --target-macs"
     for pattern in options.ignore:
         if any(_matches(pattern, name, op) for name, op in group.producers):
@@ -189,11 +208,11 @@ def plan_zero(groups: list[Group], scores: dict[int, np.ndarray], options: PlanO
     return removed
 
 
-def search_ratio(fits: Callable[[float], bool], high: float) -> float:
+def search_ratio(fits: Callable[[float], bool], high: float, what: str = "MACs") -> float:
     """Smallest ratio in [0, high] for which `fits` holds (bisection)."""
     if not fits(high):
-        raise InputError("the MACs target cannot be reached: even pruning every group to its "
-                         f"cap (ratio {high:.2f}) keeps more")
+        raise InputError(f"the {what} target cannot be reached: even pruning every group to "
+                         f"its cap (ratio {high:.2f}) keeps more")
     low = 0.0
     for _ in range(30):
         mid = (low + high) / 2

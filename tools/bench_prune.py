@@ -13,17 +13,16 @@ structure-only torchvision files in models/zoo, filled with seeded random weight
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 
 from onnxprune import model as model_io
 from onnxprune import prune
+from onnxprune.bench import interleaved_medians
 from onnxprune.depgraph import build, view_of
 from onnxprune.structure import fill
 
@@ -32,32 +31,6 @@ ZOO = Path(__file__).resolve().parent.parent / "models" / "zoo"
 
 def load_zoo(name: str) -> onnx.ModelProto:
     return fill(onnx.load(str(ZOO / f"{name}.onnx")))
-
-
-def session(model: onnx.ModelProto, threads: int) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    return ort.InferenceSession(model.SerializeToString(), options,
-                                providers=["CPUExecutionProvider"])
-
-
-def interleaved_latency(models: list[onnx.ModelProto], feed: dict, runs: int, threads: int,
-                        block: int = 10) -> list[float]:
-    """Median seconds per run for each model. Models take turns in blocks of `block`
-    runs, with a pause between turns so the idle sessions' worker threads stop
-    spinning (onnxruntime's default) before the next one is timed."""
-    sessions = [session(m, threads) for m in models]
-    times: list[list[float]] = [[] for _ in sessions]
-    for turn in range(max(1, runs // block) + 1):
-        for k, sess in enumerate(sessions):
-            time.sleep(0.05)
-            for _ in range(block):
-                start = time.perf_counter()
-                sess.run(None, feed)
-                if turn:  # the first turn warms up
-                    times[k].append(time.perf_counter() - start)
-    return [statistics.median(t) for t in times]
 
 
 def speed_rows(names: list[str], ratio: float, round_tos: list[int | None], runs: int,
@@ -72,7 +45,7 @@ def speed_rows(names: list[str], ratio: float, round_tos: list[int | None], runs
                 np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)}
         for r in round_tos:
             pruned, report = prune(dense, ratio, round_to=r)
-            dense_s, pruned_s = interleaved_latency([dense, pruned], feed, runs, threads)
+            dense_s, pruned_s = interleaved_medians([dense, pruned], feed, runs, threads=threads)
             speedup = dense_s / pruned_s
             label = f"{report.round_to}" + (" (default)" if r is None else "")
             print(f"{name:16s} {label:>12s} {report.macs_reduction:9.2f} {speedup:8.2f} "

@@ -1,0 +1,175 @@
+"""Latency measurement with onnxruntime: sessions on a chosen execution provider,
+models timed in turns (blocks of runs, so every model sees the same machine state),
+percentiles and throughput, and the `onnxprune bench` comparison."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import onnxruntime as ort
+from onnx import ModelProto
+
+from .errors import InputError, ModelError, first_line
+from .shapes import input_specs, sample_shapes
+from .verify import sample_feeds, serialized
+
+CPU = "CPUExecutionProvider"
+Progress = Callable[[int], None] | None
+
+
+def check_provider(provider: str) -> None:
+    """Refuse an execution provider this onnxruntime build does not have."""
+    available = ort.get_available_providers()
+    if provider not in available:
+        raise InputError(f"execution provider {provider!r} is not available; this "
+                         f"onnxruntime has {', '.join(available)}")
+
+
+def timing_session(model: ModelProto, provider: str = CPU, threads: int = 0
+                   ) -> ort.InferenceSession:
+    """A session as a deployment would build it: full graph optimization, one
+    inter-op thread, `threads` intra-op threads (0: onnxruntime's default)."""
+    check_provider(provider)
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.inter_op_num_threads = 1
+    if threads:
+        options.intra_op_num_threads = threads
+    try:
+        with serialized(model) as data:
+            return ort.InferenceSession(data, options, providers=[provider])
+    except Exception as exc:
+        raise ModelError(f"onnxruntime cannot load the model: {first_line(exc)}") from None
+
+
+def interleaved_times(sessions: list[ort.InferenceSession], feeds: dict[str, np.ndarray],
+                      runs: int, block: int = 10, pause: float = 0.05,
+                      progress: Progress = None) -> list[list[float]]:
+    """Seconds of each run of each session. Sessions take turns in blocks of `block`
+    runs after one warm-up turn; a short pause between turns lets the idle sessions'
+    spinning worker threads stop before the next one is timed."""
+    block = max(1, min(block, runs))
+    times: list[list[float]] = [[] for _ in sessions]
+    for turn in range(-(-runs // block) + 1):
+        for k, sess in enumerate(sessions):
+            time.sleep(pause)
+            for _ in range(block):
+                start = time.perf_counter()
+                sess.run(None, feeds)
+                if turn:
+                    times[k].append(time.perf_counter() - start)
+            if progress and turn:
+                progress(block)
+    return [t[:runs] for t in times]
+
+
+def interleaved_medians(models: list[ModelProto], feeds: dict[str, np.ndarray], runs: int,
+                        provider: str = CPU, threads: int = 0, block: int = 10) -> list[float]:
+    """Median seconds per run of each model, timed in turns."""
+    sessions = [timing_session(m, provider, threads) for m in models]
+    return [statistics.median(t) for t in interleaved_times(sessions, feeds, runs, block)]
+
+
+@dataclass
+class LatencyStats:
+    """Latency percentiles (milliseconds) and throughput (samples per second)."""
+
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    mean_ms: float
+    throughput: float
+    runs: int
+
+
+def latency_stats(seconds: list[float], batch: int) -> LatencyStats:
+    """Percentiles of per-run times; throughput from the median."""
+    ms = np.asarray(seconds) * 1e3
+    p50, p90, p99 = (float(np.percentile(ms, q)) for q in (50, 90, 99))
+    return LatencyStats(p50, p90, p99, float(ms.mean()), batch * 1e3 / p50, len(seconds))
+
+
+def batch_shapes(model: ModelProto, batch: int,
+                 overrides: dict[str, tuple[int, ...]] | None = None
+                 ) -> dict[str, tuple[int, ...]]:
+    """Input shapes with the leading axis set to `batch` (refused where it is fixed to
+    another size)."""
+    if batch < 1:
+        raise InputError(f"--batch-size must be at least 1, got {batch}")
+    shapes = sample_shapes(model, overrides)
+    for spec in input_specs(model):
+        dims = spec.type.tensor_type.shape.dim
+        if not dims:
+            continue
+        fixed = max(dims[0].dim_value, 0) if dims[0].HasField("dim_value") else 0
+        if fixed and fixed != batch:
+            raise InputError(f"input {spec.name!r} has a fixed batch size of {fixed}; "
+                             f"cannot run batch {batch}")
+        shapes[spec.name] = (batch,) + tuple(shapes[spec.name][1:])
+    return shapes
+
+
+@dataclass
+class BenchRow:
+    """One provider and batch size: the dense model, and the pruned one when given."""
+
+    provider: str
+    batch_size: int
+    dense: LatencyStats
+    pruned: LatencyStats | None = None
+
+    @property
+    def speedup(self) -> float | None:
+        """Dense median latency over pruned median latency."""
+        return self.dense.p50_ms / self.pruned.p50_ms if self.pruned else None
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["speedup"] = self.speedup
+        return data
+
+
+def benchmark(dense: ModelProto, pruned: ModelProto | None = None, *,
+              batch_sizes: tuple[int, ...] = (1,), providers: tuple[str, ...] = (CPU,),
+              runs: int = 50, threads: int = 0, block: int = 10,
+              input_shapes: dict[str, tuple[int, ...]] | None = None, seed: int = 0,
+              progress: Progress = None) -> list[BenchRow]:
+    """Latency percentiles and throughput per provider and batch size; dense and
+    pruned are timed in turns within each row, on the same seeded inputs."""
+    if runs < 1:
+        raise InputError(f"--runs must be at least 1, got {runs}")
+    for provider in providers:
+        check_provider(provider)
+    models = [dense] + ([pruned] if pruned is not None else [])
+    rows = []
+    for provider in providers:
+        sessions = [timing_session(m, provider, threads) for m in models]
+        for batch in batch_sizes:
+            feeds = sample_feeds(dense, batch_shapes(dense, batch, input_shapes), seed)
+            times = _timed(sessions, feeds, runs, block, progress)
+            stats = [latency_stats(t, batch) for t in times]
+            rows.append(BenchRow(provider, batch, stats[0], stats[1] if pruned else None))
+    return rows
+
+
+def _timed(sessions, feeds, runs: int, block: int, progress: Progress) -> list[list[float]]:
+    try:
+        return interleaved_times(sessions, feeds, runs, block, progress=progress)
+    except InputError:
+        raise
+    except Exception as exc:
+        shapes = ", ".join(f"{k}:{'x'.join(map(str, v.shape))}" for k, v in feeds.items())
+        raise InputError(f"onnxruntime could not run the models on {shapes}: "
+                         f"{first_line(exc)}") from None
+
+
+def paired_ratio(times: list[list[float]], block: int) -> float:
+    """Second model's latency over the first's: the median over turns of the ratio of
+    the two blocks' medians taken back to back, robust to load that comes and goes."""
+    ratios = [statistics.median(times[1][i:i + block]) / statistics.median(times[0][i:i + block])
+              for i in range(0, min(len(times[0]), len(times[1])), block)]
+    return statistics.median(ratios)

@@ -1,0 +1,130 @@
+"""Readable reports: the page a reader sees in a browser carries the figures of the
+JSON report; the chart shows each group's kept and removed units."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from browser import rendered_dom, screenshot, visible_text
+from click.testing import CliRunner
+from model_files import real_path
+
+from onnxprune import prune
+from onnxprune.cli import main
+from onnxprune.report_html import KEPT, REMOVED, render_html, render_markdown
+from onnxprune.reporting import report_document
+
+DEMO = Path(__file__).resolve().parent.parent / "models" / "ppocr_mobile_cls.onnx"
+
+
+def text_images(count: int, size: int, seed: int = 0) -> np.ndarray:
+    """Dark strokes of varied length on light backgrounds, normalized as PP-OCR does."""
+    rng = np.random.default_rng(seed)
+    images = np.full((count, 3, size, size), 0.9, np.float32)
+    for image in images:
+        for _ in range(40):
+            y, x = rng.integers(0, size - 8, 2)
+            image[:, y:y + rng.integers(2, 8), x:x + rng.integers(4, size // 3)] = 0.1
+    return (images - 0.5) / 0.5
+
+
+def row_numbers(text: str, label: str) -> list[str]:
+    """The figures on the summary line that starts with `label`."""
+    line = next(line for line in text.splitlines() if line.strip().startswith(label))
+    return re.findall(r"[\d,]+\.\d+|[\d,]+", line[len(line) - len(line.lstrip()) + len(label):])
+
+
+def test_html_report_of_ppocr_detector_shows_the_json_figures(tmp_path):
+    model = real_path("ppocr_det_v4")
+    np.savez(tmp_path / "calib.npz", x=text_images(4, 320))
+    page, data = tmp_path / "report.html", tmp_path / "report.json"
+    result = CliRunner().invoke(main, [
+        "prune", str(model), "-o", str(tmp_path / "small.onnx"), "--ratio", "0.3",
+        "--input-shape", "x:1x3x320x320", "--calib", str(tmp_path / "calib.npz"),
+        "--report", str(data), "--report-html", str(page), "-q"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(data.read_text())
+    text = visible_text(rendered_dom(page))
+    assert row_numbers(text, "MACs")[:2] == [f"{report['macs_before']:,}",
+                                             f"{report['macs_after']:,}"]
+    assert row_numbers(text, "parameters")[:2] == [f"{report['params_before']:,}",
+                                                   f"{report['params_after']:,}"]
+    latency = report["latency"]
+    assert row_numbers(text, "latency")[-3:] == [
+        f"{latency['before_ms']:.3f}", f"{latency['after_ms']:.3f}", f"{latency['speedup']:.2f}"]
+    fidelity = report["fidelity"]["outputs"][0]
+    assert f"{fidelity['name']} {fidelity['cosine']:.5f}" in " ".join(text.split())
+    considered = [g for g in report["groups"] if "blocked" not in g and "skipped" not in g]
+    shown = re.findall(r"(\d+)/(\d+)", text.split("Channels per group")[1].split("Fidelity")[0])
+    assert [(int(k), int(s)) for k, s in shown] == [(g["kept"], g["size"]) for g in considered]
+    blocked = next(g for g in report["groups"] if "blocked" in g)
+    assert blocked["blocked"] in " ".join(text.split())
+    _check_bar_colours(page, tmp_path / "shot.png", considered)
+
+
+def _check_bar_colours(page: Path, shot: Path, groups: list[dict]) -> None:
+    """Removed (red) over all bar pixels matches the mean removed fraction."""
+    from PIL import Image
+
+    pixels = np.asarray(Image.open(screenshot(page, shot, height=900 + 20 * len(groups)))
+                        .convert("RGB")).reshape(-1, 3)
+    counts = [int((pixels == np.frombuffer(bytes.fromhex(c[1:]), np.uint8)).all(1).sum())
+              for c in (KEPT, REMOVED)]
+    assert min(counts) > 0, "the chart is not drawn"
+    removed = float(np.mean([1 - g["kept"] / g["size"] for g in groups]))
+    assert abs(counts[1] / sum(counts) - removed) < 0.02
+
+
+def _document(**extra):
+    _, report = prune(str(DEMO), 0.5, input_shapes={"x": (1, 3, 48, 192)})
+    return report_document(report, title="a <b> report", **extra)
+
+
+def test_chart_has_one_bar_per_considered_group_and_escapes_names():
+    document = _document()
+    html = render_html(document)
+    considered = [g for g in document["report"]["groups"]
+                  if "blocked" not in g and "skipped" not in g]
+    assert html.count('class="group"') == len(considered)
+    assert "a &lt;b&gt; report" in html and "a <b> report" not in html
+    assert "http" not in html.replace('xmlns="http://www.w3.org/2000/svg"', "")
+    widths = [float(w) for w in re.findall(r'class="kept" x="\d+" y="\d+" width="([\d.]+)"',
+                                           html)]
+    expected = [g["kept"] / g["size"] * 420 for g in considered]
+    assert np.allclose(widths, expected, atol=0.06)
+    assert "Fidelity" not in html and "Sensitivity" not in html and "latency" not in html
+
+
+def test_markdown_report_tables_and_bars():
+    document = _document(latency={"provider": "CPUExecutionProvider", "batch_size": 1,
+                                  "runs": 3, "before_ms": 2.0, "after_ms": 1.0,
+                                  "speedup": 2.0})
+    text = render_markdown(document)
+    report = document["report"]
+    assert f"| MACs | {report['macs_before']:,} | {report['macs_after']:,} |" in text
+    assert "| latency (ms, p50, CPU, batch 1) | 2.000 | 1.000 | 2.00× faster |" in text
+    half = next(g for g in report["groups"] if g["kept"] * 2 == g["size"])
+    assert f"{half['kept']}/{half['size']} | " + "█" * 10 + "░" * 10 in text
+
+
+def test_sensitivity_slot_renders_table_and_inline_plot(tmp_path):
+    from PIL import Image
+
+    plot = tmp_path / "s.png"
+    Image.new("RGB", (4, 4), "white").save(plot)
+    rows = [{"group": 3, "ratio": 0.5, "error": 0.0125}]
+    html = render_html(_document(sensitivity={"rows": rows, "plot_png": str(plot)}))
+    assert "<h2>Sensitivity</h2>" in html and "<td>0.0125</td>" in html
+    assert 'src="data:image/png;base64,' in html and str(plot) not in html
+
+
+@pytest.mark.parametrize("flag", ["--report-html", "--report-md"])
+def test_unwritable_report_path_is_refused_before_work(tmp_path, flag):
+    result = CliRunner().invoke(main, ["prune", str(DEMO), "-o", str(tmp_path / "o.onnx"),
+                                       "--ratio", "0.5", flag, "/no/such/dir/r.html"])
+    assert result.exit_code == 2 and "does not exist" in result.stderr
+    assert not (tmp_path / "o.onnx").exists()
