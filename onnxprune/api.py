@@ -15,7 +15,13 @@ from . import budget, calibrate, criteria, planfile
 from . import model as model_io
 from .cost import Cost, concrete, model_cost
 from .criteria.activation import sink_activations
-from .criteria.sensitivity import DEFAULT_SAMPLES, first_samples, measure_curves
+from .criteria.sensitivity import (
+    DEFAULT_RATIOS,
+    DEFAULT_SAMPLES,
+    Curve,
+    first_samples,
+    measure_curves,
+)
 from .depgraph import DepGraph, Group, analyze, build, view_of
 from .errors import InputError, ModelError, VerificationError, first_line
 from .plan import (
@@ -76,6 +82,7 @@ class Report:
     nodes: list[dict] = field(default_factory=list)
     plan_document: dict | None = field(default=None, repr=False)
     target: dict | None = None
+    sensitivity: list[dict] | None = None
 
     @property
     def macs_reduction(self) -> float:
@@ -144,13 +151,9 @@ def prune(model: ModelLike, ratio: float | None = None, *, target_macs: float | 
                          f"{', '.join(RECONSTRUCTIONS)}")
     if reconstruct != "none" and calib is None:
         raise InputError(f"--reconstruct {reconstruct} needs calibration data (--calib DATA)")
-    proto = model_io.load(model)
     start = time.perf_counter()
-    model_io.check(proto)
-    stream = calibrate.batches(calib, proto, calib_samples, batch_size, images) \
-        if calib is not None else None
-    shapes = sample_shapes(proto, input_shapes)
-    dep = build(view_of(model_io.normalize(proto), proto, shapes))
+    proto, stream, shapes, dep = _analyzed(model, input_shapes, calib, calib_samples,
+                                           batch_size, images)
     costs = _pricer(dep, proto, shapes)
     measure = _measurer(dep, proto, stream, progress)
     sense = _sensor(dep, proto, stream, sensitivity_samples) if stream else None
@@ -171,9 +174,57 @@ def prune(model: ModelLike, ratio: float | None = None, *, target_macs: float | 
                     hidden_ratio, _round_to(options), {k: list(v) for k, v in shapes.items()},
                     _group_reports(dep, plan), _node_reports(dep.view.graph, before, after))
     report.target = meter.outcome if meter is not None else None
+    report.sensitivity = [asdict(c) for c in sense.measured] if sense and sense.measured \
+        else None
     report.plan_document = planfile.prune_document(
         dep, proto, plan, dict(asdict(options), reconstruct=reconstruct))
     return pruned, report
+
+
+def sensitivity(model: ModelLike, calib, *, ratios: tuple[float, ...] = DEFAULT_RATIOS,
+                criterion: str = "wanda", samples: int = DEFAULT_SAMPLES,
+                round_to: int | None = None, min_channels: int = 1,
+                input_shapes: dict[str, tuple[int, ...]] | None = None,
+                calib_samples: int | None = None, batch_size: int = 8, images=None,
+                progress: Callable[[int], None] | None = None) -> list[Curve]:
+    """Prune each prunable group alone at each ratio (its lowest-ranked units by
+    `criterion`) and measure the relative L2 change of the outputs on `samples`
+    calibration samples: one curve per group."""
+    if not ratios or any(not 0.0 < r < 1.0 for r in ratios):
+        raise InputError(f"sensitivity ratios must be in (0, 1), got {list(ratios)}")
+    if samples < 1:
+        raise InputError(f"--samples must be at least 1, got {samples}")
+    if calib is None:
+        raise InputError("sensitivity analysis needs calibration data (--calib DATA)")
+    options = PlanOptions(ratio=max(ratios), head_ratio=max(ratios), criterion=criterion,
+                          round_to=round_to, min_channels=min_channels)
+    options.validate()
+    score = criteria.get(criterion)
+    proto, stream, _, dep = _analyzed(model, input_shapes, calib, calib_samples, batch_size,
+                                      images)
+    groups = [g for g in eligible(dep, options)[0] if g.kind != "hidden"]
+    stats = _measurer(dep, proto, stream)(groups) if criterion in criteria.DATA_AWARE else None
+    rng = np.random.default_rng(0)
+    scores = {g.id: score(g, dep.view, rng, stats) for g in groups}
+    round_to = _round_to(options)
+
+    def removals(group: Group, ratio: float) -> np.ndarray:
+        step = 1 if group.kind == "head" else round_to
+        return plan_uniform([group], scores, ratio, options, step).get(
+            group.id, np.zeros(0, np.int64))
+
+    return measure_curves(dep, proto, groups, removals, first_samples(stream, samples),
+                          ratios, progress)
+
+
+def _analyzed(model: ModelLike, input_shapes, calib, calib_samples, batch_size, images):
+    """Load and check a model; its calibration stream, sample shapes and groups."""
+    proto = model_io.load(model)
+    model_io.check(proto)
+    stream = calibrate.batches(calib, proto, calib_samples, batch_size, images) \
+        if calib is not None else None
+    shapes = sample_shapes(proto, input_shapes)
+    return proto, stream, shapes, build(view_of(model_io.normalize(proto), proto, shapes))
 
 
 def _replayed(plan, options: PlanOptions) -> tuple[dict | None, PlanOptions]:
@@ -316,11 +367,15 @@ def _by_sensitivity(channels: list[Group], scores, options: PlanOptions, price, 
 
 
 def _sensor(dep: DepGraph, proto: ModelProto, stream, samples: int):
-    """Measures sensitivity curves of groups on the first calibration samples."""
+    """Measures sensitivity curves of groups on the first calibration samples (and
+    keeps them, for the report)."""
 
-    def sense(groups: list[Group], removals) -> list:
-        return measure_curves(dep, proto, groups, removals, first_samples(stream, samples))
+    def sense(groups: list[Group], removals) -> list[Curve]:
+        sense.measured = measure_curves(dep, proto, groups, removals,
+                                        first_samples(stream, samples))
+        return sense.measured
 
+    sense.measured = []
     return sense
 
 

@@ -7,7 +7,7 @@ import functools
 import json
 import os
 import sys
-import tempfile
+from dataclasses import asdict
 from pathlib import Path
 
 import click
@@ -15,6 +15,7 @@ import click
 from . import __version__, api
 from . import model as model_io
 from .errors import InputError, OnnxPruneError
+from .files import write_atomic
 
 INTERNAL_ERROR = 70
 
@@ -77,6 +78,22 @@ def image_options(size: str | None, mean: str, std: str, layout: str, bgr: bool)
     return options
 
 
+def image_flags(func):
+    """The image preprocessing options of commands that read calibration images."""
+    for option in reversed([
+        click.option("--image-size", help="Images: HxW (default: the input's fixed size)."),
+        click.option("--image-mean", default="0,0,0", show_default=True,
+                     help="Images: per-channel mean, after scaling to [0, 1]."),
+        click.option("--image-std", default="1,1,1", show_default=True,
+                     help="Images: per-channel std, after scaling to [0, 1]."),
+        click.option("--image-layout", default="NCHW", show_default=True,
+                     help="NCHW or NHWC."),
+        click.option("--bgr", is_flag=True, help="Images: BGR channel order instead of RGB."),
+    ]):
+        func = option(func)
+    return func
+
+
 @contextlib.contextmanager
 def calibration_progress(silent: bool):
     """A progress bar on stderr for calibration passes (samples seen), when wanted."""
@@ -93,15 +110,8 @@ def calibration_progress(silent: bool):
 
 def write_json_atomic(data: dict, path: str) -> None:
     """Write JSON through a temp file in the same directory, then rename."""
-    target = Path(path)
-    _check_writable(target)
-    with tempfile.NamedTemporaryFile("w", dir=target.parent or ".", delete=False,
-                                     suffix=".tmp", prefix=".onnxprune-") as handle:
-        json.dump(data, handle, indent=2, default=_json_default)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(handle.name, 0o666 & ~umask)
-    os.replace(handle.name, target)
+    _check_writable(Path(path))
+    write_atomic(json.dumps(data, indent=2, default=_json_default), path)
 
 
 def _json_default(value):
@@ -191,13 +201,7 @@ def _group_dict(group) -> dict:
 @click.option("--calib", help="Calibration data for activation, apoz, variance and wanda: "
               "an .npz file (one array per input, first axis = samples), a directory of "
               "them, or a directory of images (for a model with one image input).")
-@click.option("--image-size", help="Images: HxW (default: the input's fixed size).")
-@click.option("--image-mean", default="0,0,0", show_default=True,
-              help="Images: per-channel mean, after scaling to [0, 1].")
-@click.option("--image-std", default="1,1,1", show_default=True,
-              help="Images: per-channel std, after scaling to [0, 1].")
-@click.option("--image-layout", default="NCHW", show_default=True, help="NCHW or NHWC.")
-@click.option("--bgr", is_flag=True, help="Images: BGR channel order instead of RGB.")
+@image_flags
 @click.option("--calib-samples", type=int, help="Use at most this many calibration samples.")
 @click.option("--batch-size", type=int, default=8, show_default=True,
               help="Calibration batch size.")
@@ -344,9 +348,68 @@ def _readable_report(model, pruned, report, wanted, calib, calib_samples, batch_
 
 
 def _write_readable(document: dict | None, html_path: str | None, md_path: str | None) -> None:
-    from .report_html import render_html, render_markdown, write_text_atomic
+    from .report_html import render_html, render_markdown
 
     if document and html_path:
-        write_text_atomic(render_html(document), html_path)
+        write_atomic(render_html(document), html_path)
     if document and md_path:
-        write_text_atomic(render_markdown(document), md_path)
+        write_atomic(render_markdown(document), md_path)
+
+
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=True))
+@click.option("--calib", required=True, help="Calibration data: an .npz file, a directory of "
+              "them, or a directory of images.")
+@image_flags
+@click.option("--calib-samples", type=int, help="Use at most this many calibration samples.")
+@click.option("--batch-size", type=int, default=8, show_default=True)
+@click.option("--samples", type=int, default=32, show_default=True,
+              help="Calibration samples each measurement runs on.")
+@click.option("--ratios", default="0.25,0.5,0.75", show_default=True,
+              help="Fractions of each group to remove, comma-separated.")
+@click.option("--criterion", default="wanda", show_default=True,
+              help="Which units of a group go first.")
+@click.option("--round-to", type=int, help="Removed counts keep multiples of this "
+              "[default: 16].")
+@click.option("--input-shape", multiple=True, help="NAME:1x3x224x224 (repeatable).")
+@click.option("-o", "--output", help="Write the curves as JSON here.")
+@click.option("--plot", help="Write a PNG plot of output error against ratio per group "
+              "(needs matplotlib: pip install 'onnxprune[plot]').")
+@click.option("--json", "as_json", is_flag=True, help="Print the curves as JSON.")
+@click.option("-q", "--quiet", is_flag=True, help="No table, no progress bar.")
+@handle_errors
+def sensitivity(model, calib, image_size, image_mean, image_std, image_layout, bgr,
+                calib_samples, batch_size, samples, ratios, criterion, round_to, input_shape,
+                output, plot, as_json, quiet) -> None:
+    """Prune each group of MODEL alone at several ratios and measure how much the outputs
+    change: a table, JSON curves and a plot."""
+    from .progress import bar
+
+    for path in (output, plot):
+        if path:
+            _check_writable(Path(path))
+    try:
+        fractions = tuple(float(r) for r in ratios.split(","))
+    except ValueError:
+        raise InputError(f"--ratios {ratios!r}: expected comma-separated numbers") from None
+    with bar("measuring groups", None, quiet or as_json) as advance:
+        curves = api.sensitivity(
+            model, calib, ratios=fractions, criterion=criterion, samples=samples,
+            round_to=round_to, input_shapes=parse_input_shapes(input_shape),
+            calib_samples=calib_samples, batch_size=batch_size,
+            images=image_options(image_size, image_mean, image_std, image_layout, bgr),
+            progress=advance)
+    data = {"model": str(model), "metric": "relative L2 output error",
+            "ratios": list(fractions), "groups": [asdict(c) for c in curves]}
+    if plot:
+        from .plot import sensitivity_png
+
+        write_atomic(sensitivity_png(data["groups"], f"Sensitivity: {Path(model).name}"), plot)
+    if output:
+        write_json_atomic(data, output)
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+    elif not quiet:
+        from .display import sensitivity_table
+
+        sensitivity_table(curves)

@@ -79,3 +79,18 @@ def bench_table(rows, console: Console | None = None) -> None:
                           label, f"{stats.p50_ms:.3f}", f"{stats.p90_ms:.3f}",
                           f"{stats.p99_ms:.3f}", f"{stats.throughput:.1f}", *speed)
     console.print(table)
+
+
+def sensitivity_table(curves, console: Console | None = None) -> None:
+    """Output error per group at each ratio, most sensitive groups first."""
+    console = console or Console()
+    ratios = curves[0].ratios if curves else []
+    table = Table(title="relative L2 output error when one group alone is pruned")
+    for column in ["group", "kind", "size", "producers"] + [f"{r:.0%}" for r in ratios]:
+        table.add_column(column)
+    for curve in sorted(curves, key=lambda c: -max(c.errors, default=0.0)):
+        producers = ", ".join(curve.producers[:2]) + ("…" if len(curve.producers) > 2 else "")
+        table.add_row(str(curve.group), curve.kind, str(curve.units), producers,
+                      *[f"{e:.4f} (−{n})" for e, n in zip(curve.errors, curve.removed,
+                                                          strict=True)])
+    console.print(table)

@@ -19,7 +19,6 @@ import hashlib
 import json
 import os
 import statistics
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +29,7 @@ from onnx import ModelProto, helper, numpy_helper
 
 from .bench import interleaved_times, timing_session
 from .cost import ShapeOf
+from .files import write_atomic
 
 TIMED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 GRID = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
@@ -114,10 +114,7 @@ class LatencyTable:
         """Write the table atomically; a cache that cannot be written is skipped."""
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile("w", dir=self.path.parent, delete=False,
-                                             suffix=".tmp") as handle:
-                json.dump({"key": self.key, "entries": self.entries}, handle)
-            os.replace(handle.name, self.path)
+            write_atomic(json.dumps({"key": self.key, "entries": self.entries}), self.path)
         except OSError:
             pass
 

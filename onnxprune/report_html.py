@@ -201,18 +201,3 @@ def sensitivity_markdown(sensitivity: dict | None) -> list[str]:
     if plot and not plot.startswith("data:"):
         lines += [f"![output error against ratio per group]({plot})", ""]
     return lines
-
-
-def write_text_atomic(text: str, path: str) -> None:
-    """Write text through a temp file in the target directory, then rename."""
-    import os
-    import tempfile
-
-    target = Path(path)
-    with tempfile.NamedTemporaryFile("w", dir=target.parent, delete=False, suffix=".tmp",
-                                     prefix=".onnxprune-", encoding="utf-8") as handle:
-        handle.write(text)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(handle.name, 0o666 & ~umask)
-    os.replace(handle.name, target)

@@ -132,3 +132,48 @@ def test_least_squares_refit_is_exact_for_a_linear_combination_of_kept_channels(
     want = next(iter(run(model, feeds).values()))
     assert relative_error(want, next(iter(run(refit, feeds).values()))) < 1e-4
     assert relative_error(want, next(iter(run(biased, feeds).values()))) > 1e-3
+
+
+def test_layerwise_refit_is_exact_per_kernel_position_of_a_3x3_conv():
+    b = GraphBuilder(seed=6)
+    x = b.input("x", ["n", 3, 8, 8])
+    w1 = b.rng.standard_normal((8, 3, 1, 1)).astype(np.float32)
+    b1 = b.rng.standard_normal(8).astype(np.float32)
+    w1[6], b1[6] = 0.05 * w1[0] - 0.02 * w1[2], 0.2  # h6 = 0.05·h0 − 0.02·h2 + const
+    h = b.op("Conv", [x, b.const(w1), b.const(b1)])
+    y = b.op("Conv", [h, b.weight(4, 8, 3, 3), b.weight(4)])  # zero padding: no pads
+    model = b.build(y)
+    data = calibration((4, 3, 8, 8))
+    kwargs = dict(criterion="variance", calib=data, round_to=1)
+    refit, report = onnxprune.prune(model, 1 / 8, reconstruct="lsq", ridge=1e-8, **kwargs)
+    plain, _ = onnxprune.prune(model, 1 / 8, reconstruct="none", **kwargs)
+    assert next(g for g in report.groups if g.removed).removed == [6]
+    feeds = calibration((2, 3, 8, 8), 1)[0]
+    want = next(iter(run(model, feeds).values()))
+    assert relative_error(want, next(iter(run(refit, feeds).values()))) < 1e-4
+    assert relative_error(want, next(iter(run(plain, feeds).values()))) > 1e-2
+
+
+def test_layerwise_refit_fits_each_layer_on_the_pruned_prefix():
+    """Two pruned layers in a row: the second is refit on what the pruned first layer
+    really produces, so the refit beats bias compensation, and a larger ridge moves
+    the weights less."""
+    b = GraphBuilder(seed=7)
+    x = b.input("x", ["n", 16])
+    h = x
+    for width in (32, 32):
+        h = b.op("Relu", [b.op("Add", [b.op("MatMul", [h, b.weight(h == x and 16 or 32,
+                                                                    width)]),
+                                       b.weight(width)])])
+    model = b.build(b.op("Add", [b.op("MatMul", [h, b.weight(32, 4)]), b.weight(4)]))
+    data = [{"x": RNG.standard_normal((64, 16)).astype(np.float32)} for _ in range(4)]
+    kwargs = dict(criterion="wanda", calib=data, round_to=1)
+    feeds = {"x": RNG.standard_normal((256, 16)).astype(np.float32)}
+    want = next(iter(run(model, feeds).values()))
+    errors = {}
+    for reconstruct, ridge in (("bias", 0.1), ("lsq", 0.01), ("lsq", 1e4)):
+        pruned, _ = onnxprune.prune(model, 0.25, reconstruct=reconstruct, ridge=ridge, **kwargs)
+        errors[reconstruct, ridge] = relative_error(want, next(iter(run(pruned,
+                                                                        feeds).values())))
+    assert errors["lsq", 0.01] < 0.9 * errors["bias", 0.1]
+    assert errors["lsq", 0.01] < errors["lsq", 1e4]

@@ -1,0 +1,43 @@
+"""Plots of sensitivity curves (matplotlib, an optional extra: `pip install
+'onnxprune[plot]'`)."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+from .errors import InputError
+
+
+def sensitivity_png(curves: list[dict], title: str = "Sensitivity") -> bytes:
+    """Output error against the fraction removed, one line per group, as PNG bytes."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        from matplotlib import pyplot
+    except ImportError:
+        raise InputError("plots need matplotlib: pip install 'onnxprune[plot]'") from None
+    figure, axes = pyplot.subplots(figsize=(8, 5), dpi=100)
+    for curve in curves:
+        ratios = [0.0] + [r / curve["units"] for r in curve["removed"]]
+        errors = [0.0, *curve["errors"]]
+        axes.plot(ratios, errors, marker="o", linewidth=1,
+                  label=f"group {curve['group']} ({curve['kind']}, {curve['units']})")
+        axes.annotate(str(curve["group"]), (ratios[-1], errors[-1]), fontsize=7,
+                      xytext=(3, 0), textcoords="offset points")
+    axes.set_xlabel("fraction of the group removed")
+    axes.set_ylabel("relative L2 output error")
+    axes.set_title(title)
+    axes.grid(alpha=0.3)
+    if len(curves) <= 20:
+        axes.legend(fontsize=7, ncol=2)
+    buffer = io.BytesIO()
+    figure.tight_layout()
+    figure.savefig(buffer, format="png")
+    pyplot.close(figure)
+    return buffer.getvalue()
+
+
+def data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode()
