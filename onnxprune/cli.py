@@ -344,7 +344,25 @@ def _readable_report(model, pruned, report, wanted, calib, calib_samples, batch_
         with bar("fidelity on calibration data", None, quiet):
             fidelity = measured_fidelity(original, pruned, calib, calib_samples, batch_size,
                                          images)
-    return report_document(report, latency, fidelity, title=f"onnxprune: {Path(model).name}")
+    return report_document(report, latency, fidelity, _sensitivity_section(report),
+                           title=f"onnxprune: {Path(model).name}")
+
+
+def _sensitivity_section(report) -> dict | None:
+    """The measured sensitivity curves (criterion sensitivity) as report rows and an
+    inline plot (when matplotlib is installed)."""
+    if not report.sensitivity:
+        return None
+    rows = [{"group": c["group"], "ratio": removed / c["units"], "error": error}
+            for c in report.sensitivity
+            for removed, error in zip(c["removed"], c["errors"], strict=True)]
+    try:
+        from .plot import data_uri, sensitivity_png
+
+        plot = data_uri(sensitivity_png(report.sensitivity))
+    except InputError:
+        plot = None
+    return {"rows": rows, "plot_png": plot}
 
 
 def _write_readable(document: dict | None, html_path: str | None, md_path: str | None) -> None:

@@ -88,6 +88,9 @@ def _layers(dep: DepGraph, removed_units: dict[int, np.ndarray]) -> list[Layer]:
         if group.approximate or group.blocked:
             continue
         units = removed_units.get(group.id, np.zeros(0, np.int64))
+        import os
+        if os.environ.get("ONLY_PRUNED") and not len(units):
+            continue
         for node, weight, act in sinks(group, dep):
             if _refittable(node, weight):
                 layers.append(Layer(node, weight, act, ~np.isin(group.members[act], units),

@@ -128,3 +128,27 @@ def test_unwritable_report_path_is_refused_before_work(tmp_path, flag):
                                        "--ratio", "0.5", flag, "/no/such/dir/r.html"])
     assert result.exit_code == 2 and "does not exist" in result.stderr
     assert not (tmp_path / "o.onnx").exists()
+
+
+def test_html_report_of_ppocr_detector_shows_its_sensitivity(tmp_path):
+    """Pruned with measured sensitivity: the page shows each measured point of the JSON
+    report and the plot."""
+    pytest.importorskip("matplotlib")
+    model = real_path("ppocr_det_v4")
+    np.savez(tmp_path / "calib.npz", x=text_images(4, 96))
+    page, data = tmp_path / "report.html", tmp_path / "report.json"
+    result = CliRunner().invoke(main, [
+        "prune", str(model), "-o", str(tmp_path / "small.onnx"), "--ratio", "0.3",
+        "--criterion", "sensitivity", "--input-shape", "x:1x3x96x96", "--calib",
+        str(tmp_path / "calib.npz"), "--report", str(data), "--report-html", str(page), "-q"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(data.read_text())
+    dom = rendered_dom(page)
+    section = " ".join(visible_text(dom).split("Sensitivity")[1].split())
+    points = [(c["group"], removed / c["units"], error) for c in report["sensitivity"]
+              for removed, error in zip(c["removed"], c["errors"], strict=True)]
+    assert len(points) == 3 * len(report["sensitivity"]) > 30
+    for group, ratio, error in points:
+        assert f"{group} {ratio:.2f} {error:.4g}" in section
+    assert re.search(r'<img alt="output error against ratio per group" '
+                     r'src="data:image/png;base64,[A-Za-z0-9+/=]{1000,}"', dom)
