@@ -82,15 +82,13 @@ def refit_layerwise(dep: DepGraph, removed_units: dict[int, np.ndarray], origina
 
 
 def _layers(dep: DepGraph, removed_units: dict[int, np.ndarray]) -> list[Layer]:
-    """Consumers of every exact group whose weight can be refit directly."""
+    """Consumers of every exact group whose weight can be refit directly: those of
+    pruned groups lose inputs, the others see drifted inputs from pruned layers above."""
     layers = []
     for group in dep.groups:
         if group.approximate or group.blocked:
             continue
         units = removed_units.get(group.id, np.zeros(0, np.int64))
-        import os
-        if os.environ.get("ONLY_PRUNED") and not len(units):
-            continue
         for node, weight, act in sinks(group, dep):
             if _refittable(node, weight):
                 layers.append(Layer(node, weight, act, ~np.isin(group.members[act], units),
