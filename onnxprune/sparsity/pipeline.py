@@ -27,7 +27,7 @@ from .layers import (
 )
 from .pattern import Pattern, parse_pattern
 from .statistics import measurable, measure, waves
-from .storage import INDEX_TYPES, to_fp16, to_sparse
+from .storage import INDEX_TYPES, to_fp16, to_initializers, to_sparse
 
 ModelLike = ModelProto | str | os.PathLike
 MIN_SIZE = 256  # outputs and reduction length from which sparse kernels can win
@@ -201,11 +201,11 @@ def _zero_fractions(work: ModelProto, layers: list[Layer]) -> dict[int, float]:
 
 def _store(work: ModelProto, layers: list[Layer], fp16: bool, storage: str,
            sparse_indices: str) -> tuple[ModelProto, dict[str, str]]:
-    notes: dict[str, str] = {}
-    if fp16:
-        notes.update(to_fp16(work, layers))
-    if storage == "sparse":
-        for name, how in to_sparse(work, layers, sparse_indices).items():
+    notes = to_initializers(work, layers)
+    steps = [to_fp16(work, layers) if fp16 else {},  # in this order: sparse values in fp16
+             to_sparse(work, layers, sparse_indices) if storage == "sparse" else {}]
+    for step in steps:
+        for name, how in step.items():
             notes[name] = f"{notes[name]}; {how}" if name in notes else how
     return work, notes
 

@@ -23,6 +23,23 @@ SPARSE_IR_VERSION = 6
 FP16_MAX = float(np.finfo(np.float16).max)
 
 
+def to_initializers(model: ModelProto, layers: list[Layer]) -> dict[str, str]:
+    """Move weights held by Constant nodes into initializers (where TensorRT's tools,
+    such as `polygraphy inspect sparsity`, look for them)."""
+    weights = {layer.weight for layer in layers}
+    notes = {}
+    for node in list(model.graph.node):
+        if node.op_type == "Constant" and node.output[0] in weights and node.attribute \
+                and node.attribute[0].name == "value":
+            tensor = onnx.TensorProto()
+            tensor.CopyFrom(node.attribute[0].t)
+            tensor.name = node.output[0]
+            model.graph.initializer.append(tensor)
+            model.graph.node.remove(node)
+            notes[tensor.name] = "initializer (was a Constant node)"
+    return notes
+
+
 def to_fp16(model: ModelProto, layers: list[Layer]) -> dict[str, str]:
     """Store the float32 weights of `layers` as float16 behind a Cast to float32;
     returns a note per weight left as it was."""
