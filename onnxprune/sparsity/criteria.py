@@ -38,11 +38,16 @@ def wanda(weights: np.ndarray, pattern: Pattern, column_sq: np.ndarray) -> np.nd
 
 
 def sparsegpt(weights: np.ndarray, hessian: np.ndarray, pattern: Pattern, block: int = 128,
-              damp: float = 0.01) -> np.ndarray:
+              damp: float = 0.01, cross: np.ndarray | None = None) -> np.ndarray:
     """SparseGPT on one layer: rows are outputs, columns the reduction (groups of m
-    consecutive columns); `hessian` is XᵀX/n over the columns."""
+    consecutive columns); `hessian` is X̃ᵀX̃/n over the columns of the layer's inputs X̃.
+    With `cross` = X̃ᵀX/n against the dense model's inputs X, the target is the dense
+    layer's output W·X (errors of earlier sparsified layers are compensated): the
+    weights are first refit to W' = W·crossᵀ·H⁻¹, then pruned."""
     work = weights.astype(np.float64)
-    hinv, dead = _inverse_factor(hessian, damp)
+    hinv, dead, inverse = _inverse_factor(hessian, damp)
+    if cross is not None:
+        work = (inverse @ cross @ work.T).T
     work[:, dead] = 0
     block = max(pattern.m, block - block % pattern.m) if pattern.structured else block
     cols = work.shape[1]
@@ -55,16 +60,17 @@ def sparsegpt(weights: np.ndarray, hessian: np.ndarray, pattern: Pattern, block:
     return work.astype(weights.dtype)
 
 
-def _inverse_factor(hessian: np.ndarray, damp: float) -> tuple[np.ndarray, np.ndarray]:
-    """Upper Cholesky factor of the dampened inverse Hessian (more damping if needed)."""
+def _inverse_factor(hessian: np.ndarray, damp: float):
+    """Upper Cholesky factor of the dampened inverse Hessian (more damping if needed),
+    the dead columns, and the inverse itself."""
     h = np.array(hessian, np.float64)
     dead = np.diag(h) == 0
     h[dead, dead] = 1
     mean = float(np.mean(np.diag(h)))
     for attempt in range(4):
         try:
-            damped = h + np.eye(len(h)) * damp * 10 ** attempt * mean
-            return np.linalg.cholesky(np.linalg.inv(damped)).T, dead
+            inverse = np.linalg.inv(h + np.eye(len(h)) * damp * 10 ** attempt * mean)
+            return np.linalg.cholesky(inverse).T, dead, inverse
         except np.linalg.LinAlgError:
             continue
     raise np.linalg.LinAlgError("calibration Hessian is not positive definite")

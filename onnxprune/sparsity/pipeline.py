@@ -160,6 +160,8 @@ def _zero_weights(work: ModelProto, layers: list[Layer], pattern: Pattern, crite
         return used
     stream = calibrate.batches(calib, work, samples, batch_size, images)
     gram = criterion == "sparsegpt"
+    dense = ModelProto()
+    dense.CopyFrom(work)
     for layer in layers:
         why = measurable(layer, gram)
         if why:
@@ -167,7 +169,7 @@ def _zero_weights(work: ModelProto, layers: list[Layer], pattern: Pattern, crite
             used[id(layer)] = f"magnitude ({why})"
     data = [layer for layer in layers if id(layer) not in used]
     for wave in waves(data, work):
-        stats = measure(work, wave, stream, gram, seed, progress)
+        stats = measure(work, wave, stream, gram, seed, progress, dense)
         for layer in wave:
             _rewrite(layer, store, _data_rule(criterion, pattern, stats[id(layer)], damp,
                                               layer))
@@ -181,7 +183,7 @@ def _data_rule(criterion: str, pattern: Pattern, stats, damp: float, layer: Laye
 
     def solve(w: np.ndarray) -> np.ndarray:
         try:
-            return sparsegpt(w, stats.hessian, pattern, damp=damp)
+            return sparsegpt(w, stats.hessian, pattern, damp=damp, cross=stats.cross_hessian)
         except np.linalg.LinAlgError as exc:
             raise ModelError(f"{layer.node}: {exc}") from None
 

@@ -27,23 +27,32 @@ class InputStats:
     count: int = 0
     column_sq: np.ndarray | None = None  # per column, or per entry [rows, columns]
     gram: np.ndarray | None = None
+    cross: np.ndarray | None = None  # X̃ᵀX: these inputs against the dense model's
 
     def add_sq(self, column_sq: np.ndarray, count: int) -> None:
         self.column_sq = column_sq if self.column_sq is None else self.column_sq + column_sq
         self.count += count
 
-    def add(self, rows: np.ndarray, gram: bool) -> None:
-        rows = np.asarray(rows, np.float64)
-        sq = (rows * rows).sum(0)
+    def add(self, rows: np.ndarray, gram: bool, dense_rows: np.ndarray | None = None) -> None:
+        """Add one batch (products in float32, sums across batches in float64)."""
+        rows = np.asarray(rows, np.float32)
+        sq = np.square(rows, dtype=np.float64).sum(0)
         self.column_sq = sq if self.column_sq is None else self.column_sq + sq
         if gram:
-            product = rows.T @ rows
+            product = (rows.T @ rows).astype(np.float64)
             self.gram = product if self.gram is None else self.gram + product
+        if dense_rows is not None:
+            product = (rows.T @ np.asarray(dense_rows, np.float32)).astype(np.float64)
+            self.cross = product if self.cross is None else self.cross + product
         self.count += len(rows)
 
     @property
     def hessian(self) -> np.ndarray:
         return self.gram / max(self.count, 1)
+
+    @property
+    def cross_hessian(self) -> np.ndarray | None:
+        return None if self.cross is None else self.cross / max(self.count, 1)
 
 
 def measurable(layer: Layer, gram: bool) -> str | None:
@@ -55,13 +64,13 @@ def measurable(layer: Layer, gram: bool) -> str | None:
     return None
 
 
-def input_rows(layer: Layer, value: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def input_rows(layer: Layer, value: np.ndarray, seed: int) -> np.ndarray:
     """The layer's input as rows of its matrix view's columns."""
     if layer.op == "MatMul":
         return value.reshape(-1, value.shape[-1])
     if layer.op == "Gemm":
         return value.T if layer.attrs.get("transA", 0) else value
-    return _im2col(layer, value, rng)
+    return _im2col(layer, value, np.random.default_rng(seed))
 
 
 def channel_sq(layer: Layer, value: np.ndarray) -> np.ndarray:
@@ -123,33 +132,57 @@ def _upstream(tensor: str, producers: dict, names: set[str]) -> set[str]:
 
 
 def measure(model: ModelProto, wave: list[Layer], stream: Callable[[], Iterator[dict]],
-            gram: bool, seed: int = 0, progress: Callable[[int], None] | None = None
-            ) -> dict[int, InputStats]:
-    """Statistics of every layer of a wave over the calibration stream."""
+            gram: bool, seed: int = 0, progress: Callable[[int], None] | None = None,
+            dense: ModelProto | None = None) -> dict[int, InputStats]:
+    """Statistics of every layer of a wave over the calibration stream; with `gram` and
+    the `dense` model, also the cross products of its inputs with the dense model's."""
+    names = sorted({layer.activation for layer in wave}
+                   - {value.name for value in model.graph.input})
+    fetch = _fetcher(model, names)
+    fetch_dense = _fetcher(dense, names) if gram and dense is not None else None
+    shared = {_input_key(layer): layer for layer in wave}  # e.g. Q, K, V read one input
+    stats = {key: InputStats() for key in shared}
+    for number, feeds in enumerate(stream()):
+        values = fetch(feeds)
+        reference = fetch_dense(feeds) if fetch_dense else None
+        for key, layer in shared.items():
+            _accumulate(stats[key], layer, values[layer.activation], gram, seed + number,
+                        reference[layer.activation] if reference else None)
+        if progress:
+            progress(len(next(iter(feeds.values()))))
+    return {id(layer): stats[_input_key(layer)] for layer in wave}
+
+
+def _input_key(layer: Layer) -> tuple:
+    """Layers with equal keys see the same input matrix."""
+    if layer.op == "Conv":
+        return (layer.activation, "Conv", tuple(layer.shape),
+                tuple(sorted((k, str(v)) for k, v in layer.attrs.items())))
+    return (layer.activation, layer.op, layer.attrs.get("transA", 0))
+
+
+def _fetcher(model: ModelProto, names: list[str]) -> Callable[[dict], dict]:
+    """feeds → the feeds and the named tensors of one run."""
     from ..verify import session_for_outputs
 
-    inputs = {value.name for value in model.graph.input}
-    names = sorted({layer.activation for layer in wave} - inputs)
     sess = session_for_outputs(model, names) if names else None
-    stats = {id(layer): InputStats() for layer in wave}
-    rng = np.random.default_rng(seed)
-    for feeds in stream():
+
+    def fetch(feeds: dict) -> dict:
         values = dict(feeds)
         try:
             values.update(zip(names, sess.run(names, feeds), strict=True) if sess else {})
         except Exception as exc:
             raise InputError(f"the model does not run on the calibration data: "
                              f"{first_line(exc)}") from None
-        for layer in wave:
-            _accumulate(stats[id(layer)], layer, values[layer.activation], gram, rng)
-        if progress:
-            progress(len(next(iter(feeds.values()))))
-    return stats
+        return values
+
+    return fetch
 
 
-def _accumulate(stats: InputStats, layer: Layer, value: np.ndarray, gram: bool,
-                rng: np.random.Generator) -> None:
+def _accumulate(stats: InputStats, layer: Layer, value: np.ndarray, gram: bool, seed: int,
+                dense_value: np.ndarray | None) -> None:
     if layer.op == "Conv" and not gram:
         stats.add_sq(channel_sq(layer, value), value.size // value.shape[1])
-    else:
-        stats.add(input_rows(layer, value, rng), gram)
+        return
+    dense_rows = None if dense_value is None else input_rows(layer, dense_value, seed)
+    stats.add(input_rows(layer, value, seed), gram, dense_rows)
