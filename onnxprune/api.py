@@ -1,4 +1,4 @@
-"""The public Python surface: prune() and inspect()."""
+"""The public Python surface: prune(), sparsify() and inspect()."""
 
 from __future__ import annotations
 
@@ -40,6 +40,7 @@ from .reconstruct import compensate_bias
 from .refit import refit_layerwise
 from .rewrite import apply, removed_slots
 from .shapes import concrete_shape_table, sample_shapes
+from .sparsity import SparsifyReport, sparsify  # noqa: F401  (public surface)
 from .verify import check_pruned, reference_model, run, sample_feeds
 
 ModelLike = ModelProto | str | os.PathLike

@@ -1,0 +1,6 @@
+"""N:M and unstructured weight sparsity for Conv, MatMul and Gemm layers."""
+
+from .pattern import PATTERNS, Pattern, parse_pattern
+from .pipeline import LayerReport, SparsifyReport, sparsify
+
+__all__ = ["PATTERNS", "LayerReport", "Pattern", "SparsifyReport", "parse_pattern", "sparsify"]

@@ -1,0 +1,220 @@
+"""sparsify(): choose layers, zero weights in a pattern, store, verify."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+from onnx import ModelProto
+
+from .. import calibrate
+from .. import model as model_io
+from ..errors import InputError, ModelError
+from .check import verify_written
+from .criteria import DATA_AWARE, check_criterion, magnitude, sparsegpt, wanda
+from .layers import (
+    Layer,
+    WeightStore,
+    effective,
+    find_layers,
+    from_matrix,
+    matches,
+    store_effective,
+    to_matrix,
+)
+from .pattern import Pattern, parse_pattern
+from .statistics import measurable, measure, waves
+from .storage import INDEX_TYPES, to_fp16, to_initializers, to_sparse
+
+ModelLike = ModelProto | str | os.PathLike
+MIN_SIZE = 256  # outputs and reduction length from which sparse kernels can win
+STORAGES = ("dense", "sparse")
+
+
+@dataclass
+class LayerReport:
+    """One candidate weight: eligible or not, sparsified or not, and why."""
+
+    node: str
+    op: str
+    input: int | None
+    weight: str | None
+    shape: list[int]
+    axis: int | None
+    outputs: int
+    reduction: int
+    eligible: bool
+    sparsified: bool
+    reason: str | None = None
+    criterion: str | None = None
+    zeros: float | None = None
+    storage: str | None = None
+
+
+@dataclass
+class SparsifyReport:
+    """What sparsify() did."""
+
+    pattern: str
+    sparsity: float
+    criterion: str
+    min_size: int
+    all_layers: bool
+    fp16: bool
+    storage: str
+    seconds: float
+    layers: list[LayerReport] = field(default_factory=list)
+    output_error: dict[str, float] = field(default_factory=dict)
+    checks: list[str] = field(default_factory=list)
+
+    @property
+    def sparsified(self) -> list[LayerReport]:
+        return [layer for layer in self.layers if layer.sparsified]
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["counts"] = {"candidates": len(self.layers),
+                          "eligible": sum(layer.eligible for layer in self.layers),
+                          "sparsified": len(self.sparsified)}
+        return data
+
+
+def sparsify(model: ModelLike, pattern: str = "2:4", *, sparsity: float | None = None,
+             criterion: str = "magnitude", calib=None, calib_samples: int | None = None,
+             batch_size: int = 8, images=None, min_size: int | None = None,
+             all_layers: bool = False, ignore: tuple[str, ...] = (), fp16: bool = False,
+             storage: str = "dense", sparse_indices: str = "int64",
+             input_shapes: dict[str, tuple[int, ...]] | None = None, seed: int = 0,
+             damp: float = 0.01, progress: Callable[[int], None] | None = None
+             ) -> tuple[ModelProto, SparsifyReport]:
+    """Zero weights of Conv, MatMul and Gemm layers in an N:M or unstructured pattern
+    and return the verified model and a report. By default only layers with at least
+    `min_size` outputs and reduction length (256 for N:M, where sparse kernels can
+    win; 0 for unstructured) are sparsified; `all_layers` takes every eligible one."""
+    spec = parse_pattern(pattern, sparsity)
+    _check_options(criterion, calib, storage, sparse_indices, min_size, damp)
+    min_size = (MIN_SIZE if spec.structured else 0) if min_size is None else min_size
+    start = time.perf_counter()
+    original = model_io.load(model)
+    model_io.check(original)
+    work = ModelProto()
+    work.CopyFrom(original)
+    layers = find_layers(work)
+    for layer in layers:
+        layer.reason = layer.reason or _skip_reason(layer, spec, min_size, all_layers, ignore)
+    chosen = [layer for layer in layers if layer.eligible]
+    used = _zero_weights(work, chosen, spec, criterion, calib, calib_samples, batch_size,
+                         images, seed, damp, progress)
+    zeros = _zero_fractions(work, chosen)
+    written, stored = _store(work, chosen, fp16, storage, sparse_indices)
+    errors, checks = verify_written(written, original, chosen, spec, input_shapes, seed)
+    report = SparsifyReport(spec.name, spec.sparsity, criterion, min_size, all_layers, fp16,
+                            storage, time.perf_counter() - start, [], errors, checks)
+    report.layers = [_layer_report(layer, used, zeros, stored) for layer in layers]
+    return written, report
+
+
+def _check_options(criterion: str, calib, storage: str, sparse_indices: str,
+                   min_size: int | None, damp: float) -> None:
+    check_criterion(criterion)
+    if criterion in DATA_AWARE and calib is None:
+        raise InputError(f"criterion {criterion!r} needs calibration data (--calib DATA)")
+    if storage not in STORAGES:
+        raise InputError(f"unknown storage {storage!r}; choose one of {', '.join(STORAGES)}")
+    if sparse_indices not in INDEX_TYPES:
+        raise InputError(f"sparse indices must be one of {', '.join(INDEX_TYPES)}")
+    if min_size is not None and min_size < 0:
+        raise InputError(f"--min-size must be at least 0, got {min_size}")
+    if not 0 < damp < 1:
+        raise InputError(f"damping must be in (0, 1), got {damp}")
+
+
+def _skip_reason(layer: Layer, pattern: Pattern, min_size: int, all_layers: bool,
+                 ignore: tuple[str, ...]) -> str | None:
+    size = layer.shape[layer.axis]
+    if pattern.structured and size % pattern.m:
+        return (f"grouped axis {layer.axis} has {size} entries, not a multiple of "
+                f"{pattern.m}")
+    for text in ignore:
+        if matches(text, layer):
+            return f"ignored by {text!r}"
+    if not all_layers and min(layer.outputs, layer.reduction) < min_size:
+        return (f"too small for sparse kernels to pay: {layer.outputs} outputs × "
+                f"{layer.reduction} reduction, under --min-size {min_size} (--all takes it)")
+    return None
+
+
+def _zero_weights(work: ModelProto, layers: list[Layer], pattern: Pattern, criterion: str,
+                  calib, samples, batch_size, images, seed: int, damp: float,
+                  progress) -> dict[int, str]:
+    """Apply the criterion to every layer; returns the criterion used per layer."""
+    store = WeightStore(work)
+    used = {}
+    if criterion == "magnitude":
+        for layer in layers:
+            _rewrite(layer, store, lambda w: magnitude(w, pattern))
+            used[id(layer)] = "magnitude"
+        return used
+    stream = calibrate.batches(calib, work, samples, batch_size, images)
+    gram = criterion == "sparsegpt"
+    dense = ModelProto()
+    dense.CopyFrom(work)
+    for layer in layers:
+        why = measurable(layer, gram)
+        if why:
+            _rewrite(layer, store, lambda w: magnitude(w, pattern))
+            used[id(layer)] = f"magnitude ({why})"
+    data = [layer for layer in layers if id(layer) not in used]
+    for wave in waves(data, work):
+        stats = measure(work, wave, stream, gram, seed, progress, dense)
+        for layer in wave:
+            _rewrite(layer, store, _data_rule(criterion, pattern, stats[id(layer)], damp,
+                                              layer))
+            used[id(layer)] = criterion
+    return used
+
+
+def _data_rule(criterion: str, pattern: Pattern, stats, damp: float, layer: Layer):
+    if criterion == "wanda":
+        return lambda w: wanda(w, pattern, stats.column_sq)
+
+    def solve(w: np.ndarray) -> np.ndarray:
+        try:
+            return sparsegpt(w, stats.hessian, pattern, damp=damp, cross=stats.cross_hessian)
+        except np.linalg.LinAlgError as exc:
+            raise ModelError(f"{layer.node}: {exc}") from None
+
+    return solve
+
+
+def _rewrite(layer: Layer, store: WeightStore, rule) -> None:
+    values = effective(layer, store)
+    matrix = rule(to_matrix(values, layer.axis))
+    store_effective(layer, store, from_matrix(matrix, values.shape, layer.axis))
+
+
+def _zero_fractions(work: ModelProto, layers: list[Layer]) -> dict[int, float]:
+    store = WeightStore(work)
+    return {id(layer): float(np.mean(effective(layer, store) == 0)) for layer in layers}
+
+
+def _store(work: ModelProto, layers: list[Layer], fp16: bool, storage: str,
+           sparse_indices: str) -> tuple[ModelProto, dict[str, str]]:
+    notes = to_initializers(work, layers)
+    steps = [to_fp16(work, layers) if fp16 else {},  # in this order: sparse values in fp16
+             to_sparse(work, layers, sparse_indices) if storage == "sparse" else {}]
+    for step in steps:
+        for name, how in step.items():
+            notes[name] = f"{notes[name]}; {how}" if name in notes else how
+    return work, notes
+
+
+def _layer_report(layer: Layer, used: dict, zeros: dict, stored: dict) -> LayerReport:
+    return LayerReport(
+        layer.node, layer.op, layer.input_index, layer.weight, list(layer.shape), layer.axis,
+        layer.outputs, layer.reduction, layer.eligible, id(layer) in used, layer.reason,
+        used.get(id(layer)), zeros.get(id(layer)),
+        stored.get(layer.weight, "dense") if id(layer) in used else None)

@@ -1,0 +1,1 @@
+"""Deployment targets: onnxruntime sessions and TensorRT settings for sparse models."""
