@@ -322,7 +322,7 @@ def _plan(dep: DepGraph, options: PlanOptions, score, price, measure, meter=None
                              meter.name)
         return Plan(removed_at(ratio), skipped)
 
-    meter.prepare(removed_at)
+    meter.prepare(removed_at, options.max_ratio)
     return meter.settle(plan_at, options.target()[1])
 
 

@@ -169,7 +169,11 @@ def _timed(sessions, feeds, runs: int, block: int, progress: Progress) -> list[l
 
 def paired_ratio(times: list[list[float]], block: int) -> float:
     """Second model's latency over the first's: the median over turns of the ratio of
-    the two blocks' medians taken back to back, robust to load that comes and goes."""
-    ratios = [statistics.median(times[1][i:i + block]) / statistics.median(times[0][i:i + block])
-              for i in range(0, min(len(times[0]), len(times[1])), block)]
+    the two blocks' lower quartiles taken back to back. Load only ever adds time to a
+    run, so the lower quartile of a block tracks the unloaded latency and the pairing
+    cancels load that comes and goes."""
+    count = min(len(times[0]), len(times[1]))
+    ratios = [float(np.percentile(times[1][i:i + block], 25)
+                    / np.percentile(times[0][i:i + block], 25))
+              for i in range(0, count, block)]
     return statistics.median(ratios)

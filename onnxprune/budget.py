@@ -52,8 +52,9 @@ class Meter:
     def __call__(self, removed: Removed) -> float:
         return self.fraction(removed)
 
-    def prepare(self, removed_at: Callable[[float], Removed]) -> None:
-        """Called once before planning with the planner's units at a uniform ratio."""
+    def prepare(self, removed_at: Callable[[float], Removed], max_ratio: float = 0.9) -> None:
+        """Called once before planning with the planner's units at a uniform ratio (up
+        to `max_ratio`)."""
 
     def settle(self, plan_at: Callable[[float], object], target: float):
         self.outcome["target"] = target

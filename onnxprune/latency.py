@@ -5,8 +5,9 @@ cached on disk, and the latency budget that plans with them.
 A layer is timed alone, as a one-node model with the shapes and attributes it has
 in the pruned graph. The candidate counts are those the planner produces at a grid
 of uniform ratios; between them a layer's latency is interpolated in its MACs. The
-table predicts the layers' share of the model; whole-model measurements, dense and
-pruned taken in turns, correct the prediction in a closed loop.
+table predicts the layers' share of the model and picks the first plan to time; the
+closed loop then searches a fine chain of plans (one group one rounding step further
+at a time) on whole-model measurements, dense and pruned taken in turns.
 
 Cache: `$ONNXPRUNE_CACHE_DIR` (default `~/.cache/onnxprune`)/latency/, one JSON file
 per (model fingerprint, provider, threads, input shapes), holding seconds per layer
@@ -19,7 +20,9 @@ import hashlib
 import json
 import os
 import statistics
-from dataclasses import dataclass, field
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -137,8 +140,10 @@ class LatencyMeter:
 
     name = "latency"
     tolerance = 0.04
-    rounds = 5
-    runs = 60
+    rounds = 8
+    runs = 400
+    seconds = 1.5
+    pause = 0.02
 
     def __init__(self, table: LatencyTable, layers, price, rewrite, feeds, quiet=True,
                  dense: ModelProto | None = None):
@@ -148,10 +153,14 @@ class LatencyMeter:
         self.curves: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self.dense_layers = 0.0
         self.outcome: dict = {}
+        self.removed_at, self.max_ratio = (lambda ratio: {}), GRID[-1]
+        self._dense, self._runs = None, self.runs
 
-    def prepare(self, removed_at) -> None:
+    def prepare(self, removed_at, max_ratio: float = GRID[-1]) -> None:
         """Time every layer at the planner's kept counts for each grid ratio."""
         from .progress import bar
+
+        self.removed_at, self.max_ratio = removed_at, max_ratio
 
         points: dict[str, list[tuple[float, float]]] = {}
         with bar("latency table (ratios)", len(GRID), self.quiet) as advance:
@@ -179,46 +188,108 @@ class LatencyMeter:
 
     __call__ = fraction
 
-    def measured(self, removed) -> float:
+    def measured(self, removed, runs: int | None = None) -> float:
         """Measured whole-model latency under `removed` over the given dense model's (the
         user's file, whose form can be slower than the rewritten graph's), timed in
-        turns of a few runs; the median of the turns' ratios."""
+        turns (see `bench.paired_ratio`)."""
         from .bench import paired_ratio
 
-        key, block = self.table.key, 5
-        dense = self.dense if self.dense is not None else self.rewrite({})
-        sessions = [timing_session(m, key["provider"], key["threads"])
-                    for m in (dense, self.rewrite(removed))]
-        return paired_ratio(interleaved_times(sessions, self.feeds, self.runs, block), block)
+        key = self.table.key
+        if self._dense is None:
+            dense = self.dense if self.dense is not None else self.rewrite({})
+            self._dense = timing_session(dense, key["provider"], key["threads"])
+            self._runs = self.run_count(self._dense)
+        runs = runs or self._runs
+        block = max(5, runs // 20)
+        sessions = [self._dense, timing_session(self.rewrite(removed), key["provider"],
+                                                key["threads"])]
+        times = interleaved_times(sessions, self.feeds, runs, block, pause=self.pause)
+        return paired_ratio(times, block)
+
+    def run_count(self, dense) -> int:
+        """Runs per model per measurement: about `seconds` of dense runs, at least 40 and
+        at most `runs`."""
+        for _ in range(2):
+            start = time.perf_counter()
+            dense.run(None, self.feeds)
+        each = max(time.perf_counter() - start, 1e-6)
+        return min(self.runs, max(40, int(self.seconds / each)))
 
     def settle(self, plan_at, target: float):
-        """Plan to the table's prediction, measure the whole model, and correct the
-        goal (rescaled by target / measured, or interpolated between the goals whose
-        measurements bracket the target) until a measurement is within tolerance; the
-        plan measured closest to the target wins."""
-        from .errors import InputError
+        """Start from the table's plan for the target, then search the chain of plans
+        (see `plan_chain`) on whole-model measurements (`next_step`); the plan measured
+        closest to the target without exceeding it wins and is measured again."""
         from .progress import bar
 
-        goal, best, tried = target, None, []
+        first = plan_at(target)
+        chain = plan_chain(self.removed_at, self.max_ratio)
+        predicted = [self.fraction(removed) for removed in chain]
+        known: dict[int, float] = {0: 1.0} if not any(len(v) for v in chain[0].values()) \
+            else {}
+        step, tried = next((i for i, p in enumerate(predicted) if p <= target),
+                           len(chain) - 1), []
         for _ in range(self.rounds):
-            try:
-                plan = plan_at(goal)
-            except InputError:
-                if best is None:
-                    raise
+            with bar(f"timing plan {step} of {len(chain) - 1}", None, self.quiet):
+                known[step] = self.measured(chain[step])
+            tried.append({"step": step, "predicted": predicted[step],
+                          "measured": known[step]})
+            step = next_step(known, predicted, target, self.tolerance)
+            if step is None:
                 break
-            with bar(f"timing the model pruned to goal {goal:.3f}", None, self.quiet):
-                measured = self.measured(plan.removed)
-            tried.append({"goal": goal, "predicted": self.fraction(plan.removed),
-                          "measured": measured})
-            if best is None or abs(measured - target) < abs(best[0] - target):
-                best = (measured, plan)
-            if abs(measured - target) <= self.tolerance * target:
-                break
-            goal = min(1.0, max(0.02, next_goal(tried, target)))
-        self.outcome = {"target": target, "measured": best[0], "rounds": tried,
+        pick = pick_step(known, target)
+        with bar("timing the chosen plan again", None, self.quiet):
+            final = self.measured(chain[pick], 2 * self._runs)
+        self.outcome = {"target": target, "measured": final, "first_measured": known[pick],
+                        "step": pick, "plans": len(chain), "rounds": tried,
                         "layers_timed": self.table.measured, "table": str(self.table.path)}
-        return best[1]
+        return replace(first, removed=chain[pick])
+
+
+def plan_chain(removed_at: Callable[[float], dict], high: float, steps: int = 400
+               ) -> list[dict]:
+    """Plans from the planner's at ratio 0 to its at `high`, each cutting one group by
+    one more rounding step than the one before: the uniform plans on a fine grid of
+    ratios, with the groups that change between two of them switched one at a time."""
+    chain = [removed_at(0.0)]
+    for ratio in np.linspace(0.0, high, steps + 1)[1:]:
+        goal = removed_at(float(ratio))
+        for gid in sorted(goal):
+            now = chain[-1].get(gid)
+            if now is None or len(now) != len(goal[gid]) or not np.array_equal(now, goal[gid]):
+                chain.append({**chain[-1], gid: goal[gid]})
+    return chain
+
+
+def next_step(known: dict[int, float], predicted: list[float], target: float,
+              tolerance: float) -> int | None:
+    """The next plan of the chain to time, or None: once a plan measured within
+    `tolerance` below the target, or the crossing is between two neighbours. Between the
+    last plan measured above the target and the first measured below it after that one,
+    the first whose table prediction, rescaled by measured/predicted interpolated from
+    the measured plans, meets the target; kept in the middle half of that span."""
+    if any(target * (1 - tolerance) <= m <= target for m in known.values()):
+        return None
+    low = max((i for i, m in known.items() if m > target), default=-1)
+    high = min((i for i, m in known.items() if m <= target and i > low),
+               default=len(predicted))
+    if high - low <= 1:
+        return None
+    steps = sorted(known)
+    scale = np.interp(np.arange(len(predicted)), steps,
+                      [known[i] / max(predicted[i], 1e-12) for i in steps])
+    guess = next((i for i in range(low + 1, high) if predicted[i] * scale[i] <= target),
+                 high - 1)
+    margin = (high - low) // 4
+    return int(min(max(guess, low + max(margin, 1)), high - max(margin, 1)))
+
+
+def pick_step(known: dict[int, float], target: float) -> int:
+    """The measured plan closest to the target without exceeding it (the fastest one
+    when all exceed it)."""
+    fits = [i for i, m in known.items() if m <= target]
+    if fits:
+        return max(fits, key=lambda i: (known[i], -i))
+    return min(known, key=lambda i: known[i])
 
 
 def layers_under(dep, base: ShapeOf, opset: int):
@@ -260,16 +331,3 @@ def latency_meter(dep, proto: ModelProto, shapes: dict, base: ShapeOf, price, re
     opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 17)
     return LatencyMeter(LatencyTable.load(key), layers_under(dep, base, opset), price,
                         rewrite, sample_feeds(proto, shapes, seed), quiet, dense=proto)
-
-
-def next_goal(tried: list[dict], target: float) -> float:
-    """The next table goal: interpolated between the closest goals measured below and
-    above the target, or the last goal rescaled by target / measured."""
-    below = [t for t in tried if t["measured"] < target]
-    above = [t for t in tried if t["measured"] >= target]
-    if below and above:
-        low = max(below, key=lambda t: t["measured"])
-        high = min(above, key=lambda t: t["measured"])
-        share = (target - low["measured"]) / max(high["measured"] - low["measured"], 1e-9)
-        return low["goal"] + share * (high["goal"] - low["goal"])
-    return tried[-1]["goal"] * target / tried[-1]["measured"]

@@ -4,14 +4,16 @@
 
 For resnet50 and mobilenet_v2 (structure-only torchvision files in models/zoo,
 seeded weights), batch 1, onnxruntime CPU: prunes with `target_latency`, then times
-the dense and pruned models in the same run, in turns of 5 runs, and prints the
-measured latency ratio (median over turns of the pruned/dense ratio of back-to-back
-turns) against the target, `--repeats` times.
+the dense and pruned models in the same run, in turns of 10 runs after a warm-up
+turn, and prints the measured latency ratio (`onnxprune.bench.paired_ratio`: median
+over turns of the ratio of back-to-back turns' lower quartiles) against the target,
+`--repeats` times, with the load average at each measurement.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -27,7 +29,7 @@ from onnxprune import prune  # noqa: E402
 from onnxprune.bench import interleaved_times, paired_ratio, timing_session  # noqa: E402
 
 
-def measured_ratio(dense, pruned, threads: int, runs: int, block: int = 5) -> tuple:
+def measured_ratio(dense, pruned, threads: int, runs: int, block: int = 10) -> tuple:
     """(pruned/dense latency ratio, dense ms, pruned ms), timed in turns."""
     feeds = {dense.graph.input[0].name:
              np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)}
@@ -42,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", nargs="+", default=["resnet50", "mobilenet_v2"])
     parser.add_argument("--target", type=float, default=0.6)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--runs", type=int, default=200)
+    parser.add_argument("--runs", type=int, default=300)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args(argv)
     print(f"== --target-latency {args.target} (onnxruntime CPU, {args.threads} threads, "
@@ -58,8 +60,8 @@ def main(argv: list[str] | None = None) -> int:
         for repeat in range(args.repeats):
             ratio, dense_ms, pruned_ms = measured_ratio(dense, pruned, args.threads, args.runs)
             print(f"  measurement {repeat + 1}: dense {dense_ms:.2f} ms, pruned {pruned_ms:.2f} "
-                  f"ms, measured/dense {ratio:.3f}, measured/target {ratio / args.target:.3f}",
-                  flush=True)
+                  f"ms, measured/dense {ratio:.3f}, measured/target {ratio / args.target:.3f} "
+                  f"(load {os.getloadavg()[0]:.2f})", flush=True)
     return 0
 
 
