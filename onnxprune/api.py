@@ -159,6 +159,8 @@ def prune(model: ModelLike, ratio: float | None = None, *, target_macs: float | 
     measure = _measurer(dep, proto, stream, progress)
     sense = _sensor(dep, proto, stream, sensitivity_samples) if stream else None
     meter = None if document else _meter(dep, options, proto, shapes, costs, not show_progress)
+    if meter is not None and options.round_to is None and hasattr(meter, "round_to"):
+        options.round_to = meter.round_to(_probe_candidates(dep, options, costs))
     plan = planfile.replay(document, dep, proto) if document else \
         _plan(dep, options, score, costs, measure, meter, sense)
     pruned_groups = [dep.groups[g] for g in plan.removed]
@@ -343,6 +345,15 @@ def _meter(dep: DepGraph, options: PlanOptions, proto: ModelProto, shapes, price
                          lambda removed: _rewrite(dep, Plan(removed), proto),
                          planfile.fingerprint(dep, proto), options.provider, options.threads,
                          options.seed, quiet)
+
+
+def _probe_candidates(dep: DepGraph, options: PlanOptions, price) -> list[tuple[int, int, int]]:
+    """(group id, units, MACs one unit costs) of the eligible channel groups of one
+    channel per unit, for choosing the rounding from latency tables."""
+    dense = price(None).macs
+    return [(g.id, g.units, dense - price({g.id: np.arange(1)}).macs)
+            for g in eligible(dep, options)[0]
+            if g.kind in CHANNEL_KINDS and g.channels == 1 and g.units > 1]
 
 
 def _by_sensitivity(channels: list[Group], scores, options: PlanOptions, price, sense,

@@ -155,6 +155,7 @@ class LatencyMeter:
         self.outcome: dict = {}
         self.removed_at, self.max_ratio = (lambda ratio: {}), GRID[-1]
         self._dense, self._runs = None, self.runs
+        self.rounding: dict | None = None
 
     def prepare(self, removed_at, max_ratio: float = GRID[-1]) -> None:
         """Time every layer at the planner's kept counts for each grid ratio."""
@@ -215,6 +216,37 @@ class LatencyMeter:
         each = max(time.perf_counter() - start, 1e-6)
         return min(self.runs, max(40, int(self.seconds / each)))
 
+    def step_curve(self, group_id: int, units: int) -> dict[int, float]:
+        """Seconds of the layers that cutting a group changes, for each kept count from
+        its size down to `PROBE_WIDTH` fewer (at least 1)."""
+        dense = {name: config for name, config, _ in self.layers({})}
+        touched = {name for name, config, _ in self.layers({group_id: np.arange(1)})
+                   if dense.get(name) != config}
+        curve = {}
+        for kept in range(units, max(0, units - PROBE_WIDTH - 1), -1):
+            removed = {group_id: np.arange(units - kept)} if kept < units else {}
+            curve[kept] = sum(self.table.seconds(config, opset)
+                              for name, config, opset in self.layers(removed)
+                              if name in touched)
+        return curve
+
+    def round_to(self, groups: list[tuple[int, int, int]]) -> int:
+        """The rounding the tables call for (`step_multiple`), from the step curves of
+        the `PROBED_GROUPS` groups that cost most per channel; `groups` holds (group id,
+        units, MACs one unit costs) of the channel groups of one channel per unit."""
+        from .progress import bar
+
+        chosen = sorted(groups, key=lambda g: (-g[2], g[0]))[:PROBED_GROUPS]
+        curves = []
+        with bar("latency steps (groups)", len(chosen), self.quiet) as advance:
+            for gid, units, _ in chosen:
+                curves.append(self.step_curve(gid, units))
+                if advance:
+                    advance(1)
+        self.table.save()
+        self.rounding = {"round_to": step_multiple(curves), "groups": [g[0] for g in chosen]}
+        return self.rounding["round_to"]
+
     def settle(self, plan_at, target: float):
         """Start from the table's plan for the target, then search the chain of plans
         (see `plan_chain`) on whole-model measurements (`next_step`); the plan measured
@@ -223,17 +255,21 @@ class LatencyMeter:
 
         first = plan_at(target)
         chain = plan_chain(self.removed_at, self.max_ratio)
-        predicted = [self.fraction(removed) for removed in chain]
+        cache: dict[int, float] = {}
+
+        def predict(i: int) -> float:
+            if i not in cache:
+                cache[i] = self.fraction(chain[i])
+            return cache[i]
+
         known: dict[int, float] = {0: 1.0} if not any(len(v) for v in chain[0].values()) \
             else {}
-        step, tried = next((i for i, p in enumerate(predicted) if p <= target),
-                           len(chain) - 1), []
+        step, tried = first_at_most(predict, target, 0, len(chain) - 1), []
         for _ in range(self.rounds):
             with bar(f"timing plan {step} of {len(chain) - 1}", None, self.quiet):
                 known[step] = self.measured(chain[step])
-            tried.append({"step": step, "predicted": predicted[step],
-                          "measured": known[step]})
-            step = next_step(known, predicted, target, self.tolerance)
+            tried.append({"step": step, "predicted": predict(step), "measured": known[step]})
+            step = next_step(known, predict, len(chain), target, self.tolerance)
             if step is None:
                 break
         pick = pick_step(known, target)
@@ -241,8 +277,40 @@ class LatencyMeter:
             final = self.measured(chain[pick], 2 * self._runs)
         self.outcome = {"target": target, "measured": final, "first_measured": known[pick],
                         "step": pick, "plans": len(chain), "rounds": tried,
+                        "rounding": self.rounding,
                         "layers_timed": self.table.measured, "table": str(self.table.path)}
         return replace(first, removed=chain[pick])
+
+
+PROBE_WIDTH = 32
+PROBED_GROUPS = 3
+MULTIPLES = (32, 16, 8, 4, 2)
+
+
+def step_multiple(curves: list[dict[int, float]], multiples=MULTIPLES,
+                  share: float = 0.75) -> int:
+    """The channel multiple at which latency steps occur, from curves of seconds per
+    kept channel count. A step is a rise from count n-1 to n above 2 % of the curve's
+    largest value and above 4x its median absolute change; the answer is the largest
+    of `multiples` such that steps just past one of its multiples ((n-1) % m == 0)
+    hold at least `share` of all the steps' rise (each relative to its curve's largest
+    value), and 1 when no curve has steps."""
+    rises: list[tuple[int, float]] = []
+    for curve in curves:
+        counts = [n for n in sorted(curve) if n - 1 in curve]
+        if not counts:
+            continue
+        top = max(curve.values()) or 1e-30
+        deltas = [curve[n] - curve[n - 1] for n in counts]
+        floor = max(0.02 * top, 4 * statistics.median(abs(d) for d in deltas))
+        rises += [(n, d / top) for n, d in zip(counts, deltas, strict=True) if d > floor]
+    total = sum(r for _, r in rises)
+    if not total:
+        return 1
+    for m in multiples:
+        if sum(r for n, r in rises if (n - 1) % m == 0) >= share * total:
+            return m
+    return 1
 
 
 def plan_chain(removed_at: Callable[[float], dict], high: float, steps: int = 400
@@ -260,27 +328,38 @@ def plan_chain(removed_at: Callable[[float], dict], high: float, steps: int = 40
     return chain
 
 
-def next_step(known: dict[int, float], predicted: list[float], target: float,
-              tolerance: float) -> int | None:
-    """The next plan of the chain to time, or None: once a plan measured within
+def next_step(known: dict[int, float], predict: Callable[[int], float], size: int,
+              target: float, tolerance: float) -> int | None:
+    """The next plan of a chain of `size` to time, or None: once a plan measured within
     `tolerance` below the target, or the crossing is between two neighbours. Between the
     last plan measured above the target and the first measured below it after that one,
     the first whose table prediction, rescaled by measured/predicted interpolated from
-    the measured plans, meets the target; kept in the middle half of that span."""
+    the measured plans, meets the target (found by bisection: predictions fall along the
+    chain); kept in the middle half of that span."""
     if any(target * (1 - tolerance) <= m <= target for m in known.values()):
         return None
     low = max((i for i, m in known.items() if m > target), default=-1)
-    high = min((i for i, m in known.items() if m <= target and i > low),
-               default=len(predicted))
+    high = min((i for i, m in known.items() if m <= target and i > low), default=size)
     if high - low <= 1:
         return None
     steps = sorted(known)
-    scale = np.interp(np.arange(len(predicted)), steps,
-                      [known[i] / max(predicted[i], 1e-12) for i in steps])
-    guess = next((i for i in range(low + 1, high) if predicted[i] * scale[i] <= target),
-                 high - 1)
-    margin = (high - low) // 4
-    return int(min(max(guess, low + max(margin, 1)), high - max(margin, 1)))
+    scales = [known[i] / max(predict(i), 1e-12) for i in steps]
+    guess = first_at_most(lambda i: predict(i) * float(np.interp(i, steps, scales)),
+                          target, low + 1, high - 1)
+    margin = max((high - low) // 4, 1)
+    return int(min(max(guess, low + margin), high - margin))
+
+
+def first_at_most(value: Callable[[int], float], target: float, low: int, high: int) -> int:
+    """The first index in [low, high] whose falling `value` is at most the target (high
+    when none is), by bisection."""
+    while low < high:
+        mid = (low + high) // 2
+        if value(mid) <= target:
+            high = mid
+        else:
+            low = mid + 1
+    return low
 
 
 def pick_step(known: dict[int, float], target: float) -> int:

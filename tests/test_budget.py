@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 from test_plan_file import renamed
@@ -15,7 +16,14 @@ from onnxprune import model as model_io
 from onnxprune.budget import EnergyModel
 from onnxprune.cli import main
 from onnxprune.cost import Cost, concrete, model_cost
-from onnxprune.latency import LatencyMeter, layer_config
+from onnxprune.latency import (
+    LatencyMeter,
+    layer_config,
+    next_step,
+    pick_step,
+    plan_chain,
+    step_multiple,
+)
 from onnxprune.shapes import concrete_shape_table
 
 DEMO = Path(__file__).resolve().parent.parent / "models" / "ppocr_mobile_cls.onnx"
@@ -100,3 +108,65 @@ def test_energy_model_constants_follow_horowitz():
     assert model.joules(Cost(1, 0, {}, 0)) == pytest.approx(4.6e-12)
     assert model.joules(Cost(0, 1, {}, 0)) == pytest.approx(4 * 162.5e-12)
     assert model.joules(Cost(0, 0, {}, 1)) == pytest.approx(4 * 12.5e-12)
+
+
+def padded(period: int, slope: float = 1.0, size: int = 96) -> dict[int, float]:
+    """Seconds that grow with the kept count rounded up to a multiple of `period`."""
+    return {n: 10.0 + slope * period * -(-n // period) for n in range(size - 32, size + 1)}
+
+
+def slow_off(multiple: int, size: int = 96) -> dict[int, float]:
+    """A fast path only at multiples of `multiple`, twice as slow elsewhere."""
+    return {n: (1.0 if n % multiple == 0 else 2.0) * (10.0 + n) for n in range(size - 32,
+                                                                            size + 1)}
+
+
+def test_rounding_is_the_multiple_at_which_synthetic_latency_steps_occur():
+    assert step_multiple([padded(16)]) == 16
+    assert step_multiple([padded(8), padded(8, size=200)]) == 8
+    assert step_multiple([slow_off(16)]) == 16
+    assert step_multiple([slow_off(8)]) == 8
+    assert step_multiple([slow_off(4), padded(4, size=64)]) == 4
+    assert step_multiple([{n: 10.0 + 0.01 * n for n in range(64, 97)}]) == 1
+    assert step_multiple([]) == 1
+    # one curve's steps every 8, another's every 16: 8 is the multiple both respect
+    assert step_multiple([slow_off(8), slow_off(16)]) == 8
+    # measurement noise (below 2 % of the curve) does not hide the steps
+    rng = np.random.default_rng(0)
+    noisy = {n: t * (1 + 0.005 * rng.standard_normal()) for n, t in padded(16, 4.0).items()}
+    assert step_multiple([noisy]) == 16
+
+
+def test_latency_round_to_is_chosen_from_the_tables_unless_given(quick, monkeypatch):
+    monkeypatch.setattr(LatencyMeter, "round_to", lambda self, groups: 8)
+    _, chosen = prune(str(DEMO), target_latency=0.9, threads=1, input_shapes=SHAPES)
+    assert chosen.round_to == 8
+    assert chosen.plan_document["options"]["round_to"] == 8
+    _, given = prune(str(DEMO), target_latency=0.9, threads=1, input_shapes=SHAPES,
+                     round_to=4)
+    assert given.round_to == 4
+
+
+def test_plan_chain_cuts_one_group_one_step_at_a_time():
+    def removed_at(ratio: float) -> dict:
+        return {g: np.arange(int(ratio * size) // 4 * 4) for g, size in ((0, 64), (1, 32))}
+
+    chain = plan_chain(removed_at, 0.5, steps=50)
+    assert [len(chain[0][g]) for g in (0, 1)] == [0, 0]
+    assert [len(chain[-1][g]) for g in (0, 1)] == [32, 16]
+    for before, after in zip(chain, chain[1:], strict=False):
+        changed = [g for g in (0, 1) if len(before[g]) != len(after[g])]
+        assert len(changed) == 1 and len(after[changed[0]]) > len(before[changed[0]])
+
+
+def test_closed_loop_steps_toward_the_crossing_and_keeps_the_closest_plan_below():
+    predicted = list(np.linspace(1.0, 0.2, 101))
+    # measured latency runs 10 % below the prediction
+    assert next_step({0: 1.0, 50: 0.54}, predicted.__getitem__, 101, 0.6, 0.04) in range(26, 50)
+    assert next_step({0: 1.0, 50: 0.59}, predicted.__getitem__, 101, 0.6, 0.04) is None
+    assert next_step({0: 1.0, 40: 0.65, 41: 0.55}, predicted.__getitem__, 101, 0.6, 0.04) is None
+    # noise: a plan measured below the target before the last one above it is ignored
+    assert next_step({0: 1.0, 10: 0.5, 40: 0.65, 60: 0.45}, predicted.__getitem__, 101, 0.6, 0.04) \
+        in range(41, 60)
+    assert pick_step({0: 1.0, 40: 0.65, 45: 0.58, 50: 0.52}, 0.6) == 45
+    assert pick_step({0: 1.0, 40: 0.65, 45: 0.62}, 0.6) == 45

@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         seconds = time.perf_counter() - start
         print(f"{name}: planned in {seconds:.0f} s, MACs {report.macs_reduction:.2f}x fewer, "
               f"closed loop measured {report.target['measured']:.3f} "
-              f"({len(report.target['rounds'])} rounds)", flush=True)
+              f"({len(report.target['rounds'])} rounds), round-to {report.round_to}", flush=True)
         for repeat in range(args.repeats):
             ratio, dense_ms, pruned_ms = measured_ratio(dense, pruned, args.threads, args.runs)
             print(f"  measurement {repeat + 1}: dense {dense_ms:.2f} ms, pruned {pruned_ms:.2f} "
