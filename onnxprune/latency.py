@@ -284,33 +284,32 @@ class LatencyMeter:
 
 PROBE_WIDTH = 32
 PROBED_GROUPS = 3
-MULTIPLES = (32, 16, 8, 4, 2)
+MULTIPLES = (1, 2, 4, 8, 16, 32)
 
 
-def step_multiple(curves: list[dict[int, float]], multiples=MULTIPLES,
-                  share: float = 0.75) -> int:
-    """The channel multiple at which latency steps occur, from curves of seconds per
-    kept channel count. A step is a rise from count n-1 to n above 2 % of the curve's
-    largest value and above 4x its median absolute change; the answer is the largest
-    of `multiples` such that steps just past one of its multiples ((n-1) % m == 0)
-    hold at least `share` of all the steps' rise (each relative to its curve's largest
-    value), and 1 when no curve has steps."""
-    rises: list[tuple[int, float]] = []
+def step_multiple(curves: list[dict[int, float]], multiples=MULTIPLES, slack: float = 0.5,
+                  share: float = 0.1) -> int:
+    """The rounding latency curves call for (seconds per kept channel count, over
+    consecutive counts up to a group's size). A count is *dominated* when some larger
+    count of its curve costs less than `slack` x the curve's mean cost per channel
+    (over its counts) for each extra channel: more channels for almost nothing, or for
+    less. The answer is the smallest of `multiples` whose multiples below the sizes are
+    dominated at most `share` of the time."""
+    dominated: dict[int, list[bool]] = {m: [] for m in multiples}
     for curve in curves:
-        counts = [n for n in sorted(curve) if n - 1 in curve]
-        if not counts:
+        counts = sorted(curve)
+        if len(counts) < 2:
             continue
-        top = max(curve.values()) or 1e-30
-        deltas = [curve[n] - curve[n - 1] for n in counts]
-        floor = max(0.02 * top, 4 * statistics.median(abs(d) for d in deltas))
-        rises += [(n, d / top) for n, d in zip(counts, deltas, strict=True) if d > floor]
-    total = sum(r for _, r in rises)
-    if not total:
-        return 1
+        per = (curve[counts[-1]] - curve[counts[0]]) / (counts[-1] - counts[0])
+        for k, n in enumerate(counts[:-1]):
+            flag = any(curve[m] - curve[n] < slack * per * (m - n) for m in counts[k + 1:])
+            for m in multiples:
+                if n % m == 0:
+                    dominated[m].append(flag)
     for m in multiples:
-        if sum(r for n, r in rises if (n - 1) % m == 0) >= share * total:
+        if sum(dominated[m]) <= share * len(dominated[m]):
             return m
-    return 1
+    return multiples[-1]
 
 
 def plan_chain(removed_at: Callable[[float], dict], high: float, steps: int = 400

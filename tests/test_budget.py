@@ -128,9 +128,13 @@ def test_rounding_is_the_multiple_at_which_synthetic_latency_steps_occur():
     assert step_multiple([slow_off(8)]) == 8
     assert step_multiple([slow_off(4), padded(4, size=64)]) == 4
     assert step_multiple([{n: 10.0 + 0.01 * n for n in range(64, 97)}]) == 1
+    assert step_multiple([{n: 10.0 + 0.01 * n for n in range(1, 16)}]) == 1
     assert step_multiple([]) == 1
-    # one curve's steps every 8, another's every 16: 8 is the multiple both respect
-    assert step_multiple([slow_off(8), slow_off(16)]) == 8
+    # one curve's fast path every 8 channels, another's every 16: 16 suits both
+    assert step_multiple([slow_off(8), slow_off(16)]) == 16
+    # a small group whose counts below 16 all take a slower path than 16 itself
+    assert step_multiple([{n: (0.5 + 0.03 * n) if n < 16 else 0.6 + 0.01 * n
+                           for n in range(1, 25)}]) == 16
     # measurement noise (below 2 % of the curve) does not hide the steps
     rng = np.random.default_rng(0)
     noisy = {n: t * (1 + 0.005 * rng.standard_normal()) for n, t in padded(16, 4.0).items()}
