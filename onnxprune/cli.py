@@ -191,7 +191,7 @@ def _group_dict(group) -> dict:
 @click.option("--max-ratio", type=float, default=0.9, show_default=True,
               help="Cap on the fraction removed from any one group (global ranking).")
 @click.option("--round-to", type=int, help="Kept channel counts are multiples of this "
-              "[default: 16].")
+              "[default: 16; with --target-latency, chosen from the latency tables].")
 @click.option("--min-channels", type=int, default=1, show_default=True,
               help="Never keep fewer channels in a group.")
 @click.option("--ignore", multiple=True, help="Do not prune groups produced by nodes matching "
