@@ -36,6 +36,9 @@ from .files import write_atomic
 
 TIMED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 GRID = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
+PROBE_WIDTH = 32  # kept counts below a group's size timed for the rounding
+PROBED_GROUPS = 3
+MULTIPLES = (1, 2, 4, 8, 16, 32)
 
 
 def cache_dir() -> Path:
@@ -208,8 +211,8 @@ class LatencyMeter:
         return paired_ratio(times, block)
 
     def run_count(self, dense) -> int:
-        """Runs per model per measurement: about `seconds` of dense runs, at least 40 and
-        at most `runs`."""
+        """Runs per model per measurement: about `seconds` of dense runs (timed on the
+        second of two), at least 40 and at most `runs`."""
         for _ in range(2):
             start = time.perf_counter()
             dense.run(None, self.feeds)
@@ -280,11 +283,6 @@ class LatencyMeter:
                         "rounding": self.rounding,
                         "layers_timed": self.table.measured, "table": str(self.table.path)}
         return replace(first, removed=chain[pick])
-
-
-PROBE_WIDTH = 32
-PROBED_GROUPS = 3
-MULTIPLES = (1, 2, 4, 8, 16, 32)
 
 
 def step_multiple(curves: list[dict[int, float]], multiples=MULTIPLES, slack: float = 0.5,
