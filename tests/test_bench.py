@@ -9,7 +9,7 @@ from pathlib import Path
 import onnx
 from click.testing import CliRunner
 
-from onnxprune.bench import batch_shapes, interleaved_times, latency_stats
+from onnxprune.bench import batch_shapes, interleaved_times, latency_stats, paired_ratio
 from onnxprune.cli import main
 
 DEMO = Path(__file__).resolve().parent.parent / "models" / "ppocr_mobile_cls.onnx"
@@ -97,3 +97,10 @@ def test_progress_bar_is_silent_off_a_terminal_and_when_quiet():
         assert advance is None  # pytest's stderr is not a terminal
     with bar("quiet", 3, quiet=True) as advance:
         assert advance is None
+
+
+def test_paired_ratio_compares_lower_quartiles_of_back_to_back_turns():
+    dense, pruned = [1.0] * 12, [0.5] * 12
+    dense[1], pruned[6] = 3.0, 2.0  # single runs slowed by load
+    dense[8:], pruned[8:] = [2.0] * 4, [1.0] * 4  # a whole turn of each slowed
+    assert abs(paired_ratio([dense, pruned], 4) - 0.5) < 1e-12
