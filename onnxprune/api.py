@@ -159,7 +159,7 @@ def prune(model: ModelLike, ratio: float | None = None, *, target_macs: float | 
     measure = _measurer(dep, proto, stream, progress)
     sense = _sensor(dep, proto, stream, sensitivity_samples) if stream else None
     meter = None if document else _meter(dep, options, proto, shapes, costs, not show_progress)
-    if meter is not None and options.round_to is None and hasattr(meter, "round_to"):
+    if meter is not None and options.target_latency is not None and options.round_to is None:
         options.round_to = meter.round_to(_probe_candidates(dep, options, costs))
     plan = planfile.replay(document, dep, proto) if document else \
         _plan(dep, options, score, costs, measure, meter, sense)
