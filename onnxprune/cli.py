@@ -207,7 +207,7 @@ def _group_dict(group) -> dict:
               help="Calibration batch size.")
 @click.option("--reconstruct", help="none; bias: fold removed channels' mean contributions "
               "into the consumers' biases; lsq: least-squares refit of the kept weights (both "
-              "need --calib) [default: none, or bias with --calib].")
+              "need --calib) [default: none, or lsq with --calib].")
 @click.option("--ridge", type=float, default=0.1, show_default=True,
               help="Damping of the least-squares refit, relative to the mean channel "
                    "variance.")
