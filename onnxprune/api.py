@@ -144,6 +144,8 @@ def prune(model: ModelLike, ratio: float | None = None, *, target_macs: float | 
     document, options = _replayed(plan, options)
     criterion = options.criterion
     options.validate()
+    if sensitivity_samples < 1:
+        raise InputError(f"--sensitivity-samples must be at least 1, got {sensitivity_samples}")
     score = criteria.get(criterion)
     if criterion in criteria.DATA_AWARE and calib is None and document is None:
         raise InputError(f"criterion {criterion!r} needs calibration data (--calib DATA)")
