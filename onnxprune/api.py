@@ -132,18 +132,20 @@ def prune(model: ModelLike, ratio: float | None = None, *, target_macs: float | 
     from the measured output error of pruning it alone (on `sensitivity_samples`
     calibration samples), under the MACs budget of `target_macs`, or of the uniform
     plan at `ratio`.
-    Defaults: `l1` and no reconstruction without data; `wanda` and `bias` with it (lsq is
-    better on MiniLM but can diverge on a detector head; tools/bench_calibration*.py).
+    Defaults: `l1` and no reconstruction without data; `wanda` and `lsq` with it (the best
+    of tools/bench_calibration.py and tools/bench_calibration_ocr.py).
     `plan`: a plan file (or `report.plan_document`) to replay instead of planning;
     refused when it was made for another network."""
     criterion = criterion or ("wanda" if calib is not None else "l1")
-    reconstruct = reconstruct or ("bias" if calib is not None else "none")
+    reconstruct = reconstruct or ("lsq" if calib is not None else "none")
     options = PlanOptions(ratio, target_macs, head_ratio, hidden_ratio, criterion,
                           global_ranking, max_ratio, round_to, min_channels, tuple(ignore), seed,
                           target_latency, target_energy, provider, threads)
     document, options = _replayed(plan, options)
     criterion = options.criterion
     options.validate()
+    if sensitivity_samples < 1:
+        raise InputError(f"--sensitivity-samples must be at least 1, got {sensitivity_samples}")
     score = criteria.get(criterion)
     if criterion in criteria.DATA_AWARE and calib is None and document is None:
         raise InputError(f"criterion {criterion!r} needs calibration data (--calib DATA)")

