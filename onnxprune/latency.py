@@ -285,29 +285,28 @@ class LatencyMeter:
         return replace(first, removed=chain[pick])
 
 
-def step_multiple(curves: list[dict[int, float]], multiples=MULTIPLES, slack: float = 0.5,
-                  share: float = 0.1) -> int:
+def step_multiple(curves: list[dict[int, float]], multiples=MULTIPLES,
+                  share: float = 0.9) -> int:
     """The rounding latency curves call for (seconds per kept channel count, over
-    consecutive counts up to a group's size). A count is *dominated* when some larger
-    count of its curve costs less than `slack` x the curve's mean cost per channel
-    (over its counts) for each extra channel: more channels for almost nothing, or for
-    less. The answer is the smallest of `multiples` whose multiples below the sizes are
-    dominated at most `share` of the time."""
-    dominated: dict[int, list[bool]] = {m: [] for m in multiples}
+    consecutive counts up to a group's size). A count is *efficient* when every larger
+    count of its curve is slower: no more channels come for the same time or less. The
+    answer is the smallest of `multiples` whose multiples below the groups' sizes are
+    efficient at least `share` of the time (else the one most often efficient; 1
+    without curves)."""
+    efficient: dict[int, list[bool]] = {m: [] for m in multiples}
     for curve in curves:
-        counts = sorted(curve)
-        if len(counts) < 2:
-            continue
-        per = (curve[counts[-1]] - curve[counts[0]]) / (counts[-1] - counts[0])
-        for k, n in enumerate(counts[:-1]):
-            flag = any(curve[m] - curve[n] < slack * per * (m - n) for m in counts[k + 1:])
+        counts = sorted(curve, reverse=True)
+        cheapest_above = curve[counts[0]] if counts else 0.0
+        for n in counts[1:]:
             for m in multiples:
                 if n % m == 0:
-                    dominated[m].append(flag)
-    for m in multiples:
-        if sum(dominated[m]) <= share * len(dominated[m]):
-            return m
-    return multiples[-1]
+                    efficient[m].append(curve[n] < cheapest_above)
+            cheapest_above = min(cheapest_above, curve[n])
+    rated = {m: sum(flags) / len(flags) for m, flags in efficient.items() if flags}
+    if not rated:
+        return 1
+    return next((m for m in multiples if rated.get(m, 0.0) >= share),
+                max(rated, key=lambda m: (rated[m], -m)))
 
 
 def plan_chain(removed_at: Callable[[float], dict], high: float, steps: int = 400

@@ -133,7 +133,7 @@ def test_rounding_is_the_multiple_at_which_synthetic_latency_steps_occur():
     # one curve's fast path every 8 channels, another's every 16: 16 suits both
     assert step_multiple([slow_off(8), slow_off(16)]) == 16
     # a small group whose counts below 16 all take a slower path than 16 itself
-    assert step_multiple([{n: (0.5 + 0.03 * n) if n < 16 else 0.6 + 0.01 * n
+    assert step_multiple([{n: (0.6 + 0.03 * n) if n < 16 else 0.6 + 0.01 * n
                            for n in range(1, 25)}]) == 16
     # measurement noise (below 2 % of the curve) does not hide the steps
     rng = np.random.default_rng(0)
