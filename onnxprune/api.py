@@ -13,7 +13,7 @@ from onnx import ModelProto
 
 from . import budget, calibrate, criteria, planfile
 from . import model as model_io
-from .cost import Cost, concrete, model_cost
+from .cost import Cost, concrete, model_cost, shrunk
 from .criteria.activation import sink_activations
 from .criteria.sensitivity import (
     DEFAULT_RATIOS,
@@ -261,17 +261,7 @@ def _pricer(dep: DepGraph, proto: ModelProto, shapes):
     def price(removed_units: dict[int, np.ndarray] | None) -> Cost:
         if not removed_units:
             return model_cost(dep.view.graph, base)
-        cut: dict[str, dict[int, int]] = {}
-        for slot, idx in removed_slots(dep, removed_units).items():
-            cut.setdefault(slot.tensor, {})[slot.axis] = len(idx)
-
-        def shape_of(name: str):
-            shape = base(name)
-            if shape is None or name not in cut:
-                return shape
-            return tuple(d - cut[name].get(a, 0) for a, d in enumerate(shape))
-
-        return model_cost(dep.view.graph, shape_of)
+        return model_cost(dep.view.graph, shrunk(base, removed_slots(dep, removed_units)))
 
     return price
 

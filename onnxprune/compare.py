@@ -78,11 +78,17 @@ def _fidelity(sessions, outputs: list[str], stream) -> list[OutputFidelity]:
     return [_agreement(name, chunks) for name, chunks in pairs.items() if chunks]
 
 
+def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per-sample cosine; two all-zero samples agree (1), one all-zero sample does not (0)."""
+    norm_a, norm_b = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)
+    cosine = (a * b).sum(1) / np.maximum(norm_a * norm_b, 1e-30)
+    return np.where((norm_a == 0) & (norm_b == 0), 1.0, cosine)
+
+
 def _agreement(name: str, chunks) -> OutputFidelity:
     a = np.concatenate([c[0].reshape(len(c[0]), -1) for c in chunks])
     b = np.concatenate([c[1].reshape(len(c[1]), -1) for c in chunks])
-    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
-    cosine = float(np.mean((a * b).sum(1) / np.maximum(norms, 1e-30)))
+    cosine = float(np.mean(_cosines(a, b)))
     rel = float(np.linalg.norm(a - b) / max(np.linalg.norm(a), 1e-30))
     top1 = None
     if chunks[0][0].ndim == 2 and chunks[0][0].shape[1] > 1:

@@ -115,3 +115,20 @@ def concrete(shapes: dict[str, tuple | None]) -> ShapeOf:
         return tuple(d if isinstance(d, int) and d > 0 else 1 for d in shape)
 
     return shape_of
+
+
+def shrunk(base: ShapeOf, slots: dict) -> ShapeOf:
+    """Shapes after removing, from each (tensor, axis) slot, as many indices as given
+    (`slots`: Slot → removed indices)."""
+    cut: dict[str, dict[int, int]] = {}
+    for slot, idx in slots.items():
+        cut.setdefault(slot.tensor, {})[slot.axis] = len(idx)
+
+    def shape_of(name: str):
+        shape = base(name)
+        if shape is None or name not in cut:
+            return shape
+        return tuple(d - cut[name].get(a, 0) for a, d in enumerate(shape))
+
+    return shape_of
+

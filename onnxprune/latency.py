@@ -31,7 +31,7 @@ import onnx_graphsurgeon as gs
 from onnx import ModelProto, helper, numpy_helper
 
 from .bench import interleaved_times, timing_session
-from .cost import ShapeOf
+from .cost import ShapeOf, shrunk
 from .files import write_atomic
 
 TIMED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
@@ -375,16 +375,7 @@ def layers_under(dep, base: ShapeOf, opset: int):
     def layers(removed):
         slots = removed_slots(dep, removed)
         graph = apply(dep.view.graph, dep.view, slots)
-        cut: dict[str, dict[int, int]] = {}
-        for slot, idx in slots.items():
-            cut.setdefault(slot.tensor, {})[slot.axis] = len(idx)
-
-        def shape_of(name: str):
-            shape = base(name)
-            if shape is None or name not in cut:
-                return shape
-            return tuple(d - cut[name].get(a, 0) for a, d in enumerate(shape))
-
+        shape_of = shrunk(base, slots)
         for node in graph.nodes:
             config = layer_config(node, shape_of)
             if config is not None:

@@ -56,3 +56,11 @@ def test_cli_prints_json():
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
     assert {"outputs", "macs_original", "macs_pruned", "latency_ratio"} <= set(data)
+
+
+def test_cosine_counts_two_all_zero_samples_as_agreeing():
+    from onnxprune.compare import _cosines
+
+    a = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 0.0], [1.0, 1.0]])
+    b = np.array([[0.0, 0.0], [1.0, 0.0], [2.0, 0.0], [-1.0, -1.0]])
+    assert _cosines(a, b).tolist() == pytest.approx([1.0, 1.0, 0.0, -1.0])
