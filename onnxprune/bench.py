@@ -35,7 +35,7 @@ def timing_session(model: ModelProto, provider: str = CPU, threads: int = 0
     inter-op thread, `threads` intra-op threads (0: onnxruntime's default)."""
     check_provider(provider)
     options = ort.SessionOptions()
-    options.log_severity_level = 3
+    options.log_severity_level = 4  # failures are reported as one clear error line
     options.inter_op_num_threads = 1
     if threads:
         options.intra_op_num_threads = threads

@@ -53,7 +53,7 @@ def serialized(model: ModelProto) -> Iterator[bytes | str]:
 def session(model: ModelProto | bytes | str, threads: int = 0) -> ort.InferenceSession:
     """An onnxruntime CPU session for a model, its bytes, or its path."""
     options = ort.SessionOptions()
-    options.log_severity_level = 3
+    options.log_severity_level = 4  # failures are reported as one clear error line
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
     if threads:
         options.intra_op_num_threads = threads
@@ -67,7 +67,7 @@ def session_with(model: bytes | str, weights: dict[str, np.ndarray]) -> ort.Infe
     """A CPU session with some initializers replaced. Graph optimizations are off: they
     would fold the model's own initializers (Conv+BatchNorm fusion, ...) first."""
     options = ort.SessionOptions()
-    options.log_severity_level = 3
+    options.log_severity_level = 4  # failures are reported as one clear error line
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     values = {name: ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(value))
               for name, value in weights.items()}
