@@ -17,7 +17,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-import onnx
 import onnx_graphsurgeon as gs
 from onnx import ModelProto
 
@@ -26,7 +25,7 @@ from .errors import InputError, first_line
 from .model import export
 from .reconstruct import add_to_bias, bias_of, sinks
 from .rewrite import mask_sinks
-from .verify import serialized, session_with
+from .verify import serialized, session_with, truncated
 
 REFIT_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
@@ -67,17 +66,19 @@ def refit_layerwise(dep: DepGraph, removed_units: dict[int, np.ndarray], origina
     layers = _layers(dep, removed_units)
     dense = export(dep.view.graph, original)
     changed = _zero_removed(dep, removed_units)
-    probe = _with_outputs(dense, sorted({layer.act.tensor for layer in layers}))
     done = 0
-    with serialized(probe) as data:
-        reference = session_with(data, {})
-        for level in _levels(dep.view.graph, layers):
-            current = session_with(data, {n: dep.view.tensors[n].values for n in changed})
+    for level in _levels(dep.view.graph, layers):
+        probe = truncated(dense, sorted({layer.act.tensor for layer in level}))
+        kept = {t.name for t in probe.graph.initializer}
+        with serialized(probe) as data:
+            reference = session_with(data, {})
+            current = session_with(data, {n: dep.view.tensors[n].values for n in changed
+                                          if n in kept})
             moments = _moments(reference, current, level, stream, progress)
-            for layer in level:
-                names = _refit(dep, layer, moments[id(layer)], ridge)
-                changed |= names
-                done += bool(names)
+        for layer in level:
+            names = _refit(dep, layer, moments[id(layer)], ridge)
+            changed |= names
+            done += bool(names)
     return done, len(layers) - done
 
 
@@ -134,14 +135,6 @@ def _levels(graph: gs.Graph, layers: list[Layer]) -> list[list[Layer]]:
         for tensor in node.outputs:
             depth_of[tensor.name] = depth
     return [levels[d] for d in sorted(levels)]
-
-
-def _with_outputs(model: ModelProto, names: list[str]) -> ModelProto:
-    probe = ModelProto()
-    probe.CopyFrom(model)
-    present = {o.name for o in probe.graph.output}
-    probe.graph.output.extend(onnx.ValueInfoProto(name=n) for n in names if n not in present)
-    return probe
 
 
 def _moments(reference, current, level: list[Layer], stream, progress) -> dict[int, Moments]:

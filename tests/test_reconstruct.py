@@ -177,3 +177,21 @@ def test_layerwise_refit_fits_each_layer_on_the_pruned_prefix():
                                                                         feeds).values())))
     assert errors["lsq", 0.01] < 0.9 * errors["bias", 0.1]
     assert errors["lsq", 0.01] < errors["lsq", 1e4]
+
+
+def test_truncated_model_computes_an_intermediate_with_fewer_nodes():
+    from onnxprune.verify import truncated
+
+    b = GraphBuilder(seed=8)
+    x = b.input("x", ["n", 3, 8, 8])
+    h = b.op("Relu", [b.conv(x, 3, 8)])
+    y = b.conv(b.op("Relu", [b.conv(h, 8, 8)]), 8, 4)
+    model = b.build(y)
+    part = truncated(model, [h])
+    feeds = {"x": RNG.standard_normal((2, 3, 8, 8)).astype(np.float32)}
+    from onnxprune.verify import session_for_outputs
+
+    want = session_for_outputs(model, [h]).run([h], feeds)[0]
+    assert [n.op_type for n in part.graph.node] == ["Conv", "Relu"]
+    assert len(part.graph.initializer) == 2 and [o.name for o in part.graph.output] == [h]
+    assert np.array_equal(run(part, feeds)[h], want)
