@@ -51,8 +51,8 @@ class Moments:
     count: int = 0
 
     def add(self, current: np.ndarray, dense: np.ndarray, kept: np.ndarray) -> None:
-        ones = np.ones((len(current), 1))
-        features = np.hstack([current[:, kept], ones])
+        """One batch (rows × channels); products in float32, sums in float64."""
+        features = np.hstack([current[:, kept], np.ones((len(current), 1), current.dtype)])
         self.gram += features.T @ features
         self.cross += dense.T @ features
         self.count += len(current)
@@ -138,11 +138,14 @@ def _levels(graph: gs.Graph, layers: list[Layer]) -> list[list[Layer]]:
 
 
 def _moments(reference, current, level: list[Layer], stream, progress) -> dict[int, Moments]:
-    """Input moments of each layer of a level over the calibration stream."""
+    """Input moments of each layer of a level over the calibration stream (shared by
+    layers that read the same input and keep the same channels, as Q, K and V do)."""
     names = sorted({layer.act.tensor for layer in level})
-    moments = {id(layer): Moments(np.zeros((int(layer.kept.sum()) + 1,) * 2),
-                                  np.zeros((len(layer.kept), int(layer.kept.sum()) + 1)))
-               for layer in level}
+    shared: dict[tuple, Moments] = {}
+    for layer in level:
+        width = int(layer.kept.sum()) + 1
+        shared.setdefault(_input_key(layer), Moments(np.zeros((width, width)),
+                                                     np.zeros((len(layer.kept), width))))
     for feeds in stream():
         try:
             dense = dict(zip(names, reference.run(names, feeds), strict=True))
@@ -150,18 +153,21 @@ def _moments(reference, current, level: list[Layer], stream, progress) -> dict[i
         except Exception as exc:
             raise InputError(f"the model does not run on the calibration data: "
                              f"{first_line(exc)}") from None
-        for layer in level:
-            axis = layer.act.axis
-            moments[id(layer)].add(_rows(pruned[layer.act.tensor], axis),
-                                   _rows(dense[layer.act.tensor], axis), layer.kept)
+        for key, moments in shared.items():
+            tensor, axis, kept = key[0], key[1], np.frombuffer(key[2], bool)
+            moments.add(_rows(pruned[tensor], axis), _rows(dense[tensor], axis), kept)
         if progress:
             progress(len(next(iter(feeds.values()))))
-    return moments
+    return {id(layer): shared[_input_key(layer)] for layer in level}
+
+
+def _input_key(layer: Layer) -> tuple:
+    return layer.act.tensor, layer.act.axis, np.asarray(layer.kept, bool).tobytes()
 
 
 def _rows(value: np.ndarray, axis: int) -> np.ndarray:
-    """Channels last, every other axis flattened into rows."""
-    moved = np.moveaxis(np.asarray(value, np.float64), axis, -1)
+    """Channels last, every other axis flattened into rows (float32)."""
+    moved = np.moveaxis(np.asarray(value, np.float32), axis, -1)
     return moved.reshape(-1, moved.shape[-1])
 
 
