@@ -1,0 +1,178 @@
+"""Commands that look at models: inspect, verify, bench, sensitivity."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import click
+
+from .. import api
+from .. import model as model_io
+from ..errors import InputError
+from ..files import write_atomic
+from . import main
+from .common import (
+    check_writable,
+    handle_errors,
+    image_flags,
+    image_options,
+    parse_input_shapes,
+    write_json_atomic,
+)
+
+
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=True))
+@click.option("--json", "as_json", is_flag=True, help="Print the groups as JSON.")
+@handle_errors
+def inspect(model: str, as_json: bool) -> None:
+    """Show every channel group of MODEL and why a group cannot be pruned."""
+    groups = api.inspect(model)
+    if as_json:
+        click.echo(json.dumps([_group_dict(g) for g in groups], indent=2))
+        return
+    from ..display import groups_table
+
+    groups_table(groups)
+
+
+def _group_dict(group) -> dict:
+    return {
+        "id": group.id,
+        "kind": group.kind,
+        "size": group.units,
+        "channels_per_unit": group.channels,
+        "prunable": group.prunable,
+        "blocked": group.blocked[0] if group.blocked else None,
+        "blocked_all": group.blocked,
+        "producers": [name for name, _ in group.producers],
+        "members": [{"tensor": s.tensor, "axis": s.axis, "role": group.roles[s].value}
+                    for s in group.members],
+    }
+
+
+
+@main.command()
+@click.argument("original", type=click.Path(dir_okay=True))
+@click.argument("pruned", type=click.Path(dir_okay=True))
+@click.option("--calib", help="Inputs to compare on (.npz file or directory); seeded samples "
+              "otherwise.")
+@click.option("--calib-samples", type=int, help="Use at most this many samples.")
+@click.option("--batch-size", type=int, default=8, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
+@handle_errors
+def verify(original, pruned, calib, calib_samples, batch_size, as_json) -> None:
+    """Compare PRUNED with ORIGINAL: output fidelity, MACs, parameters, latency."""
+    from ..compare import compare
+
+    result = compare(original, pruned, calib, calib_samples, batch_size)
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2))
+        return
+    from ..display import comparison_table
+
+    comparison_table(result)
+
+
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=True))
+@click.argument("pruned", required=False, type=click.Path(dir_okay=True))
+@click.option("--batch-size", "batch_sizes", type=int, multiple=True,
+              help="Batch size to time (repeatable) [default: 1].")
+@click.option("--provider", "providers", multiple=True,
+              help="onnxruntime execution provider (repeatable) [default: "
+                   "CPUExecutionProvider].")
+@click.option("--runs", type=int, default=50, show_default=True,
+              help="Timed runs per model, provider and batch size.")
+@click.option("--threads", type=int, default=0, show_default=True,
+              help="Intra-op threads (0: onnxruntime's default).")
+@click.option("--input-shape", multiple=True, help="NAME:1x3x224x224 for inputs with "
+              "symbolic sizes other than the batch (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@handle_errors
+def bench(model, pruned, batch_sizes, providers, runs, threads, input_shape, as_json,
+          quiet) -> None:
+    """Time MODEL (and PRUNED, in turns with it): latency p50/p90/p99, throughput,
+    speedup."""
+    from ..bench import CPU, benchmark
+    from ..progress import bar
+
+    dense = model_io.load(model, structure_only=True)
+    other = model_io.load(pruned, structure_only=True) if pruned else None
+    batch_sizes, providers = batch_sizes or (1,), providers or (CPU,)
+    steps = runs * len(batch_sizes) * len(providers) * (2 if other else 1)
+    with bar("timing (runs)", steps, quiet or as_json) as advance:
+        rows = benchmark(dense, other, batch_sizes=batch_sizes, providers=providers,
+                         runs=runs, threads=threads,
+                         input_shapes=parse_input_shapes(input_shape), progress=advance)
+    if as_json:
+        click.echo(json.dumps([row.to_dict() for row in rows], indent=2))
+        return
+    from ..display import bench_table
+
+    bench_table(rows)
+
+
+
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=True))
+@click.option("--calib", required=True, help="Calibration data: an .npz file, a directory of "
+              "them, or a directory of images.")
+@image_flags
+@click.option("--calib-samples", type=int, help="Use at most this many calibration samples.")
+@click.option("--batch-size", type=int, default=8, show_default=True)
+@click.option("--samples", type=int, default=32, show_default=True,
+              help="Calibration samples each measurement runs on.")
+@click.option("--ratios", default="0.25,0.5,0.75", show_default=True,
+              help="Fractions of each group to remove, comma-separated.")
+@click.option("--criterion", default="wanda", show_default=True,
+              help="Which units of a group go first.")
+@click.option("--round-to", type=int, help="Removed counts keep multiples of this "
+              "[default: 16].")
+@click.option("--input-shape", multiple=True, help="NAME:1x3x224x224 (repeatable).")
+@click.option("-o", "--output", help="Write the curves as JSON here.")
+@click.option("--plot", help="Write a PNG plot of output error against ratio per group "
+              "(needs matplotlib: pip install 'onnxprune[plot]').")
+@click.option("--json", "as_json", is_flag=True, help="Print the curves as JSON.")
+@click.option("-q", "--quiet", is_flag=True, help="No table, no progress bar.")
+@handle_errors
+def sensitivity(model, calib, image_size, image_mean, image_std, image_layout, bgr,
+                calib_samples, batch_size, samples, ratios, criterion, round_to, input_shape,
+                output, plot, as_json, quiet) -> None:
+    """Prune each group of MODEL alone at several ratios and measure how much the outputs
+    change: a table, JSON curves and a plot."""
+    from ..progress import bar
+
+    for path in (output, plot):
+        if path:
+            check_writable(Path(path))
+    try:
+        fractions = tuple(float(r) for r in ratios.split(","))
+    except ValueError:
+        raise InputError(f"--ratios {ratios!r}: expected comma-separated numbers") from None
+    with bar("measuring groups", None, quiet or as_json) as advance:
+        curves = api.sensitivity(
+            model, calib, ratios=fractions, criterion=criterion, samples=samples,
+            round_to=round_to, input_shapes=parse_input_shapes(input_shape),
+            calib_samples=calib_samples, batch_size=batch_size,
+            images=image_options(image_size, image_mean, image_std, image_layout, bgr),
+            progress=advance)
+    data = {"model": str(model), "metric": "relative L2 output error",
+            "ratios": list(fractions), "groups": [asdict(c) for c in curves]}
+    if plot:
+        from ..plot import sensitivity_png
+
+        write_atomic(sensitivity_png(data["groups"], f"Sensitivity: {Path(model).name}"), plot)
+    if output:
+        write_json_atomic(data, output)
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+    elif not quiet:
+        from ..display import sensitivity_table
+
+        sensitivity_table(curves)
+
+

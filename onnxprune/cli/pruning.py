@@ -1,0 +1,176 @@
+"""`onnxprune prune`, and the readable reports it writes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from .. import api
+from .. import model as model_io
+from ..errors import InputError
+from ..files import write_atomic
+from . import main
+from .common import (
+    calibration_progress,
+    check_writable,
+    handle_errors,
+    image_flags,
+    image_options,
+    json_default,
+    parse_input_shapes,
+    write_json_atomic,
+)
+
+
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=True))
+@click.option("-o", "--output", required=True, help="Where to write the pruned model.")
+@click.option("--ratio", type=float, help="Fraction of channels (and FFN neurons) removed per "
+              "group, in [0, 1).")
+@click.option("--head-ratio", type=float, help="Fraction of attention heads removed in each "
+              "attention block, in [0, 1).")
+@click.option("--hidden-ratio", type=float, help="Fraction of the hidden size (residual "
+              "stream through normalizations) removed; approximate, off by default.")
+@click.option("--target-macs", type=float, help="Keep at most this fraction of the MACs.")
+@click.option("--target-latency", type=float, help="Keep about this fraction of the measured "
+              "onnxruntime latency (latency tables, corrected by whole-model measurements).")
+@click.option("--target-energy", type=float, help="Keep at most this fraction of the energy "
+              "of the analytical model (MACs and bytes moved; see README).")
+@click.option("--provider", default="CPUExecutionProvider", show_default=True,
+              help="onnxruntime execution provider for --target-latency.")
+@click.option("--threads", type=int, default=0, show_default=True,
+              help="Intra-op threads for --target-latency (0: onnxruntime's default).")
+@click.option("--criterion", help="l1, l2, bn_scale, random, zero; with --calib: activation, "
+              "apoz, variance, wanda, sensitivity (per-group ratios from measured output "
+              "error) [default: l1, or wanda with --calib].")
+@click.option("--global", "global_ranking", is_flag=True,
+              help="Rank channels across groups instead of per group.")
+@click.option("--max-ratio", type=float, default=0.9, show_default=True,
+              help="Cap on the fraction removed from any one group (global ranking).")
+@click.option("--round-to", type=int, help="Kept channel counts are multiples of this "
+              "[default: 16; with --target-latency, chosen from the latency tables].")
+@click.option("--min-channels", type=int, default=1, show_default=True,
+              help="Never keep fewer channels in a group.")
+@click.option("--ignore", multiple=True, help="Do not prune groups produced by nodes matching "
+              "this name, op type or regular expression (repeatable).")
+@click.option("--input-shape", multiple=True, help="NAME:1x3x224x224 for verification runs "
+              "and MACs (repeatable).")
+@click.option("--calib", help="Calibration data for activation, apoz, variance and wanda: "
+              "an .npz file (one array per input, first axis = samples), a directory of "
+              "them, or a directory of images (for a model with one image input).")
+@image_flags
+@click.option("--calib-samples", type=int, help="Use at most this many calibration samples.")
+@click.option("--batch-size", type=int, default=8, show_default=True,
+              help="Calibration batch size.")
+@click.option("--reconstruct", help="none; bias: fold removed channels' mean contributions "
+              "into the consumers' biases; lsq: least-squares refit of the kept weights (both "
+              "need --calib) [default: none, or lsq with --calib].")
+@click.option("--ridge", type=float, default=0.1, show_default=True,
+              help="Damping of the least-squares refit, relative to the mean channel "
+                   "energy.")
+@click.option("--sensitivity-samples", type=int, default=32, show_default=True,
+              help="Calibration samples each sensitivity measurement runs on.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--report", "report_path", help="Write a JSON report here.")
+@click.option("--save-plan", help="Write the decisions (groups, removed units, options, "
+              "model fingerprint) to this JSON plan file.")
+@click.option("--plan", "plan_path", help="Replay a saved plan instead of planning.")
+@click.option("--report-html", help="Write a readable report (one self-contained HTML page): "
+              "MACs, parameters and measured latency before and after, a chart of kept and "
+              "removed channels per group, fidelity with --calib, groups left alone.")
+@click.option("--report-md", help="The same report in Markdown.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout "
+              "(no progress bars).")
+@click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
+@handle_errors
+def prune(model, output, ratio, head_ratio, hidden_ratio, target_macs, target_latency,
+          target_energy, provider, threads, criterion,
+          global_ranking, max_ratio, round_to, min_channels, ignore, input_shape, calib,
+          image_size, image_mean, image_std, image_layout, bgr, calib_samples, batch_size,
+          reconstruct, ridge, sensitivity_samples, seed, report_path, save_plan, plan_path,
+          report_html, report_md, as_json, quiet) -> None:
+    """Remove channels from MODEL and write a verified, smaller model to OUTPUT."""
+    quiet = quiet or as_json
+    for path in (output, report_path, save_plan, report_html, report_md):
+        if path:
+            check_writable(Path(path))
+    images = image_options(image_size, image_mean, image_std, image_layout, bgr)
+    with calibration_progress(quiet or calib is None) as advance:
+        pruned, report = api.prune(
+            model, ratio, target_macs=target_macs, head_ratio=head_ratio,
+            hidden_ratio=hidden_ratio, criterion=criterion, global_ranking=global_ranking,
+            max_ratio=max_ratio, round_to=round_to, min_channels=min_channels, ignore=ignore,
+            input_shapes=parse_input_shapes(input_shape), seed=seed, calib=calib,
+            calib_samples=calib_samples, batch_size=batch_size, reconstruct=reconstruct,
+            ridge=ridge, sensitivity_samples=sensitivity_samples, images=images,
+            progress=advance, plan=plan_path,
+            target_latency=target_latency, target_energy=target_energy, provider=provider,
+            threads=threads, show_progress=not quiet)
+    readable = _readable_report(model, pruned, report, report_html or report_md, calib,
+                                calib_samples, batch_size, images, quiet)
+    model_io.save(pruned, output)
+    extra = {k: readable[k] for k in ("latency", "fidelity")} if readable else {}
+    if report_path:
+        write_json_atomic(dict(report.to_dict(), **extra), report_path)
+    _write_readable(readable, report_html, report_md)
+    if save_plan:
+        write_json_atomic(report.plan_document, save_plan)
+    if as_json:
+        click.echo(json.dumps(dict(report.to_dict(), **extra), indent=2,
+                              default=json_default))
+    elif not quiet:
+        from ..display import prune_summary
+
+        prune_summary(report, output)
+
+
+
+
+def _readable_report(model, pruned, report, wanted, calib, calib_samples, batch_size, images,
+                     quiet: bool) -> dict | None:
+    """Measure what the HTML/Markdown report shows beyond the prune report."""
+    if not wanted:
+        return None
+    from ..progress import bar
+    from ..reporting import measured_fidelity, measured_latency, report_document
+
+    original = model_io.load(model)
+    with bar("timing dense and pruned (runs)", 60, quiet) as advance:
+        latency = measured_latency(original, pruned, report, progress=advance)
+    fidelity = None
+    if calib is not None:
+        with bar("fidelity on calibration data", None, quiet):
+            fidelity = measured_fidelity(original, pruned, calib, calib_samples, batch_size,
+                                         images)
+    return report_document(report, latency, fidelity, _sensitivity_section(report),
+                           title=f"onnxprune: {Path(model).name}")
+
+
+def _sensitivity_section(report) -> dict | None:
+    """The measured sensitivity curves (criterion sensitivity) as report rows and an
+    inline plot (when matplotlib is installed)."""
+    if not report.sensitivity:
+        return None
+    rows = [{"group": c["group"], "ratio": removed / c["units"], "error": error}
+            for c in report.sensitivity
+            for removed, error in zip(c["removed"], c["errors"], strict=True)]
+    try:
+        from ..plot import data_uri, sensitivity_png
+
+        plot = data_uri(sensitivity_png(report.sensitivity))
+    except InputError:
+        plot = None
+    return {"rows": rows, "plot_png": plot}
+
+
+def _write_readable(document: dict | None, html_path: str | None, md_path: str | None) -> None:
+    from ..report_html import render_html, render_markdown
+
+    if document and html_path:
+        write_atomic(render_html(document), html_path)
+    if document and md_path:
+        write_atomic(render_markdown(document), md_path)
+
+

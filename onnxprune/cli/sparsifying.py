@@ -1,0 +1,89 @@
+"""`onnxprune sparsify`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .. import api
+from .. import model as model_io
+from . import main
+from .common import (
+    calibration_progress,
+    check_writable,
+    handle_errors,
+    image_options,
+    parse_input_shapes,
+    write_json_atomic,
+)
+
+
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=True))
+@click.option("-o", "--output", required=True, help="Where to write the sparsified model.")
+@click.option("--pattern", default="2:4", show_default=True,
+              help="2:4 or 4:8 (n non-zeros in every m along the axis TensorRT checks), or "
+                   "unstructured.")
+@click.option("--sparsity", type=float, help="Fraction of weights zeroed (unstructured; "
+              "default 0.5).")
+@click.option("--criterion", default="magnitude", show_default=True,
+              help="magnitude; with --calib: wanda, sparsegpt.")
+@click.option("--min-size", type=int, help="Sparsify only layers with at least this many "
+              "outputs and this reduction length [default: 256 for N:M, 0 for unstructured].")
+@click.option("--all", "all_layers", is_flag=True, help="Sparsify every eligible layer, "
+              "whatever its size.")
+@click.option("--ignore", multiple=True, help="Leave alone layers whose node name or op type "
+              "equals this or whose name matches it as a regular expression (repeatable).")
+@click.option("--fp16", is_flag=True, help="Store the sparsified weights in float16 (behind "
+              "a Cast).")
+@click.option("--storage", default="dense", show_default=True,
+              help="dense (zeros stored; what TensorRT reads) or sparse (ONNX "
+                   "sparse_initializer where smaller).")
+@click.option("--sparse-indices", default="int64", show_default=True,
+              help="int64 (ONNX) or int16 (smaller; onnxruntime reads it, onnx.checker "
+                   "refuses it).")
+@click.option("--input-shape", multiple=True, help="NAME:1x3x224x224 for verification runs "
+              "(repeatable).")
+@click.option("--calib", help="Calibration data for wanda and sparsegpt: an .npz file, a "
+              "directory of them, or a directory of images.")
+@click.option("--image-size", help="Images: HxW (default: the input's fixed size).")
+@click.option("--image-mean", default="0,0,0", show_default=True,
+              help="Images: per-channel mean, after scaling to [0, 1].")
+@click.option("--image-std", default="1,1,1", show_default=True,
+              help="Images: per-channel std, after scaling to [0, 1].")
+@click.option("--image-layout", default="NCHW", show_default=True, help="NCHW or NHWC.")
+@click.option("--bgr", is_flag=True, help="Images: BGR channel order instead of RGB.")
+@click.option("--calib-samples", type=int, help="Use at most this many calibration samples.")
+@click.option("--batch-size", type=int, default=8, show_default=True,
+              help="Calibration batch size.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--report", "report_path", help="Write a JSON report here.")
+@click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
+@handle_errors
+def sparsify(model, output, pattern, sparsity, criterion, min_size, all_layers, ignore, fp16,
+             storage, sparse_indices, input_shape, calib, image_size, image_mean, image_std,
+             image_layout, bgr, calib_samples, batch_size, seed, report_path, quiet) -> None:
+    """Zero weights of MODEL in an N:M or unstructured pattern; write a verified model."""
+    check_writable(Path(output))
+    if report_path:
+        check_writable(Path(report_path))
+    with calibration_progress(quiet or calib is None) as advance:
+        sparse, report = api.sparsify(
+            model, pattern, sparsity=sparsity, criterion=criterion, calib=calib,
+            calib_samples=calib_samples, batch_size=batch_size,
+            images=image_options(image_size, image_mean, image_std, image_layout, bgr),
+            min_size=min_size, all_layers=all_layers, ignore=ignore, fp16=fp16,
+            storage=storage, sparse_indices=sparse_indices,
+            input_shapes=parse_input_shapes(input_shape), seed=seed, progress=advance)
+    model_io.save(sparse, output)
+    if report_path:
+        write_json_atomic(report.to_dict(), report_path)
+    if not quiet:
+        counts = report.to_dict()["counts"]
+        errors = ", ".join(f"{k} {v:.3g}" for k, v in report.output_error.items())
+        click.echo(f"{output}: {counts['sparsified']} of {counts['candidates']} candidate "
+                   f"weights {report.pattern} sparse ({counts['eligible']} eligible; "
+                   f"criterion {report.criterion}); relative output error on sample inputs: "
+                   f"{errors}; {report.seconds:.1f} s")
+
