@@ -143,17 +143,9 @@ def prune(model: ModelLike, ratio: float | None = None, *, target_macs: float | 
                           target_latency, target_energy, provider, threads)
     document, options = _replayed(plan, options)
     criterion = options.criterion
-    options.validate()
-    if sensitivity_samples < 1:
-        raise InputError(f"--sensitivity-samples must be at least 1, got {sensitivity_samples}")
+    _check_request(options, reconstruct, calib is not None or document is not None,
+                   calib is not None, sensitivity_samples)
     score = criteria.get(criterion)
-    if criterion in criteria.DATA_AWARE and calib is None and document is None:
-        raise InputError(f"criterion {criterion!r} needs calibration data (--calib DATA)")
-    if reconstruct not in RECONSTRUCTIONS:
-        raise InputError(f"unknown reconstruction {reconstruct!r}; choose one of "
-                         f"{', '.join(RECONSTRUCTIONS)}")
-    if reconstruct != "none" and calib is None:
-        raise InputError(f"--reconstruct {reconstruct} needs calibration data (--calib DATA)")
     start = time.perf_counter()
     proto, stream, shapes, dep = _analyzed(model, input_shapes, calib, calib_samples,
                                            batch_size, images)
@@ -230,6 +222,23 @@ def _analyzed(model: ModelLike, input_shapes, calib, calib_samples, batch_size, 
         if calib is not None else None
     shapes = sample_shapes(proto, input_shapes)
     return proto, stream, shapes, build(view_of(model_io.normalize(proto), proto, shapes))
+
+
+def _check_request(options: PlanOptions, reconstruct: str, ranked: bool, calibrated: bool,
+                   sensitivity_samples: int) -> None:
+    """Refuse option combinations that cannot work, before any work."""
+    options.validate()
+    criteria.get(options.criterion)
+    if sensitivity_samples < 1:
+        raise InputError(f"--sensitivity-samples must be at least 1, got {sensitivity_samples}")
+    if options.criterion in criteria.DATA_AWARE and not ranked:
+        raise InputError(f"criterion {options.criterion!r} needs calibration data "
+                         "(--calib DATA)")
+    if reconstruct not in RECONSTRUCTIONS:
+        raise InputError(f"unknown reconstruction {reconstruct!r}; choose one of "
+                         f"{', '.join(RECONSTRUCTIONS)}")
+    if reconstruct != "none" and not calibrated:
+        raise InputError(f"--reconstruct {reconstruct} needs calibration data (--calib DATA)")
 
 
 def _replayed(plan, options: PlanOptions) -> tuple[dict | None, PlanOptions]:
