@@ -170,3 +170,48 @@ def test_plan_options_conflict_and_unreadable_file(tmp_path):
     assert result.exit_code == 2 and "do not give ratio" in result.stderr
     result = invoke("prune", DEMO, "-o", out, "--plan", tmp_path / "none.json")
     assert result.exit_code == 2 and "no such plan file" in result.stderr
+
+
+def zero_masks(model: onnx.ModelProto) -> dict[tuple, np.ndarray]:
+    """Zero pattern of every initializer, keyed by shape and rank among equals."""
+    seen: dict[tuple, int] = {}
+    masks = {}
+    for tensor in model.graph.initializer:
+        shape = tuple(tensor.dims)
+        masks[shape, seen.get(shape, 0)] = numpy_helper.to_array(tensor) == 0
+        seen[shape] = seen.get(shape, 0) + 1
+    return masks
+
+
+def test_sparsify_plan_replays_the_same_zeros_on_a_renamed_export(tmp_path):
+    from onnxprune import sparsify
+
+    model = zoo_model("resnet18")
+    sparse, report = sparsify(model, "2:4", all_layers=True)
+    document = report.plan_document
+    assert document["kind"] == "sparsify" and len(document["layers"]) == len(report.sparsified)
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps(document))
+    replayed, again = sparsify(renamed(model), plan=str(plan))
+    assert again.criterion == "plan" and len(again.sparsified) == len(report.sparsified)
+    want, got = zero_masks(sparse), zero_masks(replayed)
+    assert want.keys() == got.keys() and all(np.array_equal(want[k], got[k]) for k in want)
+    feeds = sample_feeds(model, sample_shapes(model, None))
+    assert all(np.array_equal(a, b) for a, b in zip(outputs(sparse, feeds),
+                                                    outputs(replayed, feeds), strict=True))
+
+
+def test_sparsify_plan_is_refused_on_another_network_and_by_prune(tmp_path):
+    from onnxprune import sparsify
+
+    _, report = sparsify(zoo_model("resnet18"), "2:4", all_layers=True)
+    with pytest.raises(InputError, match="does not match this model"):
+        sparsify(zoo_model("resnet50"), plan=report.plan_document)
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps(report.plan_document))
+    result = invoke("prune", DEMO, "-o", tmp_path / "o.onnx", "--plan", plan)
+    assert result.exit_code == 2 and "'sparsify' plan" in result.stderr
+    broken = dict(report.plan_document, layers=[{"key": "x", "matrix": [4, 4], "zeros": "!"}])
+    plan.write_text(json.dumps(broken))
+    result = invoke("sparsify", DEMO, "-o", tmp_path / "o.onnx", "--plan", plan)
+    assert result.exit_code == 2 and "malformed" in result.stderr

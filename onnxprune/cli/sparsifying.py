@@ -13,6 +13,7 @@ from .common import (
     calibration_progress,
     check_writable,
     handle_errors,
+    image_flags,
     image_options,
     parse_input_shapes,
     write_json_atomic,
@@ -47,27 +48,26 @@ from .common import (
               "(repeatable).")
 @click.option("--calib", help="Calibration data for wanda and sparsegpt: an .npz file, a "
               "directory of them, or a directory of images.")
-@click.option("--image-size", help="Images: HxW (default: the input's fixed size).")
-@click.option("--image-mean", default="0,0,0", show_default=True,
-              help="Images: per-channel mean, after scaling to [0, 1].")
-@click.option("--image-std", default="1,1,1", show_default=True,
-              help="Images: per-channel std, after scaling to [0, 1].")
-@click.option("--image-layout", default="NCHW", show_default=True, help="NCHW or NHWC.")
-@click.option("--bgr", is_flag=True, help="Images: BGR channel order instead of RGB.")
+@image_flags
 @click.option("--calib-samples", type=int, help="Use at most this many calibration samples.")
 @click.option("--batch-size", type=int, default=8, show_default=True,
               help="Calibration batch size.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--report", "report_path", help="Write a JSON report here.")
+@click.option("--save-plan", help="Write the decisions (zero masks per layer, options, model "
+              "fingerprint) to this JSON plan file.")
+@click.option("--plan", "plan_path", help="Apply a saved plan's zero masks instead of "
+              "choosing (another export of the same network; refused on another network).")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
 @handle_errors
 def sparsify(model, output, pattern, sparsity, criterion, min_size, all_layers, ignore, fp16,
              storage, sparse_indices, input_shape, calib, image_size, image_mean, image_std,
-             image_layout, bgr, calib_samples, batch_size, seed, report_path, quiet) -> None:
+             image_layout, bgr, calib_samples, batch_size, seed, report_path, save_plan,
+             plan_path, quiet) -> None:
     """Zero weights of MODEL in an N:M or unstructured pattern; write a verified model."""
-    check_writable(Path(output))
-    if report_path:
-        check_writable(Path(report_path))
+    for path in (output, report_path, save_plan):
+        if path:
+            check_writable(Path(path))
     with calibration_progress(quiet or calib is None) as advance:
         sparse, report = api.sparsify(
             model, pattern, sparsity=sparsity, criterion=criterion, calib=calib,
@@ -75,10 +75,13 @@ def sparsify(model, output, pattern, sparsity, criterion, min_size, all_layers, 
             images=image_options(image_size, image_mean, image_std, image_layout, bgr),
             min_size=min_size, all_layers=all_layers, ignore=ignore, fp16=fp16,
             storage=storage, sparse_indices=sparse_indices,
-            input_shapes=parse_input_shapes(input_shape), seed=seed, progress=advance)
+            input_shapes=parse_input_shapes(input_shape), seed=seed, progress=advance,
+            plan=plan_path)
     model_io.save(sparse, output)
     if report_path:
         write_json_atomic(report.to_dict(), report_path)
+    if save_plan:
+        write_json_atomic(report.plan_document, save_plan)
     if not quiet:
         counts = report.to_dict()["counts"]
         errors = ", ".join(f"{k} {v:.3g}" for k, v in report.output_error.items())

@@ -10,9 +10,10 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from onnx import ModelProto
 
-from .. import calibrate
+from .. import calibrate, planfile
 from .. import model as model_io
 from ..errors import InputError, ModelError
+from . import plans
 from .check import verify_written
 from .criteria import DATA_AWARE, check_criterion, magnitude, sparsegpt, wanda
 from .layers import (
@@ -69,6 +70,7 @@ class SparsifyReport:
     layers: list[LayerReport] = field(default_factory=list)
     output_error: dict[str, float] = field(default_factory=dict)
     checks: list[str] = field(default_factory=list)
+    plan_document: dict | None = field(default=None, repr=False)
 
     @property
     def sparsified(self) -> list[LayerReport]:
@@ -76,6 +78,7 @@ class SparsifyReport:
 
     def to_dict(self) -> dict:
         data = asdict(self)
+        data.pop("plan_document")
         data["counts"] = {"candidates": len(self.layers),
                           "eligible": sum(layer.eligible for layer in self.layers),
                           "sparsified": len(self.sparsified)}
@@ -88,12 +91,20 @@ def sparsify(model: ModelLike, pattern: str = "2:4", *, sparsity: float | None =
              all_layers: bool = False, ignore: tuple[str, ...] = (), fp16: bool = False,
              storage: str = "dense", sparse_indices: str = "int64",
              input_shapes: dict[str, tuple[int, ...]] | None = None, seed: int = 0,
-             damp: float = 0.01, progress: Callable[[int], None] | None = None
+             damp: float = 0.01, progress: Callable[[int], None] | None = None,
+             plan: str | os.PathLike | dict | None = None
              ) -> tuple[ModelProto, SparsifyReport]:
     """Zero weights of Conv, MatMul and Gemm layers in an N:M or unstructured pattern
     and return the verified model and a report. By default only layers with at least
     `min_size` outputs and reduction length (256 for N:M, where sparse kernels can
-    win; 0 for unstructured) are sparsified; `all_layers` takes every eligible one."""
+    win; 0 for unstructured) are sparsified; `all_layers` takes every eligible one.
+    `plan`: a plan file (`report.plan_document`) whose zero masks are applied instead
+    of choosing (pattern and sparsity come from it; refused on another network)."""
+    document = planfile.read(plan, plans.KIND) if plan is not None else None
+    if document is not None:
+        recorded = document.get("options") or {}
+        pattern, sparsity = recorded.get("pattern", pattern), recorded.get("sparsity")
+        criterion, calib = "magnitude", None
     spec = parse_pattern(pattern, sparsity)
     _check_options(criterion, calib, storage, sparse_indices, min_size, damp)
     min_size = (MIN_SIZE if spec.structured else 0) if min_size is None else min_size
@@ -103,18 +114,39 @@ def sparsify(model: ModelLike, pattern: str = "2:4", *, sparsity: float | None =
     work = ModelProto()
     work.CopyFrom(original)
     layers = find_layers(work)
-    for layer in layers:
-        layer.reason = layer.reason or _skip_reason(layer, spec, min_size, all_layers, ignore)
-    chosen = [layer for layer in layers if layer.eligible]
-    used = _zero_weights(work, chosen, spec, criterion, calib, calib_samples, batch_size,
-                         images, seed, damp, progress)
+    if document is not None:
+        chosen, used = _replayed(document, layers, work)
+    else:
+        for layer in layers:
+            layer.reason = layer.reason or _skip_reason(layer, spec, min_size, all_layers,
+                                                        ignore)
+        chosen = [layer for layer in layers if layer.eligible]
+        used = _zero_weights(work, chosen, spec, criterion, calib, calib_samples, batch_size,
+                             images, seed, damp, progress)
     zeros = _zero_fractions(work, chosen)
+    saved = plans.document(layers, chosen, work, original, {
+        "pattern": spec.name, "sparsity": spec.sparsity, "criterion": criterion,
+        "min_size": min_size, "all_layers": all_layers, "ignore": list(ignore)})
     written, stored = _store(work, chosen, fp16, storage, sparse_indices)
     errors, checks = verify_written(written, original, chosen, spec, input_shapes, seed)
-    report = SparsifyReport(spec.name, spec.sparsity, criterion, min_size, all_layers, fp16,
+    report = SparsifyReport(spec.name, spec.sparsity, "plan" if document else criterion,
+                            min_size, all_layers, fp16,
                             storage, time.perf_counter() - start, [], errors, checks)
     report.layers = [_layer_report(layer, used, zeros, stored) for layer in layers]
+    report.plan_document = saved
     return written, report
+
+
+def _replayed(document: dict, layers: list[Layer], work: ModelProto):
+    """Apply a plan's masks: the layers it sparsified, and what decided each."""
+    chosen = plans.replay(document, layers, work)
+    picked = {id(layer) for layer in chosen}
+    for layer in layers:
+        if id(layer) not in picked:
+            layer.reason = layer.reason or "not in the plan"
+        else:
+            layer.reason = None
+    return chosen, {id(layer): "plan" for layer in chosen}
 
 
 def _check_options(criterion: str, calib, storage: str, sparse_indices: str,
