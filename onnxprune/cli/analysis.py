@@ -66,8 +66,10 @@ def _group_dict(group) -> dict:
 def verify(original, pruned, calib, calib_samples, batch_size, as_json) -> None:
     """Compare PRUNED with ORIGINAL: output fidelity, MACs, parameters, latency."""
     from ..compare import compare
+    from ..progress import bar
 
-    result = compare(original, pruned, calib, calib_samples, batch_size)
+    with bar("comparing outputs and timing", None, as_json):
+        result = compare(original, pruned, calib, calib_samples, batch_size)
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
         return
