@@ -26,13 +26,17 @@ def mlp_with_constant_unit():
     return b.build(y)
 
 
-def conv_bn_with_constant_channel():
-    b = GraphBuilder(seed=2)
-    x = b.input("x", ["n", 3, 8, 8])
+def relu_conv_with_constant_channel(b: GraphBuilder, x: str, channel: int, value: float) -> str:
+    """Relu(3×3 conv to 8 channels) whose `channel` is always relu(value)."""
     w1 = b.rng.standard_normal((8, 3, 3, 3)).astype(np.float32)
     b1 = b.rng.standard_normal(8).astype(np.float32)
-    w1[2], b1[2] = 0.0, 1.5
-    h = b.op("Relu", [b.op("Conv", [x, b.const(w1), b.const(b1)], pads=[1, 1, 1, 1])])
+    w1[channel], b1[channel] = 0.0, value
+    return b.op("Relu", [b.op("Conv", [x, b.const(w1), b.const(b1)], pads=[1, 1, 1, 1])])
+
+
+def conv_bn_with_constant_channel():
+    b = GraphBuilder(seed=2)
+    h = relu_conv_with_constant_channel(b, b.input("x", ["n", 3, 8, 8]), 2, 1.5)
     conv2 = b.op("Conv", [h, b.weight(4, 8, 1, 1)])
     return b.build(b.bn(conv2, 4))
 
@@ -94,11 +98,7 @@ def test_bias_compensation_through_a_transposed_convolution():
     """Kernel = stride: every output pixel gets one tap per input channel; with equal
     taps for the constant channel its mean contribution is exact."""
     b = GraphBuilder(seed=3)
-    x = b.input("x", ["n", 3, 4, 4])
-    w1 = b.rng.standard_normal((8, 3, 3, 3)).astype(np.float32)
-    b1 = b.rng.standard_normal(8).astype(np.float32)
-    w1[5], b1[5] = 0.0, 0.7
-    h = b.op("Relu", [b.op("Conv", [x, b.const(w1), b.const(b1)], pads=[1, 1, 1, 1])])
+    h = relu_conv_with_constant_channel(b, b.input("x", ["n", 3, 4, 4]), 5, 0.7)
     wt = b.rng.standard_normal((8, 4, 2, 2)).astype(np.float32)
     wt[5] = b.rng.standard_normal((4, 1, 1)).astype(np.float32)  # equal taps
     y = b.op("ConvTranspose", [h, b.const(wt), b.weight(4)], strides=[2, 2])
