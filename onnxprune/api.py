@@ -23,7 +23,8 @@ from .criteria.sensitivity import (
     measure_curves,
 )
 from .depgraph import DepGraph, Group, analyze, build, view_of
-from .errors import InputError, ModelError, VerificationError, first_line
+from .errors import InputError, VerificationError
+from .notices import cut_warnings, requested_cuts
 from .plan import (
     CHANNEL_KINDS,
     DEFAULT_ROUND_TO,
@@ -41,7 +42,7 @@ from .refit import refit_layerwise
 from .rewrite import apply, removed_slots
 from .shapes import concrete_shape_table, sample_shapes
 from .sparsity import SparsifyReport, sparsify  # noqa: F401  (public surface)
-from .verify import check_pruned, reference_model, run, sample_feeds
+from .verify import check_pruned, reference_model, sample_feeds
 
 ModelLike = ModelProto | str | os.PathLike
 RECONSTRUCTIONS = ("none", "bias", "lsq")
@@ -84,6 +85,7 @@ class Report:
     plan_document: dict | None = field(default=None, repr=False)
     target: dict | None = None
     sensitivity: list[dict] | None = None
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def macs_reduction(self) -> float:
@@ -171,6 +173,7 @@ def prune(model: ModelLike, ratio: float | None = None, *, target_macs: float | 
                     hidden_ratio, _round_to(options), {k: list(v) for k, v in shapes.items()},
                     _group_reports(dep, plan), _node_reports(dep.view.graph, before, after))
     report.target = meter.outcome if meter is not None else None
+    report.warnings = cut_warnings(report.groups, requested_cuts(options))
     report.sensitivity = [asdict(c) for c in sense.measured] if sense and sense.measured \
         else None
     report.plan_document = planfile.prune_document(
@@ -404,20 +407,9 @@ def _verify(pruned: ModelProto, dep: DepGraph, plan: Plan, proto: ModelProto, fe
     try:
         check_pruned(pruned, reference, feeds, compare=len(exact) == len(plan.removed))
     except VerificationError as exc:
-        _require_runnable(reference, feeds)
         culprit = _culprit(dep, plan, proto, feeds)
         raise VerificationError(f"pruned model failed verification ({exc}){culprit}; "
                                 "nothing was written") from None
-
-
-def _require_runnable(model: ModelProto, feeds) -> None:
-    """A model that fails on the sample inputs themselves needs other input shapes."""
-    try:
-        run(model, feeds)
-    except Exception as exc:
-        shapes = ", ".join(f"{k}:{'x'.join(map(str, v.shape))}" for k, v in feeds.items())
-        raise ModelError(f"the model does not run on sample inputs ({shapes}): "
-                         f"{first_line(exc)}; give the right shapes with --input-shape") from None
 
 
 def _culprit(dep: DepGraph, plan: Plan, proto: ModelProto, feeds) -> str:
