@@ -146,7 +146,7 @@ def prune(model: ModelLike, ratio: float | None = None, *, target_macs: float | 
     document, options = _replayed(plan, options)
     criterion = options.criterion
     _check_request(options, reconstruct, calib is not None or document is not None,
-                   calib is not None, sensitivity_samples)
+                   calib is not None, sensitivity_samples, ridge)
     score = criteria.get(criterion)
     start = time.perf_counter()
     proto, stream, shapes, dep = _analyzed(model, input_shapes, calib, calib_samples,
@@ -228,9 +228,11 @@ def _analyzed(model: ModelLike, input_shapes, calib, calib_samples, batch_size, 
 
 
 def _check_request(options: PlanOptions, reconstruct: str, ranked: bool, calibrated: bool,
-                   sensitivity_samples: int) -> None:
+                   sensitivity_samples: int, ridge: float) -> None:
     """Refuse option combinations that cannot work, before any work."""
     options.validate()
+    if not ridge >= 0 or ridge == float("inf"):
+        raise InputError(f"--ridge must be a finite number >= 0, got {ridge}")
     criteria.get(options.criterion)
     if sensitivity_samples < 1:
         raise InputError(f"--sensitivity-samples must be at least 1, got {sensitivity_samples}")

@@ -14,7 +14,7 @@ import sys
 
 import click
 
-from ..errors import InputError, OnnxPruneError
+from ..errors import InputError, OnnxPruneError, first_line
 
 BAD_INPUT = 2
 INTERNAL_ERROR = 70
@@ -26,6 +26,7 @@ UNWRITABLE = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM
 
 def fail(message: str, code: int) -> None:
     """One line on stderr, then exit with a documented status."""
+    message = " ".join(line.strip() for line in str(message).splitlines() if line.strip())
     click.echo(f"onnxprune: error: {message}", err=True)
     sys.exit(code)
 
@@ -62,7 +63,7 @@ def handle_errors(func):
 def _internal(exc: Exception) -> None:
     if os.environ.get("ONNXPRUNE_DEBUG"):
         raise exc
-    fail(f"internal error: {type(exc).__name__}: {exc} (set ONNXPRUNE_DEBUG=1 for a "
+    fail(f"internal error: {type(exc).__name__}: {first_line(exc)} (set ONNXPRUNE_DEBUG=1 for a "
          "traceback)", INTERNAL_ERROR)
 
 
