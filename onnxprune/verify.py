@@ -212,39 +212,50 @@ def check_written(model: ModelProto, feeds: dict[str, np.ndarray],
     return outputs
 
 
-def nonfinite_weights(model: ModelProto) -> list[str]:
-    """Names of the floating-point weights (initializers, sparse initializers,
-    Constant nodes) that hold NaN or infinity."""
+def nonfinite_weights(model: ModelProto) -> dict[str, str]:
+    """The floating-point weights (initializers, sparse initializers, Constant nodes)
+    that hold NaN or infinity: name → "NaN" or "infinity"."""
     tensors = [(t.name, t) for t in model.graph.initializer]
     tensors += [(t.values.name, t.values) for t in model.graph.sparse_initializer]
     tensors += [(n.output[0], a.t) for n in model.graph.node if n.op_type == "Constant"
                 for a in n.attribute if a.name == "value"]
-    return [name for name, tensor in tensors
-            if tensor.data_type in FLOAT_TYPES and not _finite(tensor)]
-
-
-def _finite(tensor: onnx.TensorProto) -> bool:
-    if tensor.data_type == onnx.TensorProto.FLOAT and tensor.raw_data:
-        values = np.frombuffer(tensor.raw_data, np.float32)  # no copy of large weights
-    else:
-        values = onnx.numpy_helper.to_array(tensor)
-    try:
-        return bool(np.isfinite(values).all())
-    except TypeError:  # bfloat16 and other types numpy does not know
-        return bool(np.isfinite(values.astype(np.float32)).all())
+    found = {}
+    for name, tensor in tensors:
+        if tensor.data_type in FLOAT_TYPES:
+            what = _nonfinite(tensor)
+            if what:
+                found[name] = what
+    return found
 
 
 FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE,
                onnx.TensorProto.BFLOAT16}
 
 
+def _nonfinite(tensor: onnx.TensorProto) -> str | None:
+    if tensor.data_type == onnx.TensorProto.FLOAT and tensor.raw_data:
+        values = np.frombuffer(tensor.raw_data, np.float32)  # no copy of large weights
+    else:
+        values = onnx.numpy_helper.to_array(tensor)
+        if values.dtype.kind != "f":  # bfloat16 and other types numpy does not know
+            values = values.astype(np.float32)
+    if np.isfinite(values).all():
+        return None
+    return "NaN" if np.isnan(values).any() else "infinity"
+
+
 def _check_finite_weights(model: ModelProto, source: ModelProto | None) -> None:
+    """NaN is never written (a source that holds it is a broken model); infinity only
+    where the source's weight of that name holds it too (attention masks)."""
     bad = nonfinite_weights(model)
-    if bad and source is not None:
-        allowed = set(nonfinite_weights(source))
-        bad = [name for name in bad if name not in allowed]
-    if bad:
-        raise VerificationError(f"weight {bad[0]!r} holds NaN or infinity")
+    if not bad:
+        return
+    given = nonfinite_weights(source) if source is not None else {}
+    for name, what in bad.items():
+        if given.get(name) == "NaN":
+            raise ModelError(f"weight {name!r} of the model holds NaN; nothing was written")
+        if what == "NaN" or name not in given:
+            raise VerificationError(f"weight {name!r} holds {what}")
 
 
 def _check_finite_outputs(outputs: dict[str, np.ndarray],
