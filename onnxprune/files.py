@@ -98,15 +98,21 @@ def write_atomic(data: bytes | str, path: str | os.PathLike) -> None:
 
 @contextlib.contextmanager
 def _interrupts_held() -> Iterator[None]:
-    """Hold SIGINT back (delivered right after) while the block runs."""
+    """Hold Ctrl-C back while the block runs, then act on it (a Python-level handler:
+    the signal may reach any thread, and Python answers it in the main thread)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    caught: list[tuple] = []
+    previous = signal.signal(signal.SIGINT, lambda *args: caught.append(args))
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        signal.signal(signal.SIGINT, previous)
+        if caught and callable(previous):
+            previous(*caught[0])
+        elif caught and previous != signal.SIG_IGN:
+            raise KeyboardInterrupt
 
 
 def _directory(path: Path) -> Path:
