@@ -9,6 +9,7 @@ from collections import Counter
 
 from .plan import CHANNEL_KINDS, PlanOptions
 
+NOTHING = "the plan removes nothing: the model is written with its structure unchanged"
 LABELS = {CHANNEL_KINDS: "channel or neuron", ("head",): "attention head",
           ("hidden",): "hidden"}
 
@@ -46,6 +47,5 @@ def cut_warnings(groups: list, asked: list[tuple[str, tuple[str, ...]]]) -> list
         warnings.append(f"{flag} cuts nothing: none of the {len(candidates)} prunable "
                         f"{label} groups loses a unit ({why})")
     if asked and not any(g.removed for g in groups):
-        warnings.append("the plan removes nothing: the model is written with its structure "
-                        "unchanged")
+        warnings.append(NOTHING)
     return warnings

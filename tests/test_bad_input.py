@@ -181,3 +181,4 @@ def test_the_matrix_covers_every_command_with_many_cases():
     commands = {c[0].split()[0] for c in CASES}
     assert commands == {"inspect", "prune", "verify", "sensitivity", "bench", "sparsify"}
     assert len(CASES) >= 80
+
