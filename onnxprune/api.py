@@ -23,7 +23,8 @@ from .criteria.sensitivity import (
     measure_curves,
 )
 from .depgraph import DepGraph, Group, analyze, build, view_of
-from .errors import InputError, ModelError, VerificationError, first_line
+from .errors import InputError, VerificationError
+from .notices import cut_warnings, requested_cuts
 from .plan import (
     CHANNEL_KINDS,
     DEFAULT_ROUND_TO,
@@ -41,7 +42,7 @@ from .refit import refit_layerwise
 from .rewrite import apply, removed_slots
 from .shapes import concrete_shape_table, sample_shapes
 from .sparsity import SparsifyReport, sparsify  # noqa: F401  (public surface)
-from .verify import check_pruned, reference_model, run, sample_feeds
+from .verify import check_pruned, reference_model, sample_feeds
 
 ModelLike = ModelProto | str | os.PathLike
 RECONSTRUCTIONS = ("none", "bias", "lsq")
@@ -84,6 +85,7 @@ class Report:
     plan_document: dict | None = field(default=None, repr=False)
     target: dict | None = None
     sensitivity: list[dict] | None = None
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def macs_reduction(self) -> float:
@@ -144,7 +146,7 @@ def prune(model: ModelLike, ratio: float | None = None, *, target_macs: float | 
     document, options = _replayed(plan, options)
     criterion = options.criterion
     _check_request(options, reconstruct, calib is not None or document is not None,
-                   calib is not None, sensitivity_samples)
+                   calib is not None, sensitivity_samples, ridge)
     score = criteria.get(criterion)
     start = time.perf_counter()
     proto, stream, shapes, dep = _analyzed(model, input_shapes, calib, calib_samples,
@@ -171,6 +173,7 @@ def prune(model: ModelLike, ratio: float | None = None, *, target_macs: float | 
                     hidden_ratio, _round_to(options), {k: list(v) for k, v in shapes.items()},
                     _group_reports(dep, plan), _node_reports(dep.view.graph, before, after))
     report.target = meter.outcome if meter is not None else None
+    report.warnings = cut_warnings(report.groups, requested_cuts(options))
     report.sensitivity = [asdict(c) for c in sense.measured] if sense and sense.measured \
         else None
     report.plan_document = planfile.prune_document(
@@ -225,9 +228,11 @@ def _analyzed(model: ModelLike, input_shapes, calib, calib_samples, batch_size, 
 
 
 def _check_request(options: PlanOptions, reconstruct: str, ranked: bool, calibrated: bool,
-                   sensitivity_samples: int) -> None:
+                   sensitivity_samples: int, ridge: float) -> None:
     """Refuse option combinations that cannot work, before any work."""
     options.validate()
+    if not ridge >= 0 or ridge == float("inf"):
+        raise InputError(f"--ridge must be a finite number >= 0, got {ridge}")
     criteria.get(options.criterion)
     if sensitivity_samples < 1:
         raise InputError(f"--sensitivity-samples must be at least 1, got {sensitivity_samples}")
@@ -404,20 +409,9 @@ def _verify(pruned: ModelProto, dep: DepGraph, plan: Plan, proto: ModelProto, fe
     try:
         check_pruned(pruned, reference, feeds, compare=len(exact) == len(plan.removed))
     except VerificationError as exc:
-        _require_runnable(reference, feeds)
         culprit = _culprit(dep, plan, proto, feeds)
         raise VerificationError(f"pruned model failed verification ({exc}){culprit}; "
                                 "nothing was written") from None
-
-
-def _require_runnable(model: ModelProto, feeds) -> None:
-    """A model that fails on the sample inputs themselves needs other input shapes."""
-    try:
-        run(model, feeds)
-    except Exception as exc:
-        shapes = ", ".join(f"{k}:{'x'.join(map(str, v.shape))}" for k, v in feeds.items())
-        raise ModelError(f"the model does not run on sample inputs ({shapes}): "
-                         f"{first_line(exc)}; give the right shapes with --input-shape") from None
 
 
 def _culprit(dep: DepGraph, plan: Plan, proto: ModelProto, feeds) -> str:

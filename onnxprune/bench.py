@@ -15,7 +15,7 @@ from onnx import ModelProto
 
 from .errors import InputError, ModelError, first_line
 from .shapes import input_specs, sample_shapes
-from .verify import sample_feeds, serialized
+from .verify import runtime_failure, sample_feeds, serialized
 
 CPU = "CPUExecutionProvider"
 Progress = Callable[[int], None] | None
@@ -43,7 +43,7 @@ def timing_session(model: ModelProto, provider: str = CPU, threads: int = 0
         with serialized(model) as data:
             return ort.InferenceSession(data, options, providers=[provider])
     except Exception as exc:
-        raise ModelError(f"onnxruntime cannot load the model: {first_line(exc)}") from None
+        raise ModelError(runtime_failure(exc, model)) from None
 
 
 def interleaved_times(sessions: list[ort.InferenceSession], feeds: dict[str, np.ndarray],

@@ -11,6 +11,7 @@ asked for at once, so memory stays bounded.
 from __future__ import annotations
 
 import os
+import zipfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +44,7 @@ def batches(source: CalibrationSource, model: ModelProto, samples: int | None = 
         arrays = _load_arrays(Path(source), specs, images or ImageOptions())
         for name in arrays:
             _check_input(name, arrays[name], specs)
+            check_finite(name, arrays[name])
         _check_complete(arrays, specs)
         fixed = {_declared(spec)[0] for spec in specs.values() if _declared(spec)}
         size = fixed.pop() if len(fixed) == 1 and None not in fixed else batch_size
@@ -67,6 +69,9 @@ def _load_arrays(path: Path, specs: dict, images: ImageOptions) -> dict[str, np.
         raise InputError(f"{path}: no .npz or image files")
     parts: dict[str, list[np.ndarray]] = {}
     for file in files:
+        if not zipfile.is_zipfile(file):
+            raise InputError(f"{file}: not an .npz file (a zip archive of arrays, as "
+                             "numpy.savez writes)")
         try:
             with np.load(file, allow_pickle=False) as data:
                 for name in data.files:
@@ -87,6 +92,25 @@ def _check_complete(arrays: dict, specs: dict) -> None:
     counts = {name: len(arrays[name]) for name in specs}
     if len(set(counts.values())) > 1:
         raise InputError(f"calibration inputs hold different numbers of samples: {counts}")
+    if not any(counts.values()):
+        raise InputError(f"calibration data holds no samples (input {next(iter(specs))!r} "
+                         "has 0 along its first axis)")
+
+
+def check_finite(name: str, value: np.ndarray, first_sample: int = 0, chunk: int = 64
+                 ) -> None:
+    """Refuse NaN or infinity in a floating-point input, naming the first sample that
+    holds one (samples along the first axis, counted from `first_sample`)."""
+    if value.dtype.kind not in "fc" or value.size == 0:
+        return
+    samples = value.reshape(1, -1) if value.ndim == 0 else value.reshape(len(value), -1)
+    for start in range(0, len(samples), chunk):
+        bad = ~np.isfinite(samples[start:start + chunk]).all(axis=1)
+        if bad.any():
+            index = start + int(np.argmax(bad))
+            what = "NaN" if np.isnan(samples[index]).any() else "infinite values"
+            raise InputError(f"calibration input {name!r}, sample {first_sample + index}: "
+                             f"holds {what}; calibration data must be finite")
 
 
 def _check_input(name: str, value: np.ndarray, specs: dict, first: int = 1) -> None:
@@ -130,6 +154,7 @@ def _feeds_of(source, specs: dict, samples: int | None) -> Iterator[Feeds]:
         feeds = {name: np.asarray(value) for name, value in feeds.items()}
         for name, value in feeds.items():
             _check_input(name, value, specs, first=0)
+            check_finite(name, value, seen)
         _check_complete(feeds, specs)
         yield feeds
         seen += len(next(iter(feeds.values())))

@@ -14,7 +14,7 @@ from onnx import ModelProto
 from . import calibrate
 from . import model as model_io
 from .cost import concrete, model_cost
-from .errors import InputError
+from .errors import InputError, ModelError, first_line
 from .shapes import concrete_shape_table, input_specs, sample_shapes
 from .verify import sample_feeds, session
 
@@ -49,16 +49,16 @@ class Comparison:
 def compare(original, pruned, calib=None, samples: int | None = None, batch_size: int = 8,
             runs: int = 20, images=None) -> Comparison:
     """Compare two models on the same inputs (calibration data or seeded samples)."""
+    if batch_size < 1 or (samples is not None and samples < 1):
+        raise InputError(f"batch size and samples must be at least 1, got {batch_size} and "
+                         f"{samples}")
     first, second = model_io.load(original), model_io.load(pruned)
-    names = [spec.name for spec in input_specs(first)]
-    if names != [spec.name for spec in input_specs(second)]:
-        raise InputError("the two models have different inputs: "
-                         f"{names} and {[s.name for s in input_specs(second)]}")
+    _check_interface(first, second)
     stream = calibrate.batches(calib, first, samples, batch_size, images) \
         if calib is not None else (lambda: iter([sample_feeds(first, sample_shapes(first))]))
     sessions = [session(first), session(second)]
     outputs = [o.name for o in sessions[0].get_outputs()]
-    result = Comparison(outputs=_fidelity(sessions, outputs, stream))
+    result = Comparison(outputs=_fidelity(sessions, outputs, stream, calib is not None))
     batch = next(stream())
     shapes = {k: v.shape for k, v in batch.items()}
     (result.macs_original, result.params_original), (result.macs_pruned, result.params_pruned) \
@@ -68,10 +68,41 @@ def compare(original, pruned, calib=None, samples: int | None = None, batch_size
     return result
 
 
-def _fidelity(sessions, outputs: list[str], stream) -> list[OutputFidelity]:
+def _check_interface(first: ModelProto, second: ModelProto) -> None:
+    """Same input and output names, or PRUNED is not a pruned ORIGINAL."""
+    for what, names in (("inputs", lambda m: [s.name for s in input_specs(m)]),
+                        ("outputs", lambda m: [o.name for o in m.graph.output])):
+        if names(first) != names(second):
+            raise InputError(f"the two models have different {what}: {names(first)} and "
+                             f"{names(second)}; PRUNED must be a pruned version of ORIGINAL")
+
+
+def _outputs_of(sessions, outputs: list[str], feeds, calibrated: bool):
+    """Both models' outputs on one batch; one-line errors naming the model at fault."""
+    try:
+        want = sessions[0].run(outputs, feeds)
+    except Exception as exc:
+        where = "the calibration data" if calibrated else "sample inputs"
+        raise (InputError if calibrated else ModelError)(
+            f"ORIGINAL does not run on {where}: {first_line(exc)}") from None
+    try:
+        got = sessions[1].run(outputs, feeds)
+    except Exception as exc:
+        raise InputError(f"PRUNED does not run on the inputs of ORIGINAL ({first_line(exc)}); "
+                         "it must be a pruned version of ORIGINAL") from None
+    for name, a, b in zip(outputs, want, got, strict=True):
+        if np.shape(a) != np.shape(b):
+            raise InputError(f"output {name!r} has shape {list(np.shape(a))} in ORIGINAL and "
+                             f"{list(np.shape(b))} in PRUNED; PRUNED must be a pruned version "
+                             "of ORIGINAL")
+    return want, got
+
+
+def _fidelity(sessions, outputs: list[str], stream, calibrated: bool
+              ) -> list[OutputFidelity]:
     pairs: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {name: [] for name in outputs}
     for feeds in stream():
-        want, got = (s.run(outputs, feeds) for s in sessions)
+        want, got = _outputs_of(sessions, outputs, feeds, calibrated)
         for name, a, b in zip(outputs, want, got, strict=True):
             if np.issubdtype(np.asarray(a).dtype, np.floating):
                 pairs[name].append((np.asarray(a, np.float64), np.asarray(b, np.float64)))

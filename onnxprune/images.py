@@ -32,8 +32,9 @@ class ImageOptions:
     def validate(self) -> None:
         if self.layout not in ("NCHW", "NHWC"):
             raise InputError(f"image layout must be NCHW or NHWC, got {self.layout!r}")
-        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
-            raise InputError("image mean and std need three values each, std > 0")
+        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0 or \
+                not np.isfinite(self.mean + self.std).all():
+            raise InputError("image mean and std need three finite values each, std > 0")
 
 
 def image_files(directory: Path) -> list[Path]:

@@ -9,7 +9,6 @@ shapes, so later passes see one uniform form.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -249,22 +248,30 @@ def _restore_io(proto: ModelProto, original: ModelProto) -> None:
 
 def save(model: ModelProto, path: str | os.PathLike) -> None:
     """Write atomically; weights go to `<name>.data` beside it when the model is large."""
+    from .files import transaction
+
+    with transaction() as outputs:
+        stage(model, path, outputs)
+
+
+def stage(model: ModelProto, path: str | os.PathLike, outputs) -> None:
+    """Write a model into a `files.Transaction`: it (and `<name>.data` beside it, when
+    the model is large) appears at `path` when the transaction commits."""
+    from .files import check_writable, unwritable
+
     path = Path(path)
-    directory = path.parent if str(path.parent) else Path(".")
-    if not directory.is_dir():
-        raise InputError(f"{path}: output directory does not exist")
-    if not os.access(directory, os.W_OK):
-        raise InputError(f"{path}: output directory is not writable")
+    check_writable(path)
     external = _weight_bytes(model) > EXTERNAL_DATA_THRESHOLD
-    with tempfile.TemporaryDirectory(dir=directory, prefix=".onnxprune-") as tmp:
-        tmp_model = Path(tmp) / path.name
-        data_name = path.name + ".data"
-        onnx.save_model(model, str(tmp_model), save_as_external_data=external,
+    temp = outputs.temp_path(path)
+    data_name = path.name + ".data"
+    try:
+        onnx.save_model(model, str(temp), save_as_external_data=external,
                         all_tensors_to_one_file=True, location=data_name,
                         size_threshold=1024)
-        if external:
-            os.replace(Path(tmp) / data_name, directory / data_name)
-        os.replace(tmp_model, path)
+    except OSError as exc:
+        raise unwritable(path, exc) from None
+    if external:
+        outputs.add(temp.parent / data_name, path.parent / data_name)
 
 
 def _weight_bytes(model: ModelProto) -> int:

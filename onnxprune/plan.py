@@ -77,6 +77,8 @@ class PlanOptions:
             raise InputError(f"max ratio must be in (0, 1], got {self.max_ratio}")
         if self.round_to is not None and self.round_to < 1:
             raise InputError(f"--round-to must be at least 1, got {self.round_to}")
+        if self.seed < 0:
+            raise InputError(f"--seed must be at least 0, got {self.seed}")
         if self.min_channels < 1:
             raise InputError(f"--min-channels must be at least 1, got {self.min_channels}")
         for pattern in self.ignore:

@@ -99,17 +99,33 @@ def left_alone_rows(document: dict) -> list[list[str]]:
             for g in document["report"]["groups"] if "blocked" in g or "skipped" in g]
 
 
+SENSITIVITY_HEADER = ["group", "units removed", "fraction removed", "output error"]
+
+
+def sensitivity_rows(rows: list[dict]) -> list[list[str]]:
+    """One row per distinct cut of a group (ratios that round to the same number of
+    removed units measure the same model, so they are shown once)."""
+    shown, seen = [], set()
+    for row in rows:
+        removed = row.get("removed", row["ratio"])
+        if (row["group"], removed) in seen:
+            continue
+        seen.add((row["group"], removed))
+        units = f"{removed} of {row['units']}" if "units" in row else ""
+        shown.append([row["group"], units, f"{row['ratio']:.2f}", f"{row['error']:.4g}"])
+    return shown
+
+
 def sensitivity_html(sensitivity: dict | None) -> str:
-    """The sensitivity section: `{"rows": [{"group", "ratio", "error"}...],
-    "plot_png": path or data URI}` (either may be absent); empty without data."""
+    """The sensitivity section: `{"rows": [{"group", "removed", "units", "ratio",
+    "error"}...], "plot_png": path or data URI}` (either may be absent); empty
+    without data."""
     if not sensitivity:
         return ""
     parts = ["<h2>Sensitivity</h2>"]
     rows = sensitivity.get("rows") or []
     if rows:
-        parts.append(_table(["group", "ratio removed", "output error"],
-                            [[r["group"], f"{r['ratio']:.2f}", f"{r['error']:.4g}"]
-                             for r in rows]))
+        parts.append(_table(SENSITIVITY_HEADER, sensitivity_rows(rows)))
     plot = sensitivity.get("plot_png")
     if plot:
         parts.append(f'<img alt="output error against ratio per group" '
@@ -194,9 +210,7 @@ def sensitivity_markdown(sensitivity: dict | None) -> list[str]:
         return []
     lines = ["## Sensitivity", ""]
     if sensitivity.get("rows"):
-        lines += _md_table(["group", "ratio removed", "output error"],
-                           [[r["group"], f"{r['ratio']:.2f}", f"{r['error']:.4g}"]
-                            for r in sensitivity["rows"]])
+        lines += _md_table(SENSITIVITY_HEADER, sensitivity_rows(sensitivity["rows"]))
     plot = sensitivity.get("plot_png")
     if plot and not plot.startswith("data:"):
         lines += [f"![output error against ratio per group]({plot})", ""]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 
@@ -14,7 +15,8 @@ import onnxruntime as ort
 from onnx import ModelProto
 
 from .depgraph import DepGraph
-from .errors import VerificationError, first_line
+from .errors import ModelError, VerificationError, first_line
+from .finite import check_finite_outputs, check_finite_weights
 from .model import EXTERNAL_DATA_THRESHOLD, _weight_bytes, export, weightless
 from .rewrite import mask_sinks
 from .shapes import input_specs
@@ -59,8 +61,44 @@ def session(model: ModelProto | bytes | str, threads: int = 0) -> ort.InferenceS
         options.intra_op_num_threads = threads
     if isinstance(model, ModelProto):
         with serialized(model) as data:
-            return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
-    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+            return _open(data, options, model)
+    return _open(model, options)
+
+
+def _open(model: bytes | str, options: ort.SessionOptions, proto: ModelProto | None = None
+          ) -> ort.InferenceSession:
+    try:
+        return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        raise ModelError(runtime_failure(exc, proto)) from None
+
+
+# Domains whose operators onnxruntime implements (others need a custom-op library).
+RUNTIME_DOMAINS = {"", "ai.onnx", "ai.onnx.ml", "com.microsoft", "com.microsoft.nchwc",
+                   "com.microsoft.experimental", "ai.onnx.training",
+                   "ai.onnx.preview.training", "com.ms.internal.nhwc"}
+UNREGISTERED = re.compile(r"([\w.]*):(\w+)\(-?\d+\) is not a registered function/op")
+
+
+def runtime_failure(exc: BaseException, model: ModelProto | None = None) -> str:
+    """Why onnxruntime cannot load or run a model, in one line: the operator and
+    domain it lacks when that is the cause."""
+    found = UNREGISTERED.search(str(exc))
+    missing = (found.group(2), found.group(1)) if found else _foreign_op(model)
+    if missing:
+        return f"onnxruntime cannot run op {missing[0]} (domain {missing[1] or 'ai.onnx'})"
+    return f"onnxruntime cannot load the model: {first_line(exc)}"
+
+
+def _foreign_op(model: ModelProto | None) -> tuple[str, str] | None:
+    """The first node of a domain onnxruntime lacks (model-local functions aside)."""
+    if model is None:
+        return None
+    local = {(f.domain, f.name) for f in model.functions}
+    for node in model.graph.node:
+        if node.domain not in RUNTIME_DOMAINS and (node.domain, node.op_type) not in local:
+            return node.op_type, node.domain
+    return None
 
 
 def session_with(model: bytes | str, weights: dict[str, np.ndarray]) -> ort.InferenceSession:
@@ -133,8 +171,29 @@ def run(model: ModelProto | bytes | str, feeds: dict[str, np.ndarray]) -> dict[s
     return dict(zip(names, sess.run(names, feeds), strict=True))
 
 
-def check_written(model: ModelProto, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Every invariant of a model we write; returns its outputs on `feeds`."""
+def run_source(model: ModelProto, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Outputs of a model a command was given (or its masked reference) on the sample
+    inputs; a ModelError saying why when onnxruntime cannot run it."""
+    try:
+        return run(model, feeds)
+    except ModelError:
+        raise
+    except Exception as exc:
+        if _foreign_op(model):
+            raise ModelError(runtime_failure(exc, model)) from None
+        shapes = ", ".join(f"{k}:{'x'.join(map(str, v.shape))}" for k, v in feeds.items())
+        raise ModelError(f"the model does not run on sample inputs ({shapes}): "
+                         f"{first_line(exc)}; give the right shapes with --input-shape"
+                         ) from None
+
+
+def check_written(model: ModelProto, feeds: dict[str, np.ndarray],
+                  reference: dict[str, np.ndarray] | None = None,
+                  source: ModelProto | None = None) -> dict[str, np.ndarray]:
+    """Every invariant of a model we write; returns its outputs on `feeds`.
+    No NaN or infinity: in a weight, unless `source` (the model it was made from)
+    holds them in the weight of that name; in an output, unless it is not finite in
+    `reference` (the outputs it is compared with) either."""
     with serialized(model) as data:
         try:
             onnx.checker.check_model(data, full_check=True)
@@ -145,10 +204,13 @@ def check_written(model: ModelProto, feeds: dict[str, np.ndarray]) -> dict[str, 
                                               data_prop=True)
         except Exception as exc:
             raise VerificationError(f"shape inference: {first_line(exc)}") from None
+        check_finite_weights(model, source)
         try:
-            return run(data, feeds)
+            outputs = run(data, feeds)
         except Exception as exc:
             raise VerificationError(f"onnxruntime: {first_line(exc)}") from None
+    check_finite_outputs(outputs, reference or {})
+    return outputs
 
 
 def reference_model(dep: DepGraph, removed_units: dict[int, np.ndarray],
@@ -161,10 +223,10 @@ def check_pruned(pruned: ModelProto, reference: ModelProto, feeds: dict[str, np.
                  compare: bool = True) -> None:
     """Written-model invariants, then (unless approximate groups were cut) equal
     outputs to the masked reference."""
-    got = check_written(pruned, feeds)
+    want = run_source(reference, feeds)
+    got = check_written(pruned, feeds, want, reference)
     if not compare:
         return
-    want = run(reference, feeds)
     for name, expected in want.items():
         if not np.issubdtype(expected.dtype, np.floating):
             continue

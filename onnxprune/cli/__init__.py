@@ -5,9 +5,10 @@ from __future__ import annotations
 import click
 
 from .. import __version__
+from .common import Main
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=Main, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="onnxprune")
 def main() -> None:
     """Structural pruning of ONNX models."""

@@ -11,16 +11,17 @@ import click
 from .. import api
 from .. import model as model_io
 from ..errors import InputError
-from ..files import write_atomic
+from ..files import check_outputs, transaction
 from . import main
 from .common import (
-    check_writable,
     handle_errors,
     image_flags,
     image_options,
+    json_text,
     parse_input_shapes,
-    write_json_atomic,
 )
+
+SAMPLES = click.IntRange(min=1)
 
 
 @main.command()
@@ -59,8 +60,8 @@ def _group_dict(group) -> dict:
 @click.argument("pruned", type=click.Path(dir_okay=True))
 @click.option("--calib", help="Inputs to compare on (.npz file or directory); seeded samples "
               "otherwise.")
-@click.option("--calib-samples", type=int, help="Use at most this many samples.")
-@click.option("--batch-size", type=int, default=8, show_default=True)
+@click.option("--calib-samples", type=SAMPLES, help="Use at most this many samples.")
+@click.option("--batch-size", type=SAMPLES, default=8, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
 @handle_errors
 def verify(original, pruned, calib, calib_samples, batch_size, as_json) -> None:
@@ -81,14 +82,14 @@ def verify(original, pruned, calib, calib_samples, batch_size, as_json) -> None:
 @main.command()
 @click.argument("model", type=click.Path(dir_okay=True))
 @click.argument("pruned", required=False, type=click.Path(dir_okay=True))
-@click.option("--batch-size", "batch_sizes", type=int, multiple=True,
+@click.option("--batch-size", "batch_sizes", type=SAMPLES, multiple=True,
               help="Batch size to time (repeatable) [default: 1].")
 @click.option("--provider", "providers", multiple=True,
               help="onnxruntime execution provider (repeatable) [default: "
                    "CPUExecutionProvider].")
-@click.option("--runs", type=int, default=50, show_default=True,
+@click.option("--runs", type=SAMPLES, default=50, show_default=True,
               help="Timed runs per model, provider and batch size.")
-@click.option("--threads", type=int, default=0, show_default=True,
+@click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True,
               help="Intra-op threads (0: onnxruntime's default).")
 @click.option("--input-shape", multiple=True, help="NAME:1x3x224x224 for inputs with "
               "symbolic sizes other than the batch (repeatable).")
@@ -124,9 +125,10 @@ def bench(model, pruned, batch_sizes, providers, runs, threads, input_shape, as_
 @click.option("--calib", required=True, help="Calibration data: an .npz file, a directory of "
               "them, or a directory of images.")
 @image_flags
-@click.option("--calib-samples", type=int, help="Use at most this many calibration samples.")
-@click.option("--batch-size", type=int, default=8, show_default=True)
-@click.option("--samples", type=int, default=32, show_default=True,
+@click.option("--calib-samples", type=SAMPLES,
+              help="Use at most this many calibration samples.")
+@click.option("--batch-size", type=SAMPLES, default=8, show_default=True)
+@click.option("--samples", type=SAMPLES, default=32, show_default=True,
               help="Calibration samples each measurement runs on.")
 @click.option("--ratios", default="0.25,0.5,0.75", show_default=True,
               help="Fractions of each group to remove, comma-separated.")
@@ -148,9 +150,7 @@ def sensitivity(model, calib, image_size, image_mean, image_std, image_layout, b
     change: a table, JSON curves and a plot."""
     from ..progress import bar
 
-    for path in (output, plot):
-        if path:
-            check_writable(Path(path))
+    check_outputs({"-o": output, "--plot": plot}, {"MODEL": model, "--calib": calib})
     try:
         fractions = tuple(float(r) for r in ratios.split(","))
     except ValueError:
@@ -164,12 +164,16 @@ def sensitivity(model, calib, image_size, image_mean, image_std, image_layout, b
             progress=advance)
     data = {"model": str(model), "metric": "relative L2 output error",
             "ratios": list(fractions), "groups": [asdict(c) for c in curves]}
+    png = None
     if plot:
         from ..plot import sensitivity_png
 
-        write_atomic(sensitivity_png(data["groups"], f"Sensitivity: {Path(model).name}"), plot)
-    if output:
-        write_json_atomic(data, output)
+        png = sensitivity_png(data["groups"], f"Sensitivity: {Path(model).name}")
+    with transaction() as outputs:
+        if png is not None:
+            outputs.write(plot, png)
+        if output:
+            outputs.write(output, json_text(data))
     if as_json:
         click.echo(json.dumps(data, indent=2))
     elif not quiet:

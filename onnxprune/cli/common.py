@@ -1,26 +1,40 @@
-"""What the commands share: one-line errors with documented exit statuses, option
-parsing, progress on a terminal, atomic JSON output."""
+"""What the commands share: one-line errors and warnings with documented exit
+statuses (usage errors and Ctrl-C included), option parsing and types, progress on
+a terminal, JSON output."""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import json
+import math
 import os
 import sys
-from pathlib import Path
 
 import click
 
-from ..errors import InputError, OnnxPruneError
-from ..files import write_atomic
+from ..errors import InputError, OnnxPruneError, first_line
 
+BAD_INPUT = 2
 INTERNAL_ERROR = 70
+INTERRUPTED = 130
+# Failures of the file system that say an output cannot be written, not a bug.
+NO_ARGS = getattr(click.exceptions, "NoArgsIsHelpError", ())
+UNWRITABLE = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
 
 
-def _fail(message: str, code: int) -> None:
+def fail(message: str, code: int) -> None:
+    """One line on stderr, then exit with a documented status."""
+    message = " ".join(line.strip() for line in str(message).splitlines() if line.strip())
     click.echo(f"onnxprune: error: {message}", err=True)
     sys.exit(code)
+
+
+def interrupted() -> None:
+    """Ctrl-C: one line, exit status 130 (temporary outputs are already removed)."""
+    click.echo("onnxprune: interrupted", err=True)
+    sys.exit(INTERRUPTED)
 
 
 def handle_errors(func):
@@ -31,16 +45,79 @@ def handle_errors(func):
         try:
             return func(*args, **kwargs)
         except OnnxPruneError as exc:
-            _fail(str(exc), exc.exit_code)
+            fail(str(exc), exc.exit_code)
+        except KeyboardInterrupt:
+            interrupted()
         except MemoryError:
-            _fail("out of memory", INTERNAL_ERROR)
+            fail("out of memory", INTERNAL_ERROR)
+        except OSError as exc:
+            if exc.errno not in UNWRITABLE:
+                _internal(exc)
+            fail(f"{exc.filename or 'output'}: cannot write ({exc.strerror})", BAD_INPUT)
         except Exception as exc:  # never show a traceback to a user
-            if os.environ.get("ONNXPRUNE_DEBUG"):
-                raise
-            _fail(f"internal error: {type(exc).__name__}: {exc} (set ONNXPRUNE_DEBUG=1 for a "
-                  "traceback)", INTERNAL_ERROR)
+            _internal(exc)
 
     return wrapper
+
+
+def _internal(exc: Exception) -> None:
+    if os.environ.get("ONNXPRUNE_DEBUG"):
+        raise exc
+    fail(f"internal error: {type(exc).__name__}: {first_line(exc)} (set ONNXPRUNE_DEBUG=1 for a "
+         "traceback)", INTERNAL_ERROR)
+
+
+class Main(click.Group):
+    """The command group: usage errors are one line too, and Ctrl-C is exit 130."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True,
+             **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, False, **extra)
+        except NO_ARGS:
+            click.echo(self.get_help(click.Context(self, info_name=prog_name or "onnxprune")))
+            code = 0
+        except click.ClickException as exc:
+            fail(" ".join(exc.format_message().split()), exc.exit_code)
+        except (click.Abort, KeyboardInterrupt):
+            interrupted()
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+def warn(messages: list[str], quiet: bool) -> None:
+    """`onnxprune: warning: ...` lines on stderr (none with --quiet or --json)."""
+    if quiet:
+        return
+    for message in messages:
+        click.echo(f"onnxprune: warning: {message}", err=True)
+
+
+class FiniteFloat(click.ParamType):
+    """A finite number of at least `low`."""
+
+    name = "float"
+
+    def __init__(self, low: float = 0.0):
+        self.low = low
+
+    def convert(self, value, param, ctx):
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number", param, ctx)
+        if not math.isfinite(number) or number < self.low:
+            self.fail(f"{value!r} must be a finite number >= {self.low:g}", param, ctx)
+        return number
+
+
+def seed_option(func):
+    """The seed of a command's random choices."""
+    return click.option(
+        "--seed", type=click.IntRange(min=0), default=0, show_default=True,
+        help="Seed (>= 0) of every random choice: the random criterion, sampled "
+             "positions, and the sample inputs verification runs on.")(func)
 
 
 def parse_input_shapes(values: tuple[str, ...]) -> dict[str, tuple[int, ...]]:
@@ -106,24 +183,12 @@ def calibration_progress(silent: bool):
         yield lambda samples: bar.advance(task, samples)
 
 
-def write_json_atomic(data: dict, path: str) -> None:
-    """Write JSON through a temp file in the same directory, then rename."""
-    check_writable(Path(path))
-    write_atomic(json.dumps(data, indent=2, default=json_default), path)
+def json_text(data) -> str:
+    """Indented JSON of a report (numpy values as lists)."""
+    return json.dumps(data, indent=2, default=json_default)
 
 
 def json_default(value):
     if hasattr(value, "tolist"):
         return value.tolist()
     return str(value)
-
-
-def check_writable(path: Path) -> None:
-    directory = path.parent if str(path.parent) else Path(".")
-    if not directory.is_dir():
-        raise InputError(f"{path}: output directory does not exist")
-    if not os.access(directory, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        raise InputError(f"{path}: not writable")
-    if path.is_dir():
-        raise InputError(f"{path}: is a directory")
-

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
@@ -10,17 +9,18 @@ import click
 from .. import api
 from .. import model as model_io
 from ..errors import InputError
-from ..files import write_atomic
+from ..files import check_outputs, transaction
 from . import main
 from .common import (
+    FiniteFloat,
     calibration_progress,
-    check_writable,
     handle_errors,
     image_flags,
     image_options,
-    json_default,
+    json_text,
     parse_input_shapes,
-    write_json_atomic,
+    seed_option,
+    warn,
 )
 
 
@@ -40,7 +40,7 @@ from .common import (
               "of the analytical model (MACs and bytes moved; see README).")
 @click.option("--provider", default="CPUExecutionProvider", show_default=True,
               help="onnxruntime execution provider for --target-latency.")
-@click.option("--threads", type=int, default=0, show_default=True,
+@click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True,
               help="Intra-op threads for --target-latency (0: onnxruntime's default).")
 @click.option("--criterion", help="l1, l2, bn_scale, random, zero; with --calib: activation, "
               "apoz, variance, wanda, sensitivity (per-group ratios from measured output "
@@ -61,18 +61,19 @@ from .common import (
               "an .npz file (one array per input, first axis = samples), a directory of "
               "them, or a directory of images (for a model with one image input).")
 @image_flags
-@click.option("--calib-samples", type=int, help="Use at most this many calibration samples.")
-@click.option("--batch-size", type=int, default=8, show_default=True,
+@click.option("--calib-samples", type=click.IntRange(min=1),
+              help="Use at most this many calibration samples.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True,
               help="Calibration batch size.")
 @click.option("--reconstruct", help="none; bias: fold removed channels' mean contributions "
               "into the consumers' biases; lsq: least-squares refit of the kept weights (both "
               "need --calib) [default: none, or lsq with --calib].")
-@click.option("--ridge", type=float, default=0.1, show_default=True,
+@click.option("--ridge", type=FiniteFloat(0.0), default=0.1, show_default=True,
               help="Damping of the least-squares refit, relative to the mean channel "
                    "energy.")
 @click.option("--sensitivity-samples", type=int, default=32, show_default=True,
               help="Calibration samples each sensitivity measurement runs on.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@seed_option
 @click.option("--report", "report_path", help="Write a JSON report here.")
 @click.option("--save-plan", help="Write the decisions (groups, removed units, options, "
               "model fingerprint) to this JSON plan file.")
@@ -93,9 +94,9 @@ def prune(model, output, ratio, head_ratio, hidden_ratio, target_macs, target_la
           report_html, report_md, as_json, quiet) -> None:
     """Remove channels from MODEL and write a verified, smaller model to OUTPUT."""
     quiet = quiet or as_json
-    for path in (output, report_path, save_plan, report_html, report_md):
-        if path:
-            check_writable(Path(path))
+    check_outputs({"-o": output, "--report": report_path, "--save-plan": save_plan,
+                   "--report-html": report_html, "--report-md": report_md},
+                  {"MODEL": model, "--calib": calib, "--plan": plan_path})
     images = image_options(image_size, image_mean, image_std, image_layout, bgr)
     with calibration_progress(quiet or calib is None) as advance:
         pruned, report = api.prune(
@@ -110,22 +111,22 @@ def prune(model, output, ratio, head_ratio, hidden_ratio, target_macs, target_la
             threads=threads, show_progress=not quiet)
     readable = _readable_report(model, pruned, report, report_html or report_md, calib,
                                 calib_samples, batch_size, images, quiet)
-    model_io.save(pruned, output)
     extra = {k: readable[k] for k in ("latency", "fidelity")} if readable else {}
-    if report_path:
-        write_json_atomic(dict(report.to_dict(), **extra), report_path)
-    _write_readable(readable, report_html, report_md)
-    if save_plan:
-        write_json_atomic(report.plan_document, save_plan)
+    data = dict(report.to_dict(), **extra)
+    with transaction() as outputs:
+        model_io.stage(pruned, output, outputs)
+        if report_path:
+            outputs.write(report_path, json_text(data))
+        _write_readable(outputs, readable, report_html, report_md)
+        if save_plan:
+            outputs.write(save_plan, json_text(report.plan_document))
+    warn(report.warnings, quiet)
     if as_json:
-        click.echo(json.dumps(dict(report.to_dict(), **extra), indent=2,
-                              default=json_default))
+        click.echo(json_text(data))
     elif not quiet:
         from ..display import prune_summary
 
         prune_summary(report, output)
-
-
 
 
 def _readable_report(model, pruned, report, wanted, calib, calib_samples, batch_size, images,
@@ -149,13 +150,16 @@ def _readable_report(model, pruned, report, wanted, calib, calib_samples, batch_
 
 
 def _sensitivity_section(report) -> dict | None:
-    """The measured sensitivity curves (criterion sensitivity) as report rows and an
-    inline plot (when matplotlib is installed)."""
+    """The measured sensitivity curves (criterion sensitivity) as report rows, each
+    distinct cut of a group once, and an inline plot (when matplotlib is installed)."""
     if not report.sensitivity:
         return None
-    rows = [{"group": c["group"], "ratio": removed / c["units"], "error": error}
-            for c in report.sensitivity
-            for removed, error in zip(c["removed"], c["errors"], strict=True)]
+    rows = []
+    for curve in report.sensitivity:
+        cuts = dict(zip(curve["removed"], curve["errors"], strict=True))
+        rows += [{"group": curve["group"], "removed": removed, "units": curve["units"],
+                  "ratio": removed / curve["units"], "error": error}
+                 for removed, error in cuts.items()]
     try:
         from ..plot import data_uri, sensitivity_png
 
@@ -165,12 +169,11 @@ def _sensitivity_section(report) -> dict | None:
     return {"rows": rows, "plot_png": plot}
 
 
-def _write_readable(document: dict | None, html_path: str | None, md_path: str | None) -> None:
+def _write_readable(outputs, document: dict | None, html_path: str | None,
+                    md_path: str | None) -> None:
     from ..report_html import render_html, render_markdown
 
     if document and html_path:
-        write_atomic(render_html(document), html_path)
+        outputs.write(html_path, render_html(document))
     if document and md_path:
-        write_atomic(render_markdown(document), md_path)
-
-
+        outputs.write(md_path, render_markdown(document))

@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
 from .. import api
 from .. import model as model_io
+from ..files import check_outputs, transaction
 from . import main
 from .common import (
     calibration_progress,
-    check_writable,
     handle_errors,
     image_flags,
     image_options,
+    json_text,
     parse_input_shapes,
-    write_json_atomic,
+    seed_option,
 )
 
 
@@ -30,8 +29,9 @@ from .common import (
               "default 0.5).")
 @click.option("--criterion", default="magnitude", show_default=True,
               help="magnitude; with --calib: wanda, sparsegpt.")
-@click.option("--min-size", type=int, help="Sparsify only layers with at least this many "
-              "outputs and this reduction length [default: 256 for N:M, 0 for unstructured].")
+@click.option("--min-size", type=click.IntRange(min=0), help="Sparsify only layers with at "
+              "least this many outputs and this reduction length [default: 256 for N:M, 0 "
+              "for unstructured].")
 @click.option("--all", "all_layers", is_flag=True, help="Sparsify every eligible layer, "
               "whatever its size.")
 @click.option("--ignore", multiple=True, help="Leave alone layers whose node name or op type "
@@ -49,10 +49,11 @@ from .common import (
 @click.option("--calib", help="Calibration data for wanda and sparsegpt: an .npz file, a "
               "directory of them, or a directory of images.")
 @image_flags
-@click.option("--calib-samples", type=int, help="Use at most this many calibration samples.")
-@click.option("--batch-size", type=int, default=8, show_default=True,
+@click.option("--calib-samples", type=click.IntRange(min=1),
+              help="Use at most this many calibration samples.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True,
               help="Calibration batch size.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@seed_option
 @click.option("--report", "report_path", help="Write a JSON report here.")
 @click.option("--save-plan", help="Write the decisions (zero masks per layer, options, model "
               "fingerprint) to this JSON plan file.")
@@ -65,9 +66,8 @@ def sparsify(model, output, pattern, sparsity, criterion, min_size, all_layers, 
              image_layout, bgr, calib_samples, batch_size, seed, report_path, save_plan,
              plan_path, quiet) -> None:
     """Zero weights of MODEL in an N:M or unstructured pattern; write a verified model."""
-    for path in (output, report_path, save_plan):
-        if path:
-            check_writable(Path(path))
+    check_outputs({"-o": output, "--report": report_path, "--save-plan": save_plan},
+                  {"MODEL": model, "--calib": calib, "--plan": plan_path})
     with calibration_progress(quiet or calib is None) as advance:
         sparse, report = api.sparsify(
             model, pattern, sparsity=sparsity, criterion=criterion, calib=calib,
@@ -77,11 +77,12 @@ def sparsify(model, output, pattern, sparsity, criterion, min_size, all_layers, 
             storage=storage, sparse_indices=sparse_indices,
             input_shapes=parse_input_shapes(input_shape), seed=seed, progress=advance,
             plan=plan_path)
-    model_io.save(sparse, output)
-    if report_path:
-        write_json_atomic(report.to_dict(), report_path)
-    if save_plan:
-        write_json_atomic(report.plan_document, save_plan)
+    with transaction() as outputs:
+        model_io.stage(sparse, output, outputs)
+        if report_path:
+            outputs.write(report_path, json_text(report.to_dict()))
+        if save_plan:
+            outputs.write(save_plan, json_text(report.plan_document))
     if not quiet:
         counts = report.to_dict()["counts"]
         errors = ", ".join(f"{k} {v:.3g}" for k, v in report.output_error.items())

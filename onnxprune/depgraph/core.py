@@ -99,6 +99,7 @@ class GraphView:
         self.output_names = {t.name for t in graph.outputs}
         self.input_names = {t.name for t in graph.inputs if isinstance(t, gs.Variable)}
         self.hidden_consumers = _subgraph_consumers(graph)
+        self._top_level = {id(node) for node in graph.nodes}
 
     def shape(self, name: str) -> Shape:
         """Static shape of a tensor: ints, symbols or None per axis; None if unknown."""
@@ -168,13 +169,15 @@ class GraphView:
         return False
 
     def nodes_of(self, name: str) -> list[gs.Node]:
-        """The producer and every consumer of a tensor."""
+        """The producer and every consumer of a tensor (for a tensor a subgraph reads,
+        the node that holds the subgraph)."""
         tensor = self.tensors.get(name)
         if tensor is None:
             return []
         nodes = list(tensor.inputs) + list(tensor.outputs)
         nodes += self.hidden_consumers.get(name, [])
-        unique: dict[int, gs.Node] = {id(n): n for n in nodes}
+        # A node inside a subgraph answers through the node that holds the subgraph.
+        unique: dict[int, gs.Node] = {id(n): n for n in nodes if id(n) in self._top_level}
         return list(unique.values())
 
 

@@ -10,7 +10,14 @@ from onnx import ModelProto
 
 from ..errors import VerificationError, first_line
 from ..shapes import sample_shapes
-from ..verify import check_written, outputs_close, relative_error, run, sample_feeds
+from ..verify import (
+    check_written,
+    outputs_close,
+    relative_error,
+    run,
+    run_source,
+    sample_feeds,
+)
 from .layers import Layer, WeightStore, effective, find_layers, to_matrix
 from .pattern import Pattern, violations
 from .storage import densify
@@ -37,16 +44,16 @@ def verify_written(written: ModelProto, original: ModelProto, targeted: list[Lay
                    ) -> tuple[dict[str, float], list[str]]:
     """Check a model about to be written; returns the relative output error against
     the original on sample inputs and the list of checks passed."""
+    feeds = sample_feeds(original, sample_shapes(original, input_shapes), seed)
+    reference = run_source(original, feeds)
     twin = densify(written) if written.graph.sparse_initializer else written
     check_pattern(twin, targeted, pattern)
-    feeds = sample_feeds(original, sample_shapes(original, input_shapes), seed)
-    got = check_written(twin, feeds)
+    got = check_written(twin, feeds, reference, original)
     checks = [f"{pattern.name} pattern on {len(targeted)} weights", "onnx.checker (full)",
               "strict shape inference", "onnxruntime run"]
     if written.graph.sparse_initializer:
         checks = [f"dense twin: {check}" for check in checks[1:]] + checks[:1]
         checks += _check_sparse_file(written, feeds, got)
-    reference = run(original, feeds)
     errors = {name: relative_error(value, got[name]) for name, value in reference.items()
               if np.issubdtype(value.dtype, np.floating)}
     return errors, checks

@@ -168,7 +168,9 @@ def _describe(layer: Layer, node: NodeProto, store: WeightStore) -> None:
         return
     shape = tuple(effective(layer, store).shape)
     layer.shape = shape
-    if node.op_type != "Conv" and len(shape) != 2:
+    if 0 in shape:
+        layer.reason = f"empty weight of shape {list(shape)}: nothing to sparsify"
+    elif node.op_type != "Conv" and len(shape) != 2:
         layer.reason = f"weight of rank {len(shape)} (2-D weights supported)"
     elif node.op_type == "Conv" and len(shape) < 3:
         layer.reason = f"Conv weight of rank {len(shape)}"

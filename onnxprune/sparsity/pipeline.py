@@ -107,6 +107,8 @@ def sparsify(model: ModelLike, pattern: str = "2:4", *, sparsity: float | None =
         criterion, calib = "magnitude", None
     spec = parse_pattern(pattern, sparsity)
     _check_options(criterion, calib, storage, sparse_indices, min_size, damp)
+    if seed < 0:
+        raise InputError(f"--seed must be at least 0, got {seed}")
     min_size = (MIN_SIZE if spec.structured else 0) if min_size is None else min_size
     start = time.perf_counter()
     original = model_io.load(model)
@@ -158,6 +160,8 @@ def _check_options(criterion: str, calib, storage: str, sparse_indices: str,
         raise InputError(f"unknown storage {storage!r}; choose one of {', '.join(STORAGES)}")
     if sparse_indices not in INDEX_TYPES:
         raise InputError(f"sparse indices must be one of {', '.join(INDEX_TYPES)}")
+    if sparse_indices != "int64" and storage != "sparse":
+        raise InputError(f"--sparse-indices {sparse_indices} applies to --storage sparse only")
     if min_size is not None and min_size < 0:
         raise InputError(f"--min-size must be at least 0, got {min_size}")
     if not 0 < damp < 1:
