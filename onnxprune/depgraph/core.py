@@ -56,6 +56,21 @@ class Edges:
     roles: dict[Slot, Role] = field(default_factory=dict)
     tags: dict[Slot, set[str]] = field(default_factory=dict)
     mixed: dict[Slot, str] = field(default_factory=dict)
+    choices: list[Choice] = field(default_factory=list)
+
+    def merge(self, other: Edges) -> None:
+        """Take in what another Edges says (first role and reason win)."""
+        self.links.extend(other.links)
+        for key, tags in other.tags.items():
+            for tag in tags:
+                self.tag(key, tag)
+        for key, reason in other.mixed.items():
+            self.mix(key, reason)
+        for key, reason in other.blocks.items():
+            self.block(key, reason)
+        for key, role in other.roles.items():
+            self.roles.setdefault(key, role)
+        self.choices.extend(other.choices)
 
     def same(self, a: Slot, b: Slot, role: Role | None = None) -> None:
         """Couple two slots index for index."""
@@ -68,8 +83,9 @@ class Edges:
         self._role(b, role)
 
     def tag(self, slot: Slot, tag: str) -> None:
-        """Mark a slot: "split" (an axis split into blocks), "attention" (the batch axis
-        of a product of two activations)."""
+        """Mark a slot: "split" (the axis that carries the units of an axis split into
+        factors), "interleaved" (an axis whose units are inner factors, strided),
+        "attention" (the batch axis of a product of two activations)."""
         self.tags.setdefault(slot, set()).add(tag)
 
     def mix(self, slot: Slot, reason: str) -> None:
@@ -84,6 +100,21 @@ class Edges:
     def _role(self, slot: Slot, role: Role | None) -> None:
         if role is not None:
             self.roles.setdefault(slot, role)
+
+
+@dataclass
+class Choice:
+    """An axis that one of several axes may carry (the factors merged into one axis):
+    decided once propagation has reached every slot it can. The first reached option
+    carries it and the other reached ones are blocked with `reason`; when none is
+    reached, the first option carries it.
+
+    `options` pairs each candidate slot with what choosing it adds.
+    """
+
+    key: tuple[str, Slot]
+    options: list[tuple[Slot, Edges]]
+    reason: str
 
 
 class GraphView:

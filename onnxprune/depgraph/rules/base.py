@@ -17,6 +17,11 @@ class Change:
         self._removed = removed
         self._tensors = {slot.tensor for slot in removed}
         self.view = view
+        self.new_nodes: list[gs.Node] = []
+
+    def add_node(self, node: gs.Node) -> None:
+        """A node a rewrite creates (a private copy of a shared shape computation)."""
+        self.new_nodes.append(node)
 
     def removed(self, tensor: str, axis: int) -> np.ndarray:
         """Sorted indices removed from one axis of a tensor (empty when none)."""
@@ -75,10 +80,12 @@ def rule_for(node: gs.Node) -> Rule | None:
 
 
 def set_const_input(node: gs.Node, index: int, values: np.ndarray) -> None:
-    """Give a node its own constant input (never edit a constant others share)."""
+    """Give a node its own constant input (never edit a constant others share); an
+    input computed at run time is replaced by the constant."""
     old = node.inputs[index]
     name = f"{old.name}__{node.name}" if old.name else f"{node.name}__in{index}"
-    node.inputs[index] = gs.Constant(name, np.asarray(values, dtype=np.asarray(old.values).dtype))
+    dtype = np.asarray(old.values).dtype if isinstance(old, gs.Constant) else None
+    node.inputs[index] = gs.Constant(name, np.asarray(values, dtype=dtype))
 
 
 def const_input(node: gs.Node, index: int, view: GraphView) -> np.ndarray | None:

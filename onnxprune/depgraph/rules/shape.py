@@ -1,192 +1,19 @@
-"""Ops that move axes around: Reshape and Flatten (axes merge and split),
-Transpose (a permutation), Squeeze/Unsqueeze (renumbering), Expand and Tile.
-
-A merge of axes [C, H, W] into one axis maps channel c to the block
-c·H·W … (c+1)·H·W − 1. A split of one axis into [H, D] maps index i to i // D on
-the outer axis, so indices go in blocks of D (attention heads). An axis that
-becomes an inner factor (channel shuffle) is blocked.
+"""Ops that move axes around: Reshape and Flatten (axes merge and split, see
+`regroup`), Transpose (a permutation), Squeeze/Unsqueeze (renumbering), Expand and
+Tile. A channel shuffle (Reshape, Transpose, Reshape) is a permutation of channels
+that these rules compose: a unit is one index of the factor that stays outermost
+when the factors are merged again, and the Reshape targets get the kept sizes.
 """
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 import onnx_graphsurgeon as gs
 
 from ..core import Edges, GraphView, Role, Slot
+from .axes import kept_pairs
 from .base import Change, Rule, const_input, register, set_const_input
-from .concat_split import slice_window
-
-Groups = list[tuple[list[int], list[int]]]
-
-
-def align(a, b) -> Groups:
-    """Pair runs of axes with equal products, from the front and then the back."""
-    front = _align_prefix(a, b)
-    used_a = {k for group, _ in front for k in group}
-    back = _align_prefix(a[::-1], b[::-1])
-    flip_a, flip_b = len(a) - 1, len(b) - 1
-    for group_a, group_b in back:
-        mirrored = ([flip_a - k for k in group_a][::-1], [flip_b - k for k in group_b][::-1])
-        if not used_a.intersection(mirrored[0]):
-            front.append(mirrored)
-    return front
-
-
-def _align_prefix(a, b) -> Groups:
-    """Runs from the front. Two run-time sizes are paired as equal only when the rest
-    aligns too: a failure after such a pair (N against N·H) drops it and what follows."""
-    groups: Groups = []
-    first_guess = None
-    i = j = 0
-    while i < len(a) and j < len(b):
-        if not isinstance(a[i], int) or not isinstance(b[j], int):
-            if isinstance(a[i], int) or isinstance(b[j], int):
-                break
-            first_guess = len(groups) if first_guess is None else first_guess
-            groups.append(([i], [j]))
-            i, j = i + 1, j + 1
-            continue
-        run = _equal_product_run(a, b, i, j)
-        if run is None:
-            break
-        groups.append(run)
-        i, j = i + len(run[0]), j + len(run[1])
-    if (i < len(a) or j < len(b)) and first_guess is not None:
-        return groups[:first_guess]
-    tail_a, tail_b = list(range(i, len(a))), list(range(j, len(b)))
-    if groups and all(a[k] == 1 for k in tail_a) and all(b[k] == 1 for k in tail_b):
-        groups[-1][0].extend(tail_a)
-        groups[-1][1].extend(tail_b)
-    return groups
-
-
-def _equal_product_run(a, b, i, j):
-    group_a, group_b, prod_a, prod_b = [i], [j], a[i], b[j]
-    i, j = i + 1, j + 1
-    while prod_a != prod_b:
-        if prod_a < prod_b:
-            if i >= len(a) or not isinstance(a[i], int):
-                return None
-            group_a.append(i)
-            prod_a, i = prod_a * a[i], i + 1
-        else:
-            if j >= len(b) or not isinstance(b[j], int):
-                return None
-            group_b.append(j)
-            prod_b, j = prod_b * b[j], j + 1
-    return group_a, group_b
-
-
-def link_regrouped(node: gs.Node, slot: Slot, view: GraphView, edges: Edges) -> None:
-    """Couple a slot across an op whose input and output hold the same elements."""
-    x, y = node.inputs[0].name, node.outputs[0].name
-    if slot.tensor not in (x, y):
-        edges.block(slot, f"{node.op} {node.name}: shape input is not data")
-        return
-    here, there = (x, y) if slot.tensor == x else (y, x)
-    here_shape, there_shape = view.shape(here), view.shape(there)
-    if here_shape is None or there_shape is None:
-        edges.block(slot, f"{node.op} {node.name}: shapes unknown")
-        return
-    match = _aligned(slot.axis, here_shape, there_shape)
-    if not match:  # heads folded into the batch (N·H): align at batch 1
-        here_shape, there_shape = view.batch_one_shape(here), view.batch_one_shape(there)
-        match = _aligned(slot.axis, here_shape, there_shape)
-    if not match:
-        edges.block(slot, f"{node.op} {node.name}: cannot follow axis {slot.axis} through "
-                          f"{list(here_shape)} -> {list(there_shape)}")
-        return
-    _link_group(node, slot, match[0], (here, here_shape), (there, there_shape),
-                slot.tensor == x, view, edges)
-
-
-def _aligned(axis: int, here_shape, there_shape) -> list:
-    return [(gh, gt) for gh, gt in align(here_shape, there_shape) if axis in gh]
-
-
-def _link_group(node, slot, group, here, there, forward, view, edges) -> None:
-    """Link across one aligned run of axes: a single axis on one side, several on the
-    other. On the multi-axis side only the primary axis (the outermost that is not a
-    selector such as the q/k/v axis of a fused projection) carries the units."""
-    (here_name, here_shape), (there_name, there_shape) = here, there
-    mine = [k for k in group[0] if here_shape[k] != 1]
-    theirs = [k for k in group[1] if there_shape[k] != 1]
-    if len(mine) == 1 and len(theirs) == 1:
-        edges.same(slot, Slot(there_name, theirs[0]), Role.ACT)
-        return
-    if len(mine) == 1 and theirs:  # my single axis is split on the other side
-        primary = _primary(there_name, theirs, view)
-        if primary is not None:
-            dims = [there_shape[k] for k in theirs]
-            flat = np.arange(math.prod(dims))
-            coordinate = np.unravel_index(flat, dims)[theirs.index(primary)]
-            edges.map(slot, Slot(there_name, primary), flat, coordinate, Role.ACT)
-            if forward:
-                edges.tag(Slot(there_name, primary), "split")
-            return
-    elif mine and len(theirs) == 1 and slot.axis == _primary(here_name, mine, view):
-        dims = [here_shape[k] for k in mine]
-        rows = np.moveaxis(np.arange(math.prod(dims)).reshape(dims), mine.index(slot.axis), 0)
-        rows = rows.reshape(here_shape[slot.axis], -1)
-        edges.map(slot, Slot(there_name, theirs[0]),
-                  np.repeat(np.arange(rows.shape[0]), rows.shape[1]), rows.ravel(), Role.ACT)
-        if not forward:
-            edges.tag(slot, "split")
-        return
-    edges.block(slot, f"{node.op} {node.name}: axis {slot.axis} becomes an inner factor "
-                      "of a regrouped axis (e.g. channel shuffle)")
-
-
-def _primary(tensor: str, axes: list[int], view: GraphView) -> int | None:
-    """The axis that carries units among axes split from (or merged into) one axis."""
-    for axis in axes:
-        if not _is_selector(tensor, axis, view, depth=4):
-            return axis
-    return None
-
-
-def _is_selector(tensor: str, axis: int, view: GraphView, depth: int) -> bool:
-    """Whether every use picks single indices of the axis (Gather of a scalar, Split
-    into size-1 parts, a Slice one index wide), as with the q/k/v axis of a fused projection."""
-    consumers = view.tensors[tensor].outputs if tensor in view.tensors else []
-    if not consumers or depth == 0:
-        return False
-    for node in consumers:
-        moved = _moved_axis(node, axis, view)
-        if moved is not None:
-            if not _is_selector(node.outputs[0].name, moved, view, depth - 1):
-                return False
-        elif not _picks_single(node, tensor, axis, view):
-            return False
-    return True
-
-
-def _moved_axis(node: gs.Node, axis: int, view: GraphView) -> int | None:
-    """Where a Transpose, Squeeze or Unsqueeze puts an input axis (None: other ops)."""
-    if node.op == "Transpose":
-        rank = view.rank(node.inputs[0].name) or 0
-        return list(node.attrs.get("perm", range(rank - 1, -1, -1))).index(axis)
-    if node.op in ("Squeeze", "Unsqueeze"):
-        pairs = RENUMBERING[node.op]._kept_pairs(node, view) or []
-        return next((b for a, b in pairs if a == axis), None)
-    return None
-
-
-def _picks_single(node: gs.Node, tensor: str, axis: int, view: GraphView) -> bool:
-    rank = view.rank(tensor) or 0
-    if node.op == "Gather" and node.inputs[0].name == tensor:
-        indices = const_input(node, 1, view)
-        return int(node.attrs.get("axis", 0)) % rank == axis and indices is not None \
-            and indices.ndim == 0
-    if node.op == "Split" and node.inputs[0].name == tensor:
-        return int(node.attrs.get("axis", 0)) % rank == axis and all(
-            view.dim(Slot(t.name, axis)) == 1 for t in node.outputs)
-    if node.op == "Slice" and node.inputs[0].name == tensor:
-        window = slice_window(node, axis, view)
-        return bool(window) and window[1] - window[0] == 1
-    return False
+from .regroup import link_regrouped
 
 
 @register("Flatten")
@@ -207,15 +34,14 @@ class Reshape(Rule):
 
     def propagate(self, node: gs.Node, slot: Slot, view: GraphView, edges: Edges) -> None:
         link_regrouped(node, slot, view, edges)
-        y = node.outputs[0].name
-        for link in edges.links:
-            for end in (link.a, link.b):
-                if end.tensor == y and _target_piece(node, end.axis, view) is None:
-                    edges.block(slot, f"Reshape {node.name}: target shape entry for axis "
-                                      f"{end.axis} is computed at run time")
+        _check_targets(node, slot, edges, view)
+        for choice in edges.choices:
+            for option, option_edges in choice.options:
+                _check_targets(node, option, option_edges, view)
 
     def rewrite(self, node: gs.Node, change: Change) -> None:
         y = node.outputs[0].name
+        own_target(node, change)
         for axis in range(change.view.rank(y) or 0):
             pruned = len(change.removed(y, axis)) > 0
             static = change.view.static_dim(Slot(y, axis))
@@ -227,6 +53,16 @@ class Reshape(Rule):
             elif not pruned and piece[2] is None and static is not None and \
                     _reads_pruned_size(piece[0].inputs[piece[1]], change, depth=8):
                 _set_target_entry(piece, static)
+
+
+def _check_targets(node: gs.Node, slot: Slot, edges: Edges, view: GraphView) -> None:
+    """Block `slot` when a linked output axis has no rewritable target entry."""
+    y = node.outputs[0].name
+    for link in edges.links:
+        for end in (link.a, link.b):
+            if end.tensor == y and _target_piece(node, end.axis, view) is None:
+                edges.block(slot, f"Reshape {node.name}: target shape entry for axis "
+                                  f"{end.axis} is computed at run time")
 
 
 def _target_piece(node: gs.Node, entry: int, view: GraphView, free_needed: bool = True):
@@ -243,6 +79,8 @@ def _concat_piece(target: gs.Tensor, entry: int, view: GraphView, free_needed: b
                   depth: int):
     """The piece of a (possibly nested) shape-building Concat that holds an entry."""
     producer = target.inputs[0] if target.inputs else None
+    if producer is not None and producer.op == "Cast" and depth > 0:
+        return _concat_piece(producer.inputs[0], entry, view, free_needed, depth - 1)
     if producer is None or producer.op != "Concat" or depth == 0:
         return None
     pieces = _concat_pieces(producer, view)
@@ -260,6 +98,28 @@ def _concat_piece(target: gs.Tensor, entry: int, view: GraphView, free_needed: b
                        for _, _, p in pieces)
         return (producer, index, None, 0) if free or not free_needed else None
     return None
+
+
+def own_target(node: gs.Node, change: Change) -> None:
+    """Give a node its own copy of a shape computation (Concat, seen through Cast) that
+    other nodes share, so that rewriting an entry for it leaves theirs alone."""
+    chain, tensor = [], node.inputs[1]
+    while tensor.inputs and tensor.inputs[0].op in ("Cast", "Concat") and len(chain) < 3:
+        chain.append(tensor.inputs[0])
+        if chain[-1].op == "Concat":
+            break
+        tensor = chain[-1].inputs[0]
+    tensors = [node.inputs[1]] + [n.inputs[0] for n in chain if n.op == "Cast"]
+    if not chain or chain[-1].op != "Concat" or all(len(t.outputs) == 1 for t in tensors):
+        return
+    source = None
+    for producer in reversed(chain):
+        old = producer.outputs[0]
+        inputs = list(producer.inputs) if source is None else [source]
+        source = gs.Variable(f"{old.name}__{node.name}", dtype=old.dtype)
+        change.add_node(gs.Node(producer.op, f"{producer.name}__{node.name}",
+                                dict(producer.attrs), inputs, [source]))
+    node.inputs[1] = source
 
 
 def _set_target_entry(piece, value: int) -> None:
@@ -332,21 +192,13 @@ class Transpose(Rule):
             edges.same(slot, Slot(x, perm[slot.axis]), Role.ACT)
 
 
-class _AxesRenumbering(Rule):
+@register("Squeeze", "Unsqueeze")
+class AxesRenumbering(Rule):
     """Squeeze and Unsqueeze: data axes keep their order, size-1 axes come and go."""
-
-    def _axes(self, node: gs.Node, view: GraphView) -> list[int] | None:
-        if "axes" in node.attrs:
-            return list(node.attrs["axes"])
-        axes = const_input(node, 1, view)
-        return None if axes is None else [int(a) for a in axes]
-
-    def _kept_pairs(self, node: gs.Node, view: GraphView) -> list[tuple[int, int]] | None:
-        raise NotImplementedError
 
     def propagate(self, node: gs.Node, slot: Slot, view: GraphView, edges: Edges) -> None:
         x, y = node.inputs[0].name, node.outputs[0].name
-        pairs = self._kept_pairs(node, view) if slot.tensor in (x, y) else None
+        pairs = kept_pairs(node, view) if slot.tensor in (x, y) else None
         if pairs is None:
             edges.block(slot, f"{node.op} {node.name}: axes unknown")
             return
@@ -355,36 +207,6 @@ class _AxesRenumbering(Rule):
                 edges.same(slot, Slot(y, b), Role.ACT)
             elif slot.tensor == y and b == slot.axis:
                 edges.same(slot, Slot(x, a), Role.ACT)
-
-
-@register("Squeeze")
-class Squeeze(_AxesRenumbering):
-    """Input axes not squeezed map in order to the output axes."""
-
-    def _kept_pairs(self, node, view):
-        shape = view.shape(node.inputs[0].name)
-        if shape is None:
-            return None
-        axes = self._axes(node, view)
-        rank = len(shape)
-        gone = {k for k, d in enumerate(shape) if d == 1} if axes is None else {
-            a % rank for a in axes}
-        kept = [k for k in range(rank) if k not in gone]
-        return list(zip(kept, range(len(kept)), strict=True))
-
-
-@register("Unsqueeze")
-class Unsqueeze(_AxesRenumbering):
-    """Input axes map in order to the output axes that were not inserted."""
-
-    def _kept_pairs(self, node, view):
-        rank_out = view.rank(node.outputs[0].name)
-        axes = self._axes(node, view)
-        if rank_out is None or axes is None:
-            return None
-        new = {a % rank_out for a in axes}
-        kept = [k for k in range(rank_out) if k not in new]
-        return list(zip(range(len(kept)), kept, strict=True))
 
 
 @register("Expand", "Tile")
@@ -422,8 +244,9 @@ class Broadcast(Rule):
         if node.op != "Expand":
             return
         y = node.outputs[0].name
-        for axis in range(change.view.rank(y)):
-            entry = _expand_entry(node, axis, change.view)
+        entries = [_expand_entry(node, axis, change.view) for axis in range(change.view.rank(y))]
+        own_target(node, change)
+        for axis, entry in enumerate(entries):
             piece = None if entry is None or not len(change.removed(y, axis)) else \
                 _target_piece(node, entry, change.view, False)
             if piece is not None:  # otherwise the target follows run-time shapes
@@ -437,6 +260,3 @@ def _expand_entry(node: gs.Node, y_axis: int, view: GraphView) -> int | None:
         return y_axis
     entry = y_axis - (view.rank(node.outputs[0].name) - length)
     return entry if entry >= 0 else None
-
-
-RENUMBERING = {"Squeeze": Squeeze(), "Unsqueeze": Unsqueeze()}
