@@ -16,12 +16,18 @@ WEIGHT_VIEWS = ("Cast", "Identity", "DequantizeLinear", "QuantizeLinear")
 
 @dataclass(frozen=True, order=True)
 class Slot:
-    """One axis of one tensor: the place where indices are removed."""
+    """One axis of one tensor: the place where indices are removed. With `span` > 1,
+    the axes axis … axis + span − 1 taken as one (row-major): the factors of an axis
+    that a Reshape splits and, after a Transpose among them, merges again (a channel
+    shuffle)."""
 
     tensor: str
     axis: int
+    span: int = 1
 
     def __str__(self) -> str:
+        if self.span > 1:
+            return f"{self.tensor}[{self.axis}:{self.axis + self.span}]"
         return f"{self.tensor}[{self.axis}]"
 
 
@@ -107,7 +113,7 @@ class Choice:
     """An axis that one of several axes may carry (the factors merged into one axis):
     decided once propagation has reached every slot it can. The first reached option
     carries it and the other reached ones are blocked with `reason`; when none is
-    reached, the first option carries it.
+    reached, option `fallback` carries it.
 
     `options` pairs each candidate slot with what choosing it adds.
     """
@@ -115,6 +121,7 @@ class Choice:
     key: tuple[str, Slot]
     options: list[tuple[Slot, Edges]]
     reason: str
+    fallback: int = 0
 
 
 class GraphView:
@@ -147,18 +154,21 @@ class GraphView:
         to the batch (heads folded into the batch, N·H) the size at batch 1, whose
         indices stand for every index with the same remainder."""
         static = self.static_dim(slot)
-        if static is not None or self.shape(slot.tensor) is None:
+        if static is not None or self.shape(slot.tensor) is None or slot.span > 1:
             return static
         periods = self.periods().get(slot.tensor)
         return periods[slot.axis % len(periods)] if periods else None
 
     def static_dim(self, slot: Slot) -> int | None:
-        """Size of a slot's axis when it is the same for every input size."""
+        """Size of a slot's axis (or axes) when it is the same for every input size."""
         shape = self.shape(slot.tensor)
-        if shape is None or not -len(shape) <= slot.axis < len(shape):
+        if shape is None or not -len(shape) <= slot.axis <= len(shape) - slot.span:
             return None
-        value = shape[slot.axis]
-        return value if isinstance(value, int) and value > 0 else None
+        axis = slot.axis % len(shape)
+        values = shape[axis:axis + slot.span]
+        if not all(isinstance(v, int) and v > 0 for v in values):
+            return None
+        return int(np.prod(values, dtype=np.int64))
 
     def periods(self) -> dict[str, tuple]:
         """Per tensor, per axis: the size at batch 1 of a batch-proportional axis."""

@@ -18,6 +18,8 @@ from .atoms import rows as atom_rows
 from .core import WEIGHT_VIEWS, Choice, Edges, GraphView, Role, Slot
 from .rules import rule_for
 
+SPAN_OPS = ("Reshape", "Flatten", "Transpose")  # the rules that follow several axes as one
+
 
 @dataclass
 class Group:
@@ -131,7 +133,7 @@ def _enqueue(slots: list[Slot], seen: set[Slot], queue: deque) -> None:
 def _decide(choice: Choice, seen: set[Slot], edges: Edges) -> list[Slot]:
     """The first reached option carries the choice; other reached options are blocked."""
     reached = [(slot, option) for slot, option in choice.options if slot in seen]
-    carrier = reached[0] if reached else choice.options[0]
+    carrier = reached[0] if reached else choice.options[choice.fallback]
     for slot, _ in reached[1:]:
         edges.block(slot, choice.reason)
     edges.merge(carrier[1])
@@ -171,6 +173,10 @@ def _apply(node: gs.Node, slot: Slot, view: GraphView, edges: Edges) -> None:
     rule = rule_for(node)
     if rule is None:
         edges.block(slot, f"{node.op} {node.name}: no rule for this op")
+        return
+    if slot.span > 1 and node.op not in SPAN_OPS:
+        edges.block(slot, f"{node.op} {node.name}: axes {slot} are followed only through "
+                          "Reshape, Flatten and Transpose")
         return
     rule.propagate(node, slot, view, edges)
 

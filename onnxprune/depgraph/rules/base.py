@@ -30,6 +30,15 @@ class Change:
             axis += rank
         return self._removed.get(Slot(tensor, axis), np.empty(0, np.int64))
 
+    def spans(self, tensor: str) -> list[tuple[Slot, np.ndarray]]:
+        """Slots of several axes taken as one on a tensor, with their removed indices."""
+        return [(slot, idx) for slot, idx in self._removed.items()
+                if slot.tensor == tensor and slot.span > 1]
+
+    def removed_slot(self, slot: Slot) -> np.ndarray:
+        """Sorted indices removed from a slot (empty when none)."""
+        return self._removed.get(slot, np.empty(0, np.int64))
+
     def kept(self, tensor: str, axis: int) -> int | None:
         """New size of one axis, or None when the old size is unknown."""
         dim = self.view.dim(Slot(tensor, axis))

@@ -25,68 +25,10 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from ..core import Choice, Edges, GraphView, Role, Slot
+from .align import align
 from .axes import is_selector, remerged_inner
 
-Groups = list[tuple[list[int], list[int]]]
 Span = tuple[int, int]
-
-
-def align(a, b) -> Groups:
-    """Pair runs of axes with equal products, from the front and then the back."""
-    front = _align_prefix(a, b)
-    used_a = {k for group, _ in front for k in group}
-    back = _align_prefix(a[::-1], b[::-1])
-    flip_a, flip_b = len(a) - 1, len(b) - 1
-    for group_a, group_b in back:
-        mirrored = ([flip_a - k for k in group_a][::-1], [flip_b - k for k in group_b][::-1])
-        if not used_a.intersection(mirrored[0]):
-            front.append(mirrored)
-    return front
-
-
-def _align_prefix(a, b) -> Groups:
-    """Runs from the front. Two run-time sizes are paired as equal only when the rest
-    aligns too: a failure after such a pair (N against N·H) drops it and what follows."""
-    groups: Groups = []
-    first_guess = None
-    i = j = 0
-    while i < len(a) and j < len(b):
-        if not isinstance(a[i], int) or not isinstance(b[j], int):
-            if isinstance(a[i], int) or isinstance(b[j], int):
-                break
-            first_guess = len(groups) if first_guess is None else first_guess
-            groups.append(([i], [j]))
-            i, j = i + 1, j + 1
-            continue
-        run = _equal_product_run(a, b, i, j)
-        if run is None:
-            break
-        groups.append(run)
-        i, j = i + len(run[0]), j + len(run[1])
-    if (i < len(a) or j < len(b)) and first_guess is not None:
-        return groups[:first_guess]
-    tail_a, tail_b = list(range(i, len(a))), list(range(j, len(b)))
-    if groups and all(a[k] == 1 for k in tail_a) and all(b[k] == 1 for k in tail_b):
-        groups[-1][0].extend(tail_a)
-        groups[-1][1].extend(tail_b)
-    return groups
-
-
-def _equal_product_run(a, b, i, j):
-    group_a, group_b, prod_a, prod_b = [i], [j], a[i], b[j]
-    i, j = i + 1, j + 1
-    while prod_a != prod_b:
-        if prod_a < prod_b:
-            if i >= len(a) or not isinstance(a[i], int):
-                return None
-            group_a.append(i)
-            prod_a, i = prod_a * a[i], i + 1
-        else:
-            if j >= len(b) or not isinstance(b[j], int):
-                return None
-            group_b.append(j)
-            prod_b, j = prod_b * b[j], j + 1
-    return group_a, group_b
 
 
 def link_regrouped(node: gs.Node, slot: Slot, view: GraphView, edges: Edges) -> None:
@@ -158,13 +100,16 @@ def _inside(inner: Span, outer: Span) -> bool:
 def _link_run(run: _Run, slot: Slot, edges: Edges) -> None:
     here, there = slot.tensor, run.other(slot.tensor)
     mine, theirs = run.axes[here], run.axes[there]
+    if slot.span > 1:
+        _link_span(run, slot, edges)
+        return
     if len(mine) == 1 and len(theirs) == 1 and mine == [slot.axis]:
         edges.same(slot, Slot(there, theirs[0]), Role.ACT)
         return
     my_spans, their_spans = run.spans(here), run.spans(there)
     if slot.axis not in mine or my_spans is None or their_spans is None:
-        edges.block(slot, f"{run.what()}: cannot follow axis {slot.axis} (size 1 or sizes "
-                          "not static)")
+        why = "has size 1" if slot.axis not in mine else "is regrouped with run-time sizes"
+        edges.block(slot, f"{run.what()}: axis {slot.axis} {why}")
         return
     span = my_spans[slot.axis]
     around = [t for t in theirs if _inside(span, their_spans[t])]
@@ -184,8 +129,33 @@ def _link_run(run: _Run, slot: Slot, edges: Edges) -> None:
                       f"{list(run.shapes[there])} (regrouped with another factorization)")
 
 
+def _link_span(run: _Run, slot: Slot, edges: Edges) -> None:
+    """Axes taken as one go with the one axis of the other side that they make up."""
+    here, there = slot.tensor, run.other(slot.tensor)
+    inside = range(slot.axis, slot.axis + slot.span)
+    my_spans, their_spans = run.spans(here), run.spans(there)
+    covered = [k for k in run.axes[here] if k in inside]
+    whole = my_spans is not None and their_spans is not None and covered and all(
+        k in run.axes[here] or run.shapes[here][k] == 1 for k in inside)
+    span = (my_spans[covered[-1]][0], my_spans[covered[0]][1]) if whole else None
+    same = [t for t in run.axes[there] if whole and their_spans[t] == span]
+    if not same:
+        edges.block(slot, f"{run.what()}: axes {slot} do not make up one axis of "
+                          f"{list(run.shapes[there])}")
+        return
+    edges.same(slot, Slot(there, same[0]), Role.ACT)
+
+
 def _decide(run: _Run, big: Slot, factors: list[Slot], slot: Slot, edges: Edges) -> None:
     """Link `slot` (the big axis or one of its factors) as the carrier rule says."""
+    whole = _whole(run, factors)
+    if big.tensor == run.x and whole is not None:  # split, then merged again as a whole
+        if slot == big:
+            edges.same(big, whole, Role.ACT)
+        else:
+            edges.block(slot, f"{run.what()}: axis {slot.axis} is one factor of split axis "
+                              f"{big.axis}, which is followed as a whole")
+        return
     if big.tensor == run.x:  # a split: the carrier is known from the graph's shape
         carrier = _split_carrier(run, factors)
         if carrier is None or slot not in (big, carrier):
@@ -195,17 +165,70 @@ def _decide(run: _Run, big: Slot, factors: list[Slot], slot: Slot, edges: Edges)
         edges.merge(_factor_edges(run, big, carrier, "split"))
         return
     options = [f for f in factors if not is_selector(f.tensor, f.axis, run.view)]
+    choices = [(f, _factor_edges(run, big, f, "interleaved")) for f in options]
+    if whole is not None:
+        choices.insert(0, (whole, Edges()))
+        choices[0][1].same(whole, big, Role.ACT)
     if slot != big and slot not in options:
         edges.block(slot, f"{run.what()}: axis {slot.axis} selects parts of merged axis "
                           f"{big.axis}")
-    elif options and slot == options[0]:
-        edges.merge(_factor_edges(run, big, slot, "interleaved"))
-    elif options:
+    elif options and slot == options[0] and whole is None:
+        edges.merge(choices[0][1])
+    elif choices:
         edges.choices.append(Choice(
-            (run.node.name, big), [(f, _factor_edges(run, big, f, "interleaved"))
-                                   for f in options],
+            (run.node.name, big), choices,
             f"{run.what()}: axis merged into axis {big.axis} of {big.tensor} as an inner "
             "factor of an axis that carries other channels"))
+
+
+def _whole(run: _Run, factors: list[Slot]) -> Slot | None:
+    """The factors as one slot, when a Reshape splits them off one axis and, after
+    Transposes among them, another merges them into one axis (a permutation)."""
+    if len(factors) < 2:
+        return None
+    slot = Slot(factors[0].tensor, factors[0].axis, factors[-1].axis - factors[0].axis + 1)
+    return slot if regrouped_whole(slot, run.view) else None
+
+
+def regrouped_whole(slot: Slot, view: GraphView) -> bool:
+    """Whether the axes of `slot` come from one axis split by a Reshape (or Flatten)
+    and go, moved only among themselves by Transposes, into one axis of another."""
+    return _chain_end(slot, view, forward=False) and _chain_end(slot, view, forward=True)
+
+
+def _chain_end(slot: Slot, view: GraphView, forward: bool, depth: int = 4) -> bool:
+    tensor = view.tensors.get(slot.tensor)
+    if tensor is None or len(tensor.outputs) != 1 or depth == 0:
+        return False
+    nodes = tensor.outputs if forward else tensor.inputs
+    node = nodes[0] if len(nodes) == 1 else None
+    if node is None or forward and node.inputs[0].name != slot.tensor:
+        return False
+    other = node.outputs[0].name if forward else node.inputs[0].name
+    if node.op == "Transpose" and permutes_within(node, slot, view):
+        return _chain_end(Slot(other, slot.axis, slot.span), view, forward, depth - 1)
+    if node.op not in ("Reshape", "Flatten"):
+        return False
+    shape, other_shape = view.shape(slot.tensor), view.shape(other)
+    if shape is None or other_shape is None:
+        return False
+    inside = {k for k in range(slot.axis, slot.axis + slot.span) if shape[k] != 1}
+    for mine, theirs in align(shape, other_shape):
+        if inside & set(mine):
+            return {k for k in mine if shape[k] != 1} == inside and \
+                len([k for k in theirs if other_shape[k] != 1]) == 1
+    return False
+
+
+def permutes_within(node: gs.Node, slot: Slot, view: GraphView) -> bool:
+    """Whether a Transpose moves the axes of `slot` only among themselves."""
+    rank = view.rank(node.inputs[0].name)
+    if rank is None:
+        return False
+    perm = list(node.attrs.get("perm", range(rank - 1, -1, -1)))
+    inside = range(slot.axis, slot.axis + slot.span)
+    return all(perm[k] == k for k in range(rank) if k not in inside) and \
+        sorted(perm[k] for k in inside) == list(inside)
 
 
 def _split_carrier(run: _Run, factors: list[Slot]) -> Slot | None:

@@ -12,8 +12,9 @@ import onnx_graphsurgeon as gs
 
 from ..core import Edges, GraphView, Role, Slot
 from .axes import kept_pairs
-from .base import Change, Rule, const_input, register, set_const_input
-from .regroup import link_regrouped
+from .base import Change, Rule, const_input, register
+from .regroup import link_regrouped, permutes_within
+from .target import own_target, reads_pruned_size, set_target_entry, target_piece
 
 
 @register("Flatten")
@@ -45,14 +46,20 @@ class Reshape(Rule):
         for axis in range(change.view.rank(y) or 0):
             pruned = len(change.removed(y, axis)) > 0
             static = change.view.static_dim(Slot(y, axis))
-            piece = _target_piece(node, axis, change.view, free_needed=pruned)
+            piece = target_piece(node, axis, change.view, free_needed=pruned)
             if piece is None:
                 continue
             if pruned and (piece[2] is None or piece[2] > 0):
-                _set_target_entry(piece, -1 if piece[2] is None else change.kept(y, axis))
+                set_target_entry(piece, -1 if piece[2] is None else change.kept(y, axis))
             elif not pruned and piece[2] is None and static is not None and \
-                    _reads_pruned_size(piece[0].inputs[piece[1]], change, depth=8):
-                _set_target_entry(piece, static)
+                    reads_pruned_size(piece[0].inputs[piece[1]], change, depth=8):
+                set_target_entry(piece, static)
+        for slot, removed in change.spans(y):  # pruned as one axis: see Transpose
+            kept = change.view.dim(slot) - len(removed)
+            last = slot.axis + slot.span - 1
+            for axis in range(slot.axis, last + 1):
+                piece = target_piece(node, axis, change.view, free_needed=False)
+                set_target_entry(piece, kept if axis == last else 1)
 
 
 def _check_targets(node: gs.Node, slot: Slot, edges: Edges, view: GraphView) -> None:
@@ -60,124 +67,19 @@ def _check_targets(node: gs.Node, slot: Slot, edges: Edges, view: GraphView) -> 
     y = node.outputs[0].name
     for link in edges.links:
         for end in (link.a, link.b):
-            if end.tensor == y and _target_piece(node, end.axis, view) is None:
+            axes = range(end.axis, end.axis + end.span) if end.tensor == y else ()
+            if any(target_piece(node, axis, view, free_needed=end.span == 1) is None
+                   for axis in axes):
                 edges.block(slot, f"Reshape {node.name}: target shape entry for axis "
                                   f"{end.axis} is computed at run time")
 
 
-def _target_piece(node: gs.Node, entry: int, view: GraphView, free_needed: bool = True):
-    """(node, input index, value, offset) of what holds entry `entry` of the node's
-    shape input (input 1): a constant (value known) or a one-element piece computed at
-    run time (value None; usable when `free_needed` is off or no entry is -1)."""
-    target = node.inputs[1]
-    if isinstance(target, gs.Constant):
-        return node, 1, int(np.asarray(target.values).reshape(-1)[entry]), entry
-    return _concat_piece(target, entry, view, free_needed, depth=3)
-
-
-def _concat_piece(target: gs.Tensor, entry: int, view: GraphView, free_needed: bool,
-                  depth: int):
-    """The piece of a (possibly nested) shape-building Concat that holds an entry."""
-    producer = target.inputs[0] if target.inputs else None
-    if producer is not None and producer.op == "Cast" and depth > 0:
-        return _concat_piece(producer.inputs[0], entry, view, free_needed, depth - 1)
-    if producer is None or producer.op != "Concat" or depth == 0:
-        return None
-    pieces = _concat_pieces(producer, view)
-    if pieces is None:
-        return None
-    for index, (start, size, piece) in enumerate(pieces):
-        if not start <= entry < start + size:
-            continue
-        if isinstance(piece, gs.Constant):
-            return producer, index, int(np.asarray(piece.values).reshape(-1)[entry - start]), \
-                entry - start
-        if size > 1:
-            return _concat_piece(piece, entry - start, view, free_needed, depth - 1)
-        free = not any(isinstance(p, gs.Constant) and -1 in np.asarray(p.values)
-                       for _, _, p in pieces)
-        return (producer, index, None, 0) if free or not free_needed else None
-    return None
-
-
-def own_target(node: gs.Node, change: Change) -> None:
-    """Give a node its own copy of a shape computation (Concat, seen through Cast) that
-    other nodes share, so that rewriting an entry for it leaves theirs alone."""
-    chain, tensor = [], node.inputs[1]
-    while tensor.inputs and tensor.inputs[0].op in ("Cast", "Concat") and len(chain) < 3:
-        chain.append(tensor.inputs[0])
-        if chain[-1].op == "Concat":
-            break
-        tensor = chain[-1].inputs[0]
-    tensors = [node.inputs[1]] + [n.inputs[0] for n in chain if n.op == "Cast"]
-    if not chain or chain[-1].op != "Concat" or all(len(t.outputs) == 1 for t in tensors):
-        return
-    source = None
-    for producer in reversed(chain):
-        old = producer.outputs[0]
-        inputs = list(producer.inputs) if source is None else [source]
-        source = gs.Variable(f"{old.name}__{node.name}", dtype=old.dtype)
-        change.add_node(gs.Node(producer.op, f"{producer.name}__{node.name}",
-                                dict(producer.attrs), inputs, [source]))
-    node.inputs[1] = source
-
-
-def _set_target_entry(piece, value: int) -> None:
-    """Write one entry of a shape input found by `_target_piece`."""
-    owner, index, known, offset = piece
-    if known is None:
-        owner.inputs[index] = gs.Constant(f"{owner.name}__in{index}", np.array([value], np.int64))
-        return
-    values = np.asarray(owner.inputs[index].values).copy()
-    values.reshape(-1)[offset] = value
-    set_const_input(owner, index, values)
-
-
-def _reads_pruned_size(value: gs.Tensor, change: Change, depth: int) -> bool:
-    """Whether a shape value is computed from the size of an axis that loses indices
-    (such a piece of an unpruned axis is replaced by its static size)."""
-    producer = value.inputs[0] if value.inputs else None
-    if producer is None or depth == 0:
-        return False
-    if producer.op == "Shape":
-        return _pruned_entries(producer, range(change.view.rank(producer.inputs[0].name) or 0),
-                               change)
-    if producer.op == "Gather" and producer.inputs[0].inputs and \
-            producer.inputs[0].inputs[0].op == "Shape":
-        indices = const_input(producer, 1, change.view)
-        entries = range(0) if indices is None else np.asarray(indices).reshape(-1)
-        return indices is None or _pruned_entries(producer.inputs[0].inputs[0], entries, change)
-    return any(_reads_pruned_size(t, change, depth - 1) for t in producer.inputs
-               if not isinstance(t, gs.Constant))
-
-
-def _pruned_entries(shape_node: gs.Node, entries, change: Change) -> bool:
-    tensor = shape_node.inputs[0].name
-    rank = change.view.rank(tensor) or 0
-    start = int(shape_node.attrs.get("start", 0)) % (rank + 1) if rank else 0
-    return any(len(change.removed(tensor, (start + int(e)) % max(rank, 1))) for e in entries)
-
-
-def _concat_pieces(concat: gs.Node, view: GraphView):
-    """(start, size, tensor) of each 1-D piece of a shape-building Concat."""
-    pieces, start = [], 0
-    for piece in concat.inputs:
-        if isinstance(piece, gs.Constant):  # possibly one a rewrite just made
-            size = int(np.asarray(piece.values).size) if np.ndim(piece.values) == 1 else None
-        else:
-            shape = view.shape(piece.name)
-            size = shape[0] if shape is not None and len(shape) == 1 and isinstance(
-                shape[0], int) else None
-        if size is None:
-            return None
-        pieces.append((start, size, piece))
-        start += size
-    return pieces
-
-
 @register("Transpose")
 class Transpose(Rule):
-    """Output axis k is input axis perm[k]."""
+    """Output axis k is input axis perm[k]. Axes taken as one (the factors of a
+    channel shuffle) are moved among themselves: their flat index maps through the
+    permutation, and once indices are removed the Transpose becomes a Gather of the
+    kept indices (the Reshape before it puts them all on the last of those axes)."""
 
     def propagate(self, node: gs.Node, slot: Slot, view: GraphView, edges: Edges) -> None:
         x, y = node.inputs[0].name, node.outputs[0].name
@@ -186,10 +88,50 @@ class Transpose(Rule):
             edges.block(slot, f"Transpose {node.name}: rank unknown")
             return
         perm = list(node.attrs.get("perm", range(rank - 1, -1, -1)))
-        if slot.tensor == x:
+        if slot.span > 1:
+            _link_permuted(node, slot, view, edges)
+        elif slot.tensor == x:
             edges.same(slot, Slot(y, perm.index(slot.axis)), Role.ACT)
         else:
             edges.same(slot, Slot(x, perm[slot.axis]), Role.ACT)
+
+    def rewrite(self, node: gs.Node, change: Change) -> None:
+        x, y = node.inputs[0].name, node.outputs[0].name
+        for slot, removed in change.spans(x):
+            order = _flat_order(node, slot, change.view)
+            out_removed = change.removed_slot(Slot(y, slot.axis, slot.span))
+            kept_in = np.setdiff1d(np.arange(order.size), removed)
+            kept_out = np.setdiff1d(np.arange(order.size), out_removed)
+            node.op = "Gather"
+            node.attrs.clear()
+            node.attrs["axis"] = slot.axis + slot.span - 1
+            node.inputs.append(gs.Constant(f"{node.name}__kept", np.searchsorted(
+                kept_in, order[kept_out]).astype(np.int64)))
+
+
+def _link_permuted(node: gs.Node, slot: Slot, view: GraphView, edges: Edges) -> None:
+    x, y = node.inputs[0].name, node.outputs[0].name
+    source = Slot(x, slot.axis, slot.span)
+    order = _flat_order(node, source, view) if permutes_within(node, source, view) else None
+    if order is None:
+        edges.block(slot, f"Transpose {node.name}: axes {slot} are not moved among themselves")
+        return
+    target = Slot(y, slot.axis, slot.span)
+    if slot.tensor == x:
+        edges.map(source, target, order, np.arange(order.size), Role.ACT)
+    else:
+        edges.map(target, source, np.arange(order.size), order, Role.ACT)
+
+
+def _flat_order(node: gs.Node, slot: Slot, view: GraphView) -> np.ndarray | None:
+    """For each flat position of the output's axes, the input's flat index there."""
+    shape = view.shape(slot.tensor)
+    dims = None if shape is None else shape[slot.axis:slot.axis + slot.span]
+    if dims is None or not all(isinstance(d, int) for d in dims):
+        return None
+    perm = list(node.attrs.get("perm", range(len(shape) - 1, -1, -1)))
+    order = [perm[k] - slot.axis for k in range(slot.axis, slot.axis + slot.span)]
+    return np.arange(int(np.prod(dims))).reshape(dims).transpose(order).reshape(-1)
 
 
 @register("Squeeze", "Unsqueeze")
@@ -238,7 +180,7 @@ class Broadcast(Rule):
             return values is not None and int(values[y_axis]) == 1
         entry = _expand_entry(node, y_axis, view)
         return entry is None or not view.is_const(node.inputs[1].name) or \
-            _target_piece(node, entry, view, free_needed=False) is not None
+            target_piece(node, entry, view, free_needed=False) is not None
 
     def rewrite(self, node: gs.Node, change: Change) -> None:
         if node.op != "Expand":
@@ -248,9 +190,9 @@ class Broadcast(Rule):
         own_target(node, change)
         for axis, entry in enumerate(entries):
             piece = None if entry is None or not len(change.removed(y, axis)) else \
-                _target_piece(node, entry, change.view, False)
+                target_piece(node, entry, change.view, False)
             if piece is not None:  # otherwise the target follows run-time shapes
-                _set_target_entry(piece, 1)
+                set_target_entry(piece, 1)
 
 
 def _expand_entry(node: gs.Node, y_axis: int, view: GraphView) -> int | None:
