@@ -89,17 +89,19 @@ def _picks_single(node: gs.Node, tensor: str, axis: int, view: GraphView) -> boo
 
 
 def remerged_inner(tensor: str, axis: int, view: GraphView, depth: int = 4) -> bool:
-    """Whether the axis, followed through ops that only move axes, is merged by a
-    Reshape or Flatten as an inner factor under another factor of size > 1 (as the
-    group axis of a channel shuffle is after its Transpose)."""
-    consumers = view.tensors[tensor].outputs if tensor in view.tensors else []
-    if len(consumers) != 1 or depth == 0:
-        return False
-    node = consumers[0]
-    if node.op in ("Reshape", "Flatten") and node.inputs[0].name == tensor:
-        return _outer_factor_above(node, axis, view)
-    moved = moved_axis(node, axis, view)
-    return moved is not None and remerged_inner(node.outputs[0].name, moved, view, depth - 1)
+    """Whether the axis, followed through ops that only move axes, is merged (on some
+    path) by a Reshape or Flatten as an inner factor under another factor of size > 1,
+    as the group axis of a channel shuffle is after its Transpose."""
+    consumers = view.tensors[tensor].outputs if tensor in view.tensors and depth else []
+    for node in consumers:
+        if node.op in ("Reshape", "Flatten") and node.inputs[0].name == tensor:
+            if _outer_factor_above(node, axis, view):
+                return True
+            continue
+        moved = moved_axis(node, axis, view)
+        if moved is not None and remerged_inner(node.outputs[0].name, moved, view, depth - 1):
+            return True
+    return False
 
 
 def _outer_factor_above(node: gs.Node, axis: int, view: GraphView) -> bool:
