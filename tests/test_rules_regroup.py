@@ -13,6 +13,7 @@ from helpers import (
     groups_on,
     node_input_values,
     prunable,
+    prune_units,
     weight_shapes,
 )
 from onnx import numpy_helper
@@ -152,3 +153,33 @@ def test_of_two_factors_carrying_channels_the_outer_one_carries_the_merge():
     assert any("inner factor of an axis that carries other channels" in r
                for r in inner_group.blocked), inner_group.blocked
     assert_mask_equivalent(model, {outer_group.id: [1, 2]})
+
+
+def test_a_folded_mean_counts_the_kept_features_after_a_hidden_cut():
+    """A LayerNorm decomposed with ReduceSum × 1/F (as jax2tf folds it): once features
+    go, the pruned model normalizes over the kept ones exactly."""
+    b = GraphBuilder()
+    x = b.input("x", [4, 5])
+    w1, w2 = b.weight(5, 12), b.weight(12, 3)
+    h = b.op("MatMul", [x, w1])
+    inv = b.const(np.float32(1 / 12))
+    axis = b.const(np.array([1], np.int64))
+    mean = b.op("Mul", [b.op("ReduceSum", [h, axis], keepdims=0), inv])
+    square = b.op("Mul", [b.op("ReduceSum", [b.op("Mul", [h, h]), axis], keepdims=0), inv])
+    var = b.op("Sub", [square, b.op("Mul", [mean, mean])])
+    centered = b.op("Sub", [h, b.op("Unsqueeze", [mean, axis])])
+    scale = b.op("Sqrt", [b.op("Add", [var, b.const(np.float32(1e-5))])])
+    normed = b.op("Div", [centered, b.op("Unsqueeze", [scale, axis])])
+    model = b.build(b.op("MatMul", [normed, w2]))
+    dep = analyze(model)
+    group = only_group(dep, h, 1)
+    assert group.kind == "hidden" and group.prunable
+    removed = [0, 5, 6, 11]
+    _, pruned, _ = prune_units(model, {group.id: np.array(removed)})
+    feeds = sample_feeds(model, {"x": (4, 5)}, seed=4)
+    kept = np.delete(np.arange(12), removed)
+    features = feeds["x"] @ initializer(model, w1)[:, kept]
+    mu, sigma = features.mean(1, keepdims=True), features.std(1, keepdims=True)
+    want = (features - mu) / np.sqrt(sigma ** 2 + 1e-5) @ initializer(model, w2)[kept]
+    (got,) = check_written(pruned, feeds).values()
+    assert got.shape == (4, 3) and np.allclose(got, want, atol=1e-4)
