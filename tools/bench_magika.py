@@ -28,8 +28,12 @@ from onnxprune import prune
 from onnxprune.verify import relative_error, run
 
 BEG, END, BLOCK, PAD = 1024, 1024, 4096, 256
-SETTINGS = [(dict(), "none", None), (dict(hidden_ratio=0.5), "none", None),
-            (dict(hidden_ratio=0.5), "lsq", "wanda")]
+SETTINGS = [  # (label, prune options)
+    ("--ratio 0.5", {}),
+    ("--ratio 0.5 --hidden-ratio 0.5", {"hidden_ratio": 0.5}),
+    ("--ratio 0.5 --hidden-ratio 0.5 --calib (wanda, lsq)",
+     {"hidden_ratio": 0.5, "criterion": "wanda", "reconstruct": "lsq"}),
+]
 
 
 def features(path: Path) -> np.ndarray:
@@ -76,19 +80,14 @@ def main() -> None:
     print(f"{len(calib)} calibration and {len(held)} evaluation files")
     print("| options | MACs reduction | relative L2 error | top-1 agreement |")
     print("| --- | --- | --- | --- |")
-    for extra, reconstruct, criterion in SETTINGS:
-        calib_data = [{"bytes": calib[i:i + 16]} for i in range(0, len(calib), 16)] \
-            if criterion else None
-        pruned, report = prune(model, 0.5, input_shapes={"bytes": (1, 2048)}, calib=calib_data,
-                               criterion=criterion, reconstruct=reconstruct, **extra)
+    batches = [{"bytes": calib[i:i + 16]} for i in range(0, len(calib), 16)]
+    for label, options in SETTINGS:
+        pruned, report = prune(model, 0.5, input_shapes={"bytes": (1, 2048)},
+                               calib=batches if "criterion" in options else None, **options)
         got = run(pruned, {"bytes": held})["target_label"]
         agree = float(np.mean(got.argmax(1) == dense.argmax(1)))
-        name = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in extra.items())
-        name = f"--ratio 0.5 {name}" + (f" --calib ({criterion}, {reconstruct})" if criterion
-                                         else "")
-        print(f"| `{name}` | {report.macs_reduction:.2f}x | "
+        print(f"| `{label}` | {report.macs_reduction:.2f}x | "
               f"{relative_error(dense, got):.4f} | {agree:.3f} |")
-
 
 if __name__ == "__main__":
     main()
