@@ -110,16 +110,18 @@ def _propagate(view: GraphView) -> _Found:
     queue = deque(_seeds(view, edges))
     seen = set(queue)
     decided: set[tuple] = set()
+    position = 0  # edges.choices only grows: those before it are decided
     while queue:
         while queue:
             slot = queue.popleft()
             order.append(slot)
             nodes[slot] = set()
             _enqueue(_visit(slot, view, edges, nodes[slot]), seen, queue)
-        pending = [c for c in edges.choices if c.key not in decided]
-        if pending:
-            decided.add(pending[0].key)
-            _enqueue(_decide(pending[0], seen, edges), seen, queue)
+        while position < len(edges.choices) and edges.choices[position].key in decided:
+            position += 1
+        if position < len(edges.choices):
+            decided.add(edges.choices[position].key)
+            _enqueue(_decide(edges.choices[position], seen, edges), seen, queue)
     return _Found(order, edges, nodes, view)
 
 

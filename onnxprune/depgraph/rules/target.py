@@ -17,18 +17,18 @@ def target_piece(node: gs.Node, entry: int, view: GraphView, free_needed: bool =
     target = node.inputs[1]
     if isinstance(target, gs.Constant):
         return node, 1, int(np.asarray(target.values).reshape(-1)[entry]), entry
-    return concat_piece(target, entry, view, free_needed, depth=3)
+    return _concat_piece(target, entry, view, free_needed, depth=3)
 
 
-def concat_piece(target: gs.Tensor, entry: int, view: GraphView, free_needed: bool,
+def _concat_piece(target: gs.Tensor, entry: int, view: GraphView, free_needed: bool,
                   depth: int):
     """The piece of a (possibly nested) shape-building Concat that holds an entry."""
     producer = target.inputs[0] if target.inputs else None
     if producer is not None and producer.op == "Cast" and depth > 0:
-        return concat_piece(producer.inputs[0], entry, view, free_needed, depth - 1)
+        return _concat_piece(producer.inputs[0], entry, view, free_needed, depth - 1)
     if producer is None or producer.op != "Concat" or depth == 0:
         return None
-    pieces = concat_pieces(producer, view)
+    pieces = _concat_pieces(producer, view)
     if pieces is None:
         return None
     for index, (start, size, piece) in enumerate(pieces):
@@ -38,7 +38,7 @@ def concat_piece(target: gs.Tensor, entry: int, view: GraphView, free_needed: bo
             return producer, index, int(np.asarray(piece.values).reshape(-1)[entry - start]), \
                 entry - start
         if size > 1:
-            return concat_piece(piece, entry - start, view, free_needed, depth - 1)
+            return _concat_piece(piece, entry - start, view, free_needed, depth - 1)
         free = not any(isinstance(p, gs.Constant) and -1 in np.asarray(p.values)
                        for _, _, p in pieces)
         return (producer, index, None, 0) if free or not free_needed else None
@@ -85,25 +85,25 @@ def reads_pruned_size(value: gs.Tensor, change: Change, depth: int) -> bool:
     if producer is None or depth == 0:
         return False
     if producer.op == "Shape":
-        return pruned_entries(producer, range(change.view.rank(producer.inputs[0].name) or 0),
+        return _pruned_entries(producer, range(change.view.rank(producer.inputs[0].name) or 0),
                                change)
     if producer.op == "Gather" and producer.inputs[0].inputs and \
             producer.inputs[0].inputs[0].op == "Shape":
         indices = const_input(producer, 1, change.view)
         entries = range(0) if indices is None else np.asarray(indices).reshape(-1)
-        return indices is None or pruned_entries(producer.inputs[0].inputs[0], entries, change)
+        return indices is None or _pruned_entries(producer.inputs[0].inputs[0], entries, change)
     return any(reads_pruned_size(t, change, depth - 1) for t in producer.inputs
                if not isinstance(t, gs.Constant))
 
 
-def pruned_entries(shape_node: gs.Node, entries, change: Change) -> bool:
+def _pruned_entries(shape_node: gs.Node, entries, change: Change) -> bool:
     tensor = shape_node.inputs[0].name
     rank = change.view.rank(tensor) or 0
     start = int(shape_node.attrs.get("start", 0)) % (rank + 1) if rank else 0
     return any(len(change.removed(tensor, (start + int(e)) % max(rank, 1))) for e in entries)
 
 
-def concat_pieces(concat: gs.Node, view: GraphView):
+def _concat_pieces(concat: gs.Node, view: GraphView):
     """(start, size, tensor) of each 1-D piece of a shape-building Concat."""
     pieces, start = [], 0
     for piece in concat.inputs:
