@@ -119,16 +119,24 @@ def concrete(shapes: dict[str, tuple | None]) -> ShapeOf:
 
 def shrunk(base: ShapeOf, slots: dict) -> ShapeOf:
     """Shapes after removing, from each (tensor, axis) slot, as many indices as given
-    (`slots`: Slot → removed indices)."""
+    (`slots`: Slot → removed indices). Axes pruned as one keep their kept indices on
+    the last of them (as the rewrite lays them out)."""
     cut: dict[str, dict[int, int]] = {}
+    spans: dict[str, list[tuple[int, int, int]]] = {}
     for slot, idx in slots.items():
-        cut.setdefault(slot.tensor, {})[slot.axis] = len(idx)
+        if slot.span > 1:
+            spans.setdefault(slot.tensor, []).append((slot.axis, slot.span, len(idx)))
+        else:
+            cut.setdefault(slot.tensor, {})[slot.axis] = len(idx)
 
     def shape_of(name: str):
         shape = base(name)
-        if shape is None or name not in cut:
+        if shape is None or (name not in cut and name not in spans):
             return shape
-        return tuple(d - cut[name].get(a, 0) for a, d in enumerate(shape))
+        dims = [d - cut.get(name, {}).get(a, 0) for a, d in enumerate(shape)]
+        for axis, span, count in spans.get(name, ()):
+            dims[axis:axis + span] = [1] * (span - 1) + [_prod(dims[axis:axis + span]) - count]
+        return tuple(dims)
 
     return shape_of
 

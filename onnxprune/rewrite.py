@@ -32,6 +32,9 @@ def apply(graph: gs.Graph, view: GraphView, removed: dict[Slot, np.ndarray]) -> 
         rule = rule_for(node)
         if rule is not None and change.touches(node):
             rule.rewrite(node, change)
+    if change.new_nodes:
+        graph.nodes.extend(change.new_nodes)
+        graph.toposort()
     tensors = graph.tensors()
     for slot, idx in sorted(removed.items()):
         tensor = tensors.get(slot.tensor)

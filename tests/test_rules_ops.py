@@ -994,20 +994,6 @@ def test_lstm_output_blocks_the_group_it_joins():
 # --------------------------------------------------------------------------- Blocking patterns
 
 
-def test_channel_shuffle_blocks_with_an_inner_factor_reason():
-    b = GraphBuilder()
-    x = b.input("x", [1, 3, 8, 8])
-    h, _, _ = conv(b, x, 3, 8)
-    r1 = b.op("Reshape", [h, b.const(np.array([1, 2, 4, 8, 8], np.int64))])
-    t = b.op("Transpose", [r1], perm=[0, 2, 1, 3, 4])
-    r2 = b.op("Reshape", [t, b.const(np.array([1, 8, 8, 8], np.int64))])
-    y, _, _ = conv(b, r2, 8, 4)
-    dep = analyze(b.build(y))
-    group = only_group(dep, h)
-    assert not group.prunable and prunable(dep) == []
-    assert any("inner factor" in r and "shuffle" in r for r in group.blocked), group.blocked
-
-
 def test_an_if_subgraph_reading_a_conv_output_blocks_its_group():
     b = GraphBuilder()
     x = b.input("x", [1, 3, 8, 8])

@@ -16,12 +16,18 @@ WEIGHT_VIEWS = ("Cast", "Identity", "DequantizeLinear", "QuantizeLinear")
 
 @dataclass(frozen=True, order=True)
 class Slot:
-    """One axis of one tensor: the place where indices are removed."""
+    """One axis of one tensor: the place where indices are removed. With `span` > 1,
+    the axes axis … axis + span − 1 taken as one (row-major): the factors of an axis
+    that a Reshape splits and, after a Transpose among them, merges again (a channel
+    shuffle)."""
 
     tensor: str
     axis: int
+    span: int = 1
 
     def __str__(self) -> str:
+        if self.span > 1:
+            return f"{self.tensor}[{self.axis}:{self.axis + self.span}]"
         return f"{self.tensor}[{self.axis}]"
 
 
@@ -56,6 +62,21 @@ class Edges:
     roles: dict[Slot, Role] = field(default_factory=dict)
     tags: dict[Slot, set[str]] = field(default_factory=dict)
     mixed: dict[Slot, str] = field(default_factory=dict)
+    choices: list[Choice] = field(default_factory=list)
+
+    def merge(self, other: Edges) -> None:
+        """Take in what another Edges says (first role and reason win)."""
+        self.links.extend(other.links)
+        for key, tags in other.tags.items():
+            for tag in tags:
+                self.tag(key, tag)
+        for key, reason in other.mixed.items():
+            self.mix(key, reason)
+        for key, reason in other.blocks.items():
+            self.block(key, reason)
+        for key, role in other.roles.items():
+            self.roles.setdefault(key, role)
+        self.choices.extend(other.choices)
 
     def same(self, a: Slot, b: Slot, role: Role | None = None) -> None:
         """Couple two slots index for index."""
@@ -68,8 +89,9 @@ class Edges:
         self._role(b, role)
 
     def tag(self, slot: Slot, tag: str) -> None:
-        """Mark a slot: "split" (an axis split into blocks), "attention" (the batch axis
-        of a product of two activations)."""
+        """Mark a slot: "split" (the axis that carries the units of an axis split into
+        factors), "interleaved" (an axis whose units are inner factors, strided),
+        "attention" (the batch axis of a product of two activations)."""
         self.tags.setdefault(slot, set()).add(tag)
 
     def mix(self, slot: Slot, reason: str) -> None:
@@ -84,6 +106,22 @@ class Edges:
     def _role(self, slot: Slot, role: Role | None) -> None:
         if role is not None:
             self.roles.setdefault(slot, role)
+
+
+@dataclass
+class Choice:
+    """An axis that one of several axes may carry (the factors merged into one axis):
+    decided once propagation has reached every slot it can. The first reached option
+    carries it and the other reached ones are blocked with `reason`; when none is
+    reached, option `fallback` carries it.
+
+    `options` pairs each candidate slot with what choosing it adds.
+    """
+
+    key: tuple[str, Slot]
+    options: list[tuple[Slot, Edges]]
+    reason: str
+    fallback: int = 0
 
 
 class GraphView:
@@ -117,18 +155,21 @@ class GraphView:
         to the batch (heads folded into the batch, N·H) the size at batch 1, whose
         indices stand for every index with the same remainder."""
         static = self.static_dim(slot)
-        if static is not None or self.shape(slot.tensor) is None:
+        if static is not None or self.shape(slot.tensor) is None or slot.span > 1:
             return static
         periods = self.periods().get(slot.tensor)
         return periods[slot.axis % len(periods)] if periods else None
 
     def static_dim(self, slot: Slot) -> int | None:
-        """Size of a slot's axis when it is the same for every input size."""
+        """Size of a slot's axis (or axes) when it is the same for every input size."""
         shape = self.shape(slot.tensor)
-        if shape is None or not -len(shape) <= slot.axis < len(shape):
+        if shape is None or not -len(shape) <= slot.axis <= len(shape) - slot.span:
             return None
-        value = shape[slot.axis]
-        return value if isinstance(value, int) and value > 0 else None
+        axis = slot.axis % len(shape)
+        values = shape[axis:axis + slot.span]
+        if not all(isinstance(v, int) and v > 0 for v in values):
+            return None
+        return int(np.prod(values, dtype=np.int64))
 
     def periods(self) -> dict[str, tuple]:
         """Per tensor, per axis: the size at batch 1 of a batch-proportional axis."""

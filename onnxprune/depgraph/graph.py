@@ -13,8 +13,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from .core import WEIGHT_VIEWS, Edges, GraphView, Link, Role, Slot
+from .atoms import Rows, atom_pairs, components
+from .atoms import rows as atom_rows
+from .core import WEIGHT_VIEWS, Choice, Edges, GraphView, Role, Slot
 from .rules import rule_for
+
+SPAN_OPS = ("Reshape", "Flatten", "Transpose")  # the rules that follow several axes as one
 
 
 @dataclass
@@ -66,8 +70,8 @@ def build(view: GraphView) -> DepGraph:
     found = _propagate(view)
     sizes = {slot: view.dim(slot) for slot in found.slots}
     _block_unknown_sizes(found, sizes)
-    rows = _rows(found, sizes)
-    labels = _components(rows.total, _atom_pairs(found.edges.links, rows, sizes))
+    rows = atom_rows(found.slots, found.edges.links, sizes)
+    labels = components(rows.total, atom_pairs(found.edges.links, rows, sizes))
     return DepGraph(_groups(found, rows, labels), view)
 
 
@@ -90,49 +94,6 @@ def _block_unknown_sizes(found: _Found, sizes: dict[Slot, int | None]) -> None:
 
 
 @dataclass
-class _Rows:
-    """Slots joined index-for-index share one row of atoms."""
-
-    row_of: dict[Slot, int]
-    offsets: list[int]
-    sizes: list[int]
-
-    @property
-    def total(self) -> int:
-        return sum(self.sizes)
-
-    def atoms(self, slot: Slot) -> slice:
-        row = self.row_of[slot]
-        return slice(self.offsets[row], self.offsets[row] + self.sizes[row])
-
-
-def _rows(found: _Found, sizes: dict[Slot, int | None]) -> _Rows:
-    parent = {slot: slot for slot in found.slots}
-
-    def root(slot: Slot) -> Slot:
-        while parent[slot] != slot:
-            parent[slot] = parent[parent[slot]]
-            slot = parent[slot]
-        return slot
-
-    for link in found.edges.links:
-        if link.a_idx is None and sizes.get(link.a) and sizes.get(link.a) == sizes.get(link.b):
-            parent[root(link.a)] = root(link.b)
-    row_of: dict[Slot, int] = {}
-    roots: dict[Slot, int] = {}
-    offsets, row_sizes, total = [], [], 0
-    for slot in found.slots:
-        top = root(slot)
-        if top not in roots:
-            roots[top] = len(offsets)
-            offsets.append(total)
-            row_sizes.append(sizes[slot] or 0)
-            total += sizes[slot] or 0
-        row_of[slot] = roots[top]
-    return _Rows(row_of, offsets, row_sizes)
-
-
-@dataclass
 class _Found:
     slots: list[Slot]
     edges: Edges
@@ -141,20 +102,44 @@ class _Found:
 
 
 def _propagate(view: GraphView) -> _Found:
+    """Visit every slot reachable from the weights; decide merge carriers (`Choice`)
+    once nothing more is reached, and go on from what they link."""
     edges = Edges()
     order: list[Slot] = []
     nodes: dict[Slot, set[str]] = {}
     queue = deque(_seeds(view, edges))
     seen = set(queue)
+    decided: set[tuple] = set()
+    position = 0  # edges.choices only grows: those before it are decided
     while queue:
-        slot = queue.popleft()
-        order.append(slot)
-        nodes[slot] = set()
-        for new in _visit(slot, view, edges, nodes[slot]):
-            if new not in seen:
-                seen.add(new)
-                queue.append(new)
+        while queue:
+            slot = queue.popleft()
+            order.append(slot)
+            nodes[slot] = set()
+            _enqueue(_visit(slot, view, edges, nodes[slot]), seen, queue)
+        while position < len(edges.choices) and edges.choices[position].key in decided:
+            position += 1
+        if position < len(edges.choices):
+            decided.add(edges.choices[position].key)
+            _enqueue(_decide(edges.choices[position], seen, edges), seen, queue)
     return _Found(order, edges, nodes, view)
+
+
+def _enqueue(slots: list[Slot], seen: set[Slot], queue: deque) -> None:
+    for new in slots:
+        if new not in seen:
+            seen.add(new)
+            queue.append(new)
+
+
+def _decide(choice: Choice, seen: set[Slot], edges: Edges) -> list[Slot]:
+    """The first reached option carries the choice; other reached options are blocked."""
+    reached = [(slot, option) for slot, option in choice.options if slot in seen]
+    carrier = reached[0] if reached else choice.options[choice.fallback]
+    for slot, _ in reached[1:]:
+        edges.block(slot, choice.reason)
+    edges.merge(carrier[1])
+    return [end for link in carrier[1].links for end in (link.a, link.b)]
 
 
 def _seeds(view: GraphView, edges: Edges) -> list[Slot]:
@@ -178,17 +163,8 @@ def _visit(slot: Slot, view: GraphView, edges: Edges, touched: set) -> list[Slot
         touched.add((node.name, node.op))
         local = Edges()
         _apply(node, slot, view, local)
-        edges.links.extend(local.links)
-        for key, tags in local.tags.items():
-            for tag in tags:
-                edges.tag(key, tag)
-        for key, reason in local.mixed.items():
-            edges.mix(key, reason)
-        for key, reason in local.blocks.items():
-            edges.block(key, reason)
-        for key, role in local.roles.items():
-            edges.roles.setdefault(key, role)
-        reached += [link.b for link in local.links]
+        edges.merge(local)
+        reached += [end for link in local.links for end in (link.a, link.b)]
     return reached
 
 
@@ -200,47 +176,14 @@ def _apply(node: gs.Node, slot: Slot, view: GraphView, edges: Edges) -> None:
     if rule is None:
         edges.block(slot, f"{node.op} {node.name}: no rule for this op")
         return
+    if slot.span > 1 and node.op not in SPAN_OPS:
+        edges.block(slot, f"{node.op} {node.name}: axes {slot} are followed only through "
+                          "Reshape, Flatten and Transpose")
+        return
     rule.propagate(node, slot, view, edges)
 
 
-def _atom_pairs(links: list[Link], rows: _Rows, sizes) -> tuple[np.ndarray, np.ndarray]:
-    us, vs = [np.empty(0, np.int64)], [np.empty(0, np.int64)]
-    for link in links:
-        size_a, size_b = sizes.get(link.a), sizes.get(link.b)
-        if not size_a or not size_b or rows.row_of[link.a] == rows.row_of[link.b] and \
-                link.a_idx is None:
-            continue
-        if link.a_idx is None:
-            a_idx = b_idx = np.arange(min(size_a, size_b))
-        else:
-            ok = (link.a_idx < size_a) & (link.b_idx < size_b)
-            a_idx, b_idx = link.a_idx[ok], link.b_idx[ok]
-        us.append(rows.atoms(link.a).start + a_idx)
-        vs.append(rows.atoms(link.b).start + b_idx)
-    return np.concatenate(us), np.concatenate(vs)
-
-
-def _components(total: int, pairs: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
-    """Connected components of atoms: a label (smallest member) for each atom."""
-    parent = np.arange(total)
-    u, v = pairs
-    while u.size:
-        pu, pv = parent[u], parent[v]
-        differ = pu != pv
-        if not differ.any():
-            break
-        low = np.minimum(pu[differ], pv[differ])
-        np.minimum.at(parent, pu[differ], low)
-        np.minimum.at(parent, pv[differ], low)
-        while True:
-            jumped = parent[parent]
-            if np.array_equal(jumped, parent):
-                break
-            parent = jumped
-    return parent
-
-
-def _groups(found: _Found, rows: _Rows, labels: np.ndarray) -> list[Group]:
+def _groups(found: _Found, rows: Rows, labels: np.ndarray) -> list[Group]:
     row_ids = np.repeat(np.arange(len(rows.sizes)), rows.sizes)
     keys = np.unique(labels.astype(np.int64) * len(rows.sizes) + row_ids)
     if not keys.size:
@@ -261,7 +204,7 @@ def _groups(found: _Found, rows: _Rows, labels: np.ndarray) -> list[Group]:
     return groups
 
 
-def _make_group(gid, slots, unit_labels, found: _Found, rows: _Rows, labels) -> Group:
+def _make_group(gid, slots, unit_labels, found: _Found, rows: Rows, labels) -> Group:
     ordered = np.sort(np.asarray(unit_labels))
     members, by_row = {}, {}
     for slot in slots:
@@ -277,6 +220,9 @@ def _make_group(gid, slots, unit_labels, found: _Found, rows: _Rows, labels) -> 
     producers = sorted({n for s in slots if roles[s] == Role.OUT for n in found.nodes[s]})
     approximate = sorted({found.edges.mixed[s] for s in slots if s in found.edges.mixed})
     tags = set().union(*(found.edges.tags.get(s, set()) for s in slots))
+    if {"interleaved", "split"} <= tags:
+        blocked.append("an axis merged as an inner factor (strided) is split again with "
+                       "another factorization")
     kind = _kind(tags, approximate, producers)
     return Group(gid, kind, len(unit_labels), members, roles, blocked, nodes, producers,
                  approximate)

@@ -17,6 +17,11 @@ class Change:
         self._removed = removed
         self._tensors = {slot.tensor for slot in removed}
         self.view = view
+        self.new_nodes: list[gs.Node] = []
+
+    def add_node(self, node: gs.Node) -> None:
+        """A node a rewrite creates (a private copy of a shared shape computation)."""
+        self.new_nodes.append(node)
 
     def removed(self, tensor: str, axis: int) -> np.ndarray:
         """Sorted indices removed from one axis of a tensor (empty when none)."""
@@ -24,6 +29,15 @@ class Change:
         if axis < 0 and rank is not None:
             axis += rank
         return self._removed.get(Slot(tensor, axis), np.empty(0, np.int64))
+
+    def spans(self, tensor: str) -> list[tuple[Slot, np.ndarray]]:
+        """Slots of several axes taken as one on a tensor, with their removed indices."""
+        return [(slot, idx) for slot, idx in self._removed.items()
+                if slot.tensor == tensor and slot.span > 1]
+
+    def removed_slot(self, slot: Slot) -> np.ndarray:
+        """Sorted indices removed from a slot (empty when none)."""
+        return self._removed.get(slot, np.empty(0, np.int64))
 
     def kept(self, tensor: str, axis: int) -> int | None:
         """New size of one axis, or None when the old size is unknown."""
@@ -75,10 +89,12 @@ def rule_for(node: gs.Node) -> Rule | None:
 
 
 def set_const_input(node: gs.Node, index: int, values: np.ndarray) -> None:
-    """Give a node its own constant input (never edit a constant others share)."""
+    """Give a node its own constant input (never edit a constant others share); an
+    input computed at run time is replaced by the constant."""
     old = node.inputs[index]
     name = f"{old.name}__{node.name}" if old.name else f"{node.name}__in{index}"
-    node.inputs[index] = gs.Constant(name, np.asarray(values, dtype=np.asarray(old.values).dtype))
+    dtype = np.asarray(old.values).dtype if isinstance(old, gs.Constant) else None
+    node.inputs[index] = gs.Constant(name, np.asarray(values, dtype=dtype))
 
 
 def const_input(node: gs.Node, index: int, view: GraphView) -> np.ndarray | None:

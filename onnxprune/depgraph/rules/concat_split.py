@@ -8,6 +8,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from ..core import Edges, GraphView, Role, Slot
+from ..values import static_value
 from .base import Change, Rule, const_input, register, set_const_input
 
 
@@ -154,15 +155,24 @@ def _params(node: gs.Node, view: GraphView):
         ends = np.array(node.attrs["ends"], np.int64)
         axes = np.array(node.attrs.get("axes", range(len(starts))), np.int64)
         return starts, ends, axes, np.ones_like(starts)
-    starts, ends = const_input(node, 1, view), const_input(node, 2, view)
+    starts, ends = _bound(node, 1, view), _bound(node, 2, view)
     if starts is None or ends is None:
         return None
-    axes = const_input(node, 3, view)
-    steps = const_input(node, 4, view)
+    axes = _bound(node, 3, view)
+    steps = _bound(node, 4, view)
     axes = np.arange(len(starts)) if axes is None else axes
     steps = np.ones_like(starts) if steps is None else steps
     return (starts.astype(np.int64), ends.astype(np.int64), axes.astype(np.int64),
             steps.astype(np.int64))
+
+
+def _bound(node: gs.Node, index: int, view: GraphView) -> np.ndarray | None:
+    """A Slice input: a constant, or computed from static sizes (torch.chunk's bounds
+    from the Shape of the sliced tensor); a rewrite stores it as a constant."""
+    if index >= len(node.inputs) or not node.inputs[index].name:
+        return None
+    value = const_input(node, index, view)
+    return static_value(node.inputs[index].name, view) if value is None else value
 
 
 def _sliced_axes(node: gs.Node, rank: int, view: GraphView) -> set[int]:

@@ -4,10 +4,11 @@ when the reduced axes are dropped)."""
 
 from __future__ import annotations
 
+import numpy as np
 import onnx_graphsurgeon as gs
 
 from ..core import Edges, GraphView, Role, Slot
-from .base import Rule, const_input, register
+from .base import Change, Rule, const_input, register, set_const_input
 
 REDUCE = ("ReduceMean", "ReduceMax", "ReduceMin", "ReduceSum", "ReduceProd", "ReduceL1",
           "ReduceL2", "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare")
@@ -53,6 +54,36 @@ class Reduce(Rule):
             edges.mix(slot, f"{node.op} {node.name} takes a statistic over this axis")
             return
         edges.block(slot, f"{node.op} {node.name} reduces over this axis (channel-mixing)")
+
+    def rewrite(self, node: gs.Node, change: Change) -> None:
+        """A sum turned into a mean by a constant (×1/n or ÷n, as exporters fold a
+        decomposed LayerNorm) counts the kept indices."""
+        x = node.inputs[0].name
+        rank = change.view.rank(x)
+        reduced = self._reduced(node, rank, change.view) if rank is not None else None
+        if node.op not in ("ReduceSum", "ReduceSumSquare") or not reduced:
+            return
+        sizes = [change.view.dim(Slot(x, k)) for k in reduced]
+        if None in sizes or not any(len(change.removed(x, k)) for k in reduced):
+            return
+        before = int(np.prod(sizes))
+        after = int(np.prod([change.kept(x, k) for k in reduced]))
+        for consumer in node.outputs[0].outputs:
+            _recount(consumer, node.outputs[0].name, before, after, change.view)
+
+
+def _recount(node: gs.Node, total: str, before: int, after: int, view: GraphView) -> None:
+    """Replace a scalar constant 1/before (Mul) or before (Div) by the kept count."""
+    if node.op not in ("Mul", "Div") or len(node.inputs) != 2:
+        return
+    index = 1 if node.inputs[0].name == total else 0
+    value = const_input(node, index, view)
+    if value is None or value.size != 1 or (node.op == "Div" and index == 0):
+        return
+    want = 1.0 / before if node.op == "Mul" else float(before)
+    if np.isclose(float(value.reshape(-1)[0]), want, rtol=1e-6):
+        new = 1.0 / after if node.op == "Mul" else float(after)
+        set_const_input(node, index, np.full(value.shape, new, value.dtype))
 
 
 @register("Softmax", "LogSoftmax", "Hardmax")

@@ -28,22 +28,24 @@ class ShapeOnly(Rule):
             return
         entry = slot.axis - start
         for consumer in node.outputs[0].outputs:
-            if _reads_entry(consumer, entry, end - start, view):
+            if _reads_entry(consumer, entry, end - start, view, slot.tensor):
                 edges.block(slot, f"Shape {node.name}: the size of axis {slot.axis} is used "
                                   f"as a value by {consumer.op} {consumer.name}")
                 return
 
 
-def _reads_entry(consumer: gs.Node, entry: int, length: int, view: GraphView) -> bool:
+def _reads_entry(consumer: gs.Node, entry: int, length: int, view: GraphView,
+                 source: str) -> bool:
     """Whether a consumer of a shape vector can see the given entry as a value (an
-    entry that only rebuilds Reshape or Expand targets is rewritten with them)."""
+    entry that only rebuilds Reshape or Expand targets, or bounds of Slices of the
+    tensor it measures, is rewritten with them)."""
     if consumer.op == "Gather" and int(consumer.attrs.get("axis", 0)) == 0:
         indices = const_input(consumer, 1, view)
         if indices is None:
             return True
         picked = entry in (np.asarray(indices) % length).reshape(-1)
-        return picked and not (np.ndim(indices) == 0 and _only_builds_targets(
-            consumer.outputs[0], view, depth=12))
+        return picked and not (np.size(indices) == 1 and _only_builds_targets(
+            consumer.outputs[0], view, 12, source))
     if consumer.op == "Slice":
         starts, ends = const_input(consumer, 1, view), const_input(consumer, 2, view)
         steps = const_input(consumer, 4, view)
@@ -54,17 +56,21 @@ def _reads_entry(consumer: gs.Node, entry: int, length: int, view: GraphView) ->
     return True
 
 
-def _only_builds_targets(value: gs.Tensor, view: GraphView, depth: int) -> bool:
+def _only_builds_targets(value: gs.Tensor, view: GraphView, depth: int, source: str) -> bool:
     """Whether a shape value flows only into the shape inputs of Reshape and Expand
     (whose entries for pruned axes are rewritten, or follow the run-time shapes; the
-    pruned model is verified against the masked reference either way)."""
+    pruned model is verified against the masked reference either way), or into the
+    bounds of Slices of `source` (stored as constants when `source` is pruned)."""
     if depth == 0 or not value.outputs or value.name in view.output_names:
         return False
     for node in value.outputs:
         if node.op in ("Reshape", "Expand") and node.inputs[1].name == value.name:
             continue
+        if node.op == "Slice" and node.inputs[0].name == source and value.name in (
+                node.inputs[1].name, node.inputs[2].name):
+            continue
         if not node.outputs or not all(
-                _only_builds_targets(out, view, depth - 1) for out in node.outputs):
+                _only_builds_targets(out, view, depth - 1, source) for out in node.outputs):
             return False
     return True
 
