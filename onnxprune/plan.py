@@ -134,16 +134,22 @@ def _matches(pattern: str, name: str, op: str) -> bool:
 
 
 def step_units(group: Group, round_to: int) -> int:
-    """Units per rounding step, so kept channels are multiples of round_to."""
-    channels = group.channels
-    return max(1, round_to // math.gcd(round_to, channels))
+    """Units per rounding step, so kept channels are multiples of round_to. A group
+    smaller than one step (a few channels, or a fragment of a layer's channels that
+    a channel shuffle splits by path) steps by the largest power-of-two fraction of
+    the step that fits in it twice, so it can still lose channels."""
+    step = max(1, round_to // math.gcd(round_to, group.channels))
+    if group.units < step:
+        while step > 1 and 2 * step > group.units:
+            step //= 2
+    return step
 
 
 def rounded_keep(group: Group, keep: float, options: PlanOptions, round_to: int) -> int:
     """Kept unit count: rounded to a step, within [min_channels, units]. Asking to
     keep everything keeps everything, whatever the rounding."""
     step = step_units(group, round_to)
-    if group.units < step or keep >= group.units:
+    if keep >= group.units:
         return group.units
     kept = math.floor(keep / step + 0.5) * step
     floor = max(step, math.ceil(options.min_channels / group.channels))

@@ -36,6 +36,14 @@ def test_ratio_removes_that_fraction_rounded():
     assert sorted(kept(report).values()) == [12, 16, 20]
 
 
+def test_groups_smaller_than_the_rounding_step_still_lose_channels():
+    _, model = chain(widths=(7, 12, 16, 40))
+    _, report = onnxprune.prune(model, 0.5)
+    # 16 keeps one whole step; 7 and 12 step by 2 and 4 (the largest halvings of 16
+    # that fit twice), 40 by 16.
+    assert sorted(kept(report).values()) == [4, 8, 16, 16]
+
+
 def test_min_channels_and_zero_ratio():
     _, model = chain()
     _, report = onnxprune.prune(model, 0.9, round_to=1, min_channels=10)

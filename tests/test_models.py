@@ -46,15 +46,9 @@ def test_torchvision_structure_prunes_equivalently(name):
         assert report.macs_reduction >= 3.8
     if name == "shufflenet_v2_x1_0":  # channel shuffles: every channel group prunable
         assert [g.blocked for g in report.groups if g.blocked] == ["output is a graph output"]
-        assert report.macs_reduction >= 2.8
-
-
-@pytest.mark.zoo
-def test_shufflenet_v2_loses_three_times_its_macs_with_finer_rounding():
-    """Most groups of a ShuffleNet v2 are the channels a block passes on unchanged for
-    as many blocks: many are smaller than one step of the default rounding (16)."""
-    report = check_prunes_equivalently(zoo_model("shufflenet_v2_x1_0"), round_to=8)
-    assert report.macs_reduction >= 3.0
+        # Most groups are the channels a block passes on unchanged for as many
+        # blocks: many are smaller than one step of the default rounding (16).
+        assert report.macs_reduction >= 3.0
 
 
 @pytest.mark.zoo
