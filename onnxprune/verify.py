@@ -16,7 +16,7 @@ from onnx import ModelProto
 from .depgraph import DepGraph
 from .errors import VerificationError, first_line
 from .model import EXTERNAL_DATA_THRESHOLD, _weight_bytes, export, weightless
-from .rewrite import mask_sinks
+from .rewrite import mask_sinks, removed_slots
 from .shapes import input_specs
 
 
@@ -152,30 +152,51 @@ def check_written(model: ModelProto, feeds: dict[str, np.ndarray]) -> dict[str, 
 
 
 def reference_model(dep: DepGraph, removed_units: dict[int, np.ndarray],
-                    original: ModelProto) -> ModelProto:
-    """The original model with the removed units zeroed at their consumers."""
-    return export(mask_sinks(dep, removed_units), original)
+                    original: ModelProto, applied: dict[int, np.ndarray] | None = None
+                    ) -> ModelProto:
+    """The original model with the removed units zeroed at their consumers (and the
+    `applied` units already removed, as the pruned model removes them)."""
+    slots = removed_slots(dep, applied) if applied else None
+    return export(mask_sinks(dep, removed_units, slots), original)
 
 
-def check_pruned(pruned: ModelProto, reference: ModelProto, feeds: dict[str, np.ndarray],
-                 compare: bool = True) -> None:
-    """Written-model invariants, then (unless approximate groups were cut) equal
-    outputs to the masked reference."""
+# Relative L2 error allowed, per float output, between a model with hidden groups cut
+# and the original with every cut unit zeroed at its consumers. Only the statistics of
+# the normalizations over the hidden axis differ between the two: 0.05-0.33 measured
+# for 25-75 % of a 16-wide decomposed LayerNorm, 0.10-0.13 for 25-50 % of ConvNeXt's
+# hidden sizes; a member sliced at the wrong indices gave 0.76-0.93.
+HIDDEN_TOLERANCE = 0.5
+
+
+def check_pruned(pruned: ModelProto, reference: ModelProto | None,
+                 feeds: dict[str, np.ndarray], approximate: ModelProto | None = None) -> None:
+    """Written-model invariants; then equal outputs to the masked `reference` (skipped
+    when None) and, when hidden groups were cut, outputs within `HIDDEN_TOLERANCE` of
+    `approximate`, the original with every cut masked."""
     got = check_written(pruned, feeds)
-    if not compare:
-        return
-    want = run(reference, feeds)
+    if reference is not None:
+        _compare(got, run(reference, feeds), None, "the original with the removed channels "
+                 "zeroed at their consumers")
+    if approximate is not None:
+        _compare(got, run(approximate, feeds), HIDDEN_TOLERANCE, "the original with the "
+                 "removed channels zeroed at their consumers, beyond the bound for cuts "
+                 "of hidden sizes")
+
+
+def _compare(got: dict[str, np.ndarray], want: dict[str, np.ndarray], tol: float | None,
+             what: str) -> None:
+    """Refuse float outputs of another shape, or farther from `want` than `tol` (None:
+    equal up to rounding, 1e-3 relative, 2e-2 in float16)."""
     for name, expected in want.items():
         if not np.issubdtype(expected.dtype, np.floating):
             continue
-        tol = 2e-2 if expected.dtype == np.float16 else 1e-3
         if got[name].shape != expected.shape:
             raise VerificationError(f"output {name!r} has shape {got[name].shape}, expected "
                                     f"{expected.shape}")
-        if not outputs_close(expected, got[name], tol):
+        bound = tol if tol is not None else 2e-2 if expected.dtype == np.float16 else 1e-3
+        if not outputs_close(expected, got[name], bound):
             raise VerificationError(
-                f"output {name!r} differs from the reference (the original with the removed "
-                f"channels zeroed at their consumers): relative error "
+                f"output {name!r} differs from the reference ({what}): relative error "
                 f"{relative_error(expected, got[name]):.2e}")
 
 
