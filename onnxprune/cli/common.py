@@ -8,6 +8,7 @@ import functools
 import json
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import click
@@ -122,7 +123,12 @@ def check_writable(path: Path) -> None:
     directory = path.parent if str(path.parent) else Path(".")
     if not directory.is_dir():
         raise InputError(f"{path}: output directory does not exist")
-    if not os.access(directory, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+    try:  # by trying: permission bits do not bind every user (root), nor show a read-only mount
+        with tempfile.TemporaryFile(dir=directory, prefix=".onnxprune-"):
+            pass
+    except OSError:
+        raise InputError(f"{path}: not writable") from None
+    if path.exists() and not os.access(path, os.W_OK):
         raise InputError(f"{path}: not writable")
     if path.is_dir():
         raise InputError(f"{path}: is a directory")
