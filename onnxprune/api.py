@@ -135,13 +135,14 @@ def prune(model: ModelLike, ratio: float | None = None, *, target_macs: float | 
     Defaults: `l1` and no reconstruction without data; `wanda` and `lsq` with it (the best
     of tools/bench_calibration.py and tools/bench_calibration_ocr.py).
     `plan`: a plan file (or `report.plan_document`) to replay instead of planning;
-    refused when it was made for another network."""
+    refused when it was made for another network. Its reconstruction (and ridge) is
+    replayed too, on `calib`, unless `reconstruct` is given."""
     criterion = criterion or ("wanda" if calib is not None else "l1")
-    reconstruct = reconstruct or ("lsq" if calib is not None else "none")
     options = PlanOptions(ratio, target_macs, head_ratio, hidden_ratio, criterion,
                           global_ranking, max_ratio, round_to, min_channels, tuple(ignore), seed,
                           target_latency, target_energy, provider, threads)
     document, options = _replayed(plan, options)
+    reconstruct, ridge = _reconstruction(document, reconstruct, ridge, calib is not None)
     criterion = options.criterion
     _check_request(options, reconstruct, calib is not None or document is not None,
                    calib is not None, sensitivity_samples)
@@ -174,7 +175,7 @@ def prune(model: ModelLike, ratio: float | None = None, *, target_macs: float | 
     report.sensitivity = [asdict(c) for c in sense.measured] if sense and sense.measured \
         else None
     report.plan_document = planfile.prune_document(
-        dep, proto, plan, dict(asdict(options), reconstruct=reconstruct))
+        dep, proto, plan, dict(asdict(options), reconstruct=reconstruct, ridge=ridge))
     return pruned, report
 
 
@@ -255,6 +256,23 @@ def _replayed(plan, options: PlanOptions) -> tuple[dict | None, PlanOptions]:
         raise InputError(f"a replayed plan fixes every decision; do not give {given[0]}")
     document = planfile.read(plan, "prune")
     return document, planfile.plan_options(document, PlanOptions)
+
+
+def _reconstruction(document: dict | None, reconstruct: str | None, ridge: float,
+                    calibrated: bool) -> tuple[str, float]:
+    """The reconstruction to run and its ridge: as given; else, replaying a plan, the
+    plan's (a refit is part of what the plan decided; it needs the calibration data
+    again); else lsq with calibration data and none without."""
+    recorded = (document or {}).get("options") or {}
+    if reconstruct is None and recorded.get("reconstruct") in RECONSTRUCTIONS:
+        reconstruct = recorded["reconstruct"]
+        if isinstance(recorded.get("ridge"), (int, float)):
+            ridge = float(recorded["ridge"])
+        if reconstruct != "none" and not calibrated:
+            raise InputError(f"the plan was made with --reconstruct {reconstruct}, which "
+                             "needs calibration data: give --calib DATA (the data it was "
+                             "made with gives the same weights) or --reconstruct none")
+    return reconstruct or ("lsq" if calibrated else "none"), ridge
 
 
 def _round_to(options: PlanOptions) -> int:
