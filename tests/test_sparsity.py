@@ -17,8 +17,6 @@ from onnxprune.sparsity.pattern import Pattern, keep_mask, parse_pattern, violat
 from onnxprune.sparsity.statistics import waves
 from onnxprune.verify import run
 
-RNG = np.random.default_rng(3)
-
 
 def nm_groups(values: np.ndarray, axis: int, m: int = 4) -> np.ndarray:
     """Groups of m consecutive entries along `axis`: [..., m] with the axis split."""
@@ -86,7 +84,7 @@ def test_gemm_is_grouped_along_the_reduction_axis_of_b(trans_b):
     axis = 1 if trans_b else 0
     np.testing.assert_array_equal(after, expected_nm(const_values(model, w), axis))
     assert layer_report(report, "Gemm").axis == axis
-    feeds = {"x": RNG.standard_normal((2, 12)).astype(np.float32)}
+    feeds = {"x": np.random.default_rng(3).standard_normal((2, 12)).astype(np.float32)}
     dense_w = after.T if trans_b else after
     want = feeds["x"] @ dense_w + const_values(model, model.graph.node[0].input[2])
     np.testing.assert_allclose(run(out, feeds)[out.graph.output[0].name], want, rtol=1e-5)
@@ -98,7 +96,7 @@ def test_matmul_b_is_grouped_along_k_and_outputs_match_the_masked_product():
     out, _ = sparsify(model)
     after = const_values(out, w)
     np.testing.assert_array_equal(after, expected_nm(const_values(model, w), axis=0))
-    feeds = {"x": RNG.standard_normal((2, 16)).astype(np.float32)}
+    feeds = {"x": np.random.default_rng(3).standard_normal((2, 16)).astype(np.float32)}
     np.testing.assert_allclose(run(out, feeds)[out.graph.output[0].name], feeds["x"] @ after,
                                rtol=1e-5)
 
@@ -334,7 +332,7 @@ def test_int16_indices_chunk_large_weights_and_run_in_onnxruntime():
     assert [n.op_type for n in out.graph.node] == ["Concat", "Reshape", "MatMul"]
     assert out.ByteSize() < 0.8 * model.ByteSize()
     dense, _ = sparsify(model, "unstructured")
-    feeds = {"x": RNG.standard_normal((2, 256)).astype(np.float32)}
+    feeds = {"x": np.random.default_rng(3).standard_normal((2, 256)).astype(np.float32)}
     name = model.graph.output[0].name
     np.testing.assert_array_equal(run(out.SerializeToString(), feeds)[name],
                                   run(dense, feeds)[name])
