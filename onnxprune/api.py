@@ -41,7 +41,7 @@ from .refit import refit_layerwise
 from .rewrite import apply, removed_slots
 from .shapes import concrete_shape_table, sample_shapes
 from .sparsity import SparsifyReport, sparsify  # noqa: F401  (public surface)
-from .verify import check_pruned, reference_model, run, sample_feeds
+from .verify import check_plan, run, sample_feeds
 
 ModelLike = ModelProto | str | os.PathLike
 RECONSTRUCTIONS = ("none", "bias", "lsq")
@@ -142,7 +142,7 @@ def prune(model: ModelLike, ratio: float | None = None, *, target_macs: float | 
                           global_ranking, max_ratio, round_to, min_channels, tuple(ignore), seed,
                           target_latency, target_energy, provider, threads)
     document, options = _replayed(plan, options)
-    reconstruct, ridge = _reconstruction(document, reconstruct, ridge, calib is not None)
+    reconstruct, ridge = planfile.reconstruction(document, reconstruct, ridge, calib is not None)
     criterion = options.criterion
     _check_request(options, reconstruct, calib is not None or document is not None,
                    calib is not None, sensitivity_samples)
@@ -256,23 +256,6 @@ def _replayed(plan, options: PlanOptions) -> tuple[dict | None, PlanOptions]:
         raise InputError(f"a replayed plan fixes every decision; do not give {given[0]}")
     document = planfile.read(plan, "prune")
     return document, planfile.plan_options(document, PlanOptions)
-
-
-def _reconstruction(document: dict | None, reconstruct: str | None, ridge: float,
-                    calibrated: bool) -> tuple[str, float]:
-    """The reconstruction to run and its ridge: as given; else, replaying a plan, the
-    plan's (a refit is part of what the plan decided; it needs the calibration data
-    again); else lsq with calibration data and none without."""
-    recorded = (document or {}).get("options") or {}
-    if reconstruct is None and recorded.get("reconstruct") in RECONSTRUCTIONS:
-        reconstruct = recorded["reconstruct"]
-        if isinstance(recorded.get("ridge"), (int, float)):
-            ridge = float(recorded["ridge"])
-        if reconstruct != "none" and not calibrated:
-            raise InputError(f"the plan was made with --reconstruct {reconstruct}, which "
-                             "needs calibration data: give --calib DATA (the data it was "
-                             "made with gives the same weights) or --reconstruct none")
-    return reconstruct or ("lsq" if calibrated else "none"), ridge
 
 
 def _round_to(options: PlanOptions) -> int:
@@ -418,25 +401,12 @@ def _rewrite(dep: DepGraph, plan: Plan, proto: ModelProto) -> ModelProto:
 def _verify(pruned: ModelProto, dep: DepGraph, plan: Plan, proto: ModelProto, feeds) -> None:
     """Check the written-model invariants and mask equivalence; name a faulty group."""
     try:
-        _check_plan(pruned, dep, plan, proto, feeds)
+        check_plan(pruned, dep, plan.removed, proto, feeds)
     except VerificationError as exc:
         _require_runnable(proto, feeds)
         culprit = _culprit(dep, plan, proto, feeds)
         raise VerificationError(f"pruned model failed verification ({exc}){culprit}; "
                                 "nothing was written") from None
-
-
-def _check_plan(pruned: ModelProto, dep: DepGraph, plan: Plan, proto: ModelProto,
-                feeds) -> None:
-    """Channel cuts must be exact: the pruned model equals the original with the hidden
-    cuts applied and the other removed units zeroed at their consumers, so any error is
-    the channel rewrite's. Hidden cuts change normalization statistics, so they are held
-    to a bound (`verify.HIDDEN_TOLERANCE`) against the original with every cut masked."""
-    hidden = {g: units for g, units in plan.removed.items() if dep.groups[g].approximate}
-    exact = {g: units for g, units in plan.removed.items() if g not in hidden}
-    reference = reference_model(dep, exact, proto, hidden) if exact or not hidden else None
-    bounded = reference_model(dep, plan.removed, proto) if hidden else None
-    check_pruned(pruned, reference, feeds, bounded)
 
 
 def _require_runnable(model: ModelProto, feeds) -> None:
@@ -454,7 +424,7 @@ def _culprit(dep: DepGraph, plan: Plan, proto: ModelProto, feeds) -> str:
     for gid, units in plan.removed.items():
         single = Plan({gid: units})
         try:
-            _check_plan(_rewrite(dep, single, proto), dep, single, proto, feeds)
+            check_plan(_rewrite(dep, single, proto), dep, single.removed, proto, feeds)
         except VerificationError as exc:
             group = dep.groups[gid]
             nodes = ", ".join(name for name, _ in group.producers[:3]) or group.root.tensor
