@@ -209,13 +209,15 @@ def test_image_folder_through_the_cli(tmp_path):
     demo = "models/ppocr_mobile_cls.onnx"
     args = ["prune", demo, "-o", str(tmp_path / "p.onnx"), "--ratio", "0.3", "--calib",
             str(tmp_path / "imgs"), "--image-size", "48x192", "--image-mean", "0.5,0.5,0.5",
-            "--image-std", "0.5,0.5,0.5", "--input-shape", "x:1x3x48x192"]
+            "--image-std", "0.5,0.5,0.5", "--reconstruct", "bias", "--input-shape",
+            "x:1x3x48x192"]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     # the same pictures scaled to [0, 1], normalized and laid out NCHW by hand
     x = (np.stack(pixels).astype(np.float32) / 255 - 0.5) / 0.5
     batch = {"x": np.ascontiguousarray(x.transpose(0, 3, 1, 2))}
-    expected, _ = onnxprune.prune(demo, 0.3, calib=[batch], input_shapes={"x": (1, 3, 48, 192)})
+    expected, _ = onnxprune.prune(demo, 0.3, calib=[batch], reconstruct="bias",
+                                  input_shapes={"x": (1, 3, 48, 192)})
     assert_same_weights(onnx.load(str(tmp_path / "p.onnx")), expected, rtol=1e-4)
     bad = CliRunner().invoke(main, args[:-2] + ["--image-size", "48"])
     assert bad.exit_code == 2 and "--image-size" in bad.stderr
