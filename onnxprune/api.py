@@ -42,7 +42,7 @@ from .refit import refit_layerwise
 from .rewrite import apply, removed_slots
 from .shapes import concrete_shape_table, sample_shapes
 from .sparsity import SparsifyReport, sparsify  # noqa: F401  (public surface)
-from .verify import check_pruned, reference_model, sample_feeds
+from .verify import check_plan, sample_feeds
 
 ModelLike = ModelProto | str | os.PathLike
 RECONSTRUCTIONS = ("none", "bias", "lsq")
@@ -137,13 +137,14 @@ def prune(model: ModelLike, ratio: float | None = None, *, target_macs: float | 
     Defaults: `l1` and no reconstruction without data; `wanda` and `lsq` with it (the best
     of tools/bench_calibration.py and tools/bench_calibration_ocr.py).
     `plan`: a plan file (or `report.plan_document`) to replay instead of planning;
-    refused when it was made for another network."""
+    refused when it was made for another network. Its reconstruction (and ridge) is
+    replayed too, on `calib`, unless `reconstruct` is given."""
     criterion = criterion or ("wanda" if calib is not None else "l1")
-    reconstruct = reconstruct or ("lsq" if calib is not None else "none")
     options = PlanOptions(ratio, target_macs, head_ratio, hidden_ratio, criterion,
                           global_ranking, max_ratio, round_to, min_channels, tuple(ignore), seed,
                           target_latency, target_energy, provider, threads)
     document, options = _replayed(plan, options)
+    reconstruct, ridge = planfile.reconstruction(document, reconstruct, ridge, calib is not None)
     criterion = options.criterion
     _check_request(options, reconstruct, calib is not None or document is not None,
                    calib is not None, sensitivity_samples, ridge)
@@ -177,7 +178,7 @@ def prune(model: ModelLike, ratio: float | None = None, *, target_macs: float | 
     report.sensitivity = [asdict(c) for c in sense.measured] if sense and sense.measured \
         else None
     report.plan_document = planfile.prune_document(
-        dep, proto, plan, dict(asdict(options), reconstruct=reconstruct))
+        dep, proto, plan, dict(asdict(options), reconstruct=reconstruct, ridge=ridge))
     return pruned, report
 
 
@@ -404,10 +405,8 @@ def _rewrite(dep: DepGraph, plan: Plan, proto: ModelProto) -> ModelProto:
 
 def _verify(pruned: ModelProto, dep: DepGraph, plan: Plan, proto: ModelProto, feeds) -> None:
     """Check the written-model invariants and mask equivalence; name a faulty group."""
-    exact = {gid: units for gid, units in plan.removed.items() if not dep.groups[gid].approximate}
-    reference = reference_model(dep, exact, proto)
     try:
-        check_pruned(pruned, reference, feeds, compare=len(exact) == len(plan.removed))
+        check_plan(pruned, dep, plan.removed, proto, feeds)
     except VerificationError as exc:
         culprit = _culprit(dep, plan, proto, feeds)
         raise VerificationError(f"pruned model failed verification ({exc}){culprit}; "
@@ -419,8 +418,7 @@ def _culprit(dep: DepGraph, plan: Plan, proto: ModelProto, feeds) -> str:
     for gid, units in plan.removed.items():
         single = Plan({gid: units})
         try:
-            check_pruned(_rewrite(dep, single, proto),
-                         reference_model(dep, single.removed, proto), feeds)
+            check_plan(_rewrite(dep, single, proto), dep, single.removed, proto, feeds)
         except VerificationError as exc:
             group = dep.groups[gid]
             nodes = ", ".join(name for name, _ in group.producers[:3]) or group.root.tensor

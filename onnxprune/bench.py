@@ -8,6 +8,7 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from typing import Protocol
 
 import numpy as np
 import onnxruntime as ort
@@ -165,6 +166,64 @@ def _timed(sessions, feeds, runs: int, block: int, progress: Progress) -> list[l
         shapes = ", ".join(f"{k}:{'x'.join(map(str, v.shape))}" for k, v in feeds.items())
         raise InputError(f"onnxruntime could not run the models on {shapes}: "
                          f"{first_line(exc)}") from None
+
+
+class Timer(Protocol):
+    """What the latency budget measures with (`bench.OrtTimer` times in onnxruntime)."""
+
+    def layer(self, model: ModelProto) -> float:
+        """Seconds of one run of a one-layer model."""
+
+    def ratio(self, pruned: ModelProto, repeat: int = 1) -> float:
+        """Latency of a pruned model over the dense model's (`repeat`: longer)."""
+
+
+class OrtTimer:
+    """Times with onnxruntime what the latency budget needs: one-layer models alone
+    (median of `layer_runs`), and pruned models against the dense model in turns (about
+    `seconds` of dense runs, 40 to `runs`; see `paired_ratio`). The budget reaches
+    onnxruntime only through such a timer, so another can stand in for it."""
+
+    layer_runs = 20
+    runs = 400
+    seconds = 1.5
+    pause = 0.02
+
+    def __init__(self, dense: ModelProto, feeds: dict[str, np.ndarray], provider: str = CPU,
+                 threads: int = 0):
+        self.dense, self.feeds, self.provider, self.threads = dense, feeds, provider, threads
+        self._session = None
+        self._runs = self.runs
+
+    def layer(self, model: ModelProto) -> float:
+        """Median seconds of one run of a one-layer model (seeded inputs)."""
+        sess = timing_session(model, self.provider, self.threads)
+        rng = np.random.default_rng(1)
+        feeds = {i.name: rng.standard_normal(list(i.shape)).astype(np.float32)
+                 for i in sess.get_inputs()}
+        times = interleaved_times([sess], feeds, self.layer_runs, block=self.layer_runs,
+                                  pause=0)
+        return statistics.median(times[0])
+
+    def ratio(self, pruned: ModelProto, repeat: int = 1) -> float:
+        """Latency of `pruned` over the dense model's, timed in turns (`repeat` times the
+        usual number of runs)."""
+        if self._session is None:
+            self._session = timing_session(self.dense, self.provider, self.threads)
+            self._runs = self._run_count()
+        runs = repeat * self._runs
+        block = max(5, runs // 20)
+        sessions = [self._session, timing_session(pruned, self.provider, self.threads)]
+        times = interleaved_times(sessions, self.feeds, runs, block, pause=self.pause)
+        return paired_ratio(times, block)
+
+    def _run_count(self) -> int:
+        """About `seconds` of dense runs (timed on the second of two), 40 to `runs`."""
+        for _ in range(2):
+            start = time.perf_counter()
+            self._session.run(None, self.feeds)
+        each = max(time.perf_counter() - start, 1e-6)
+        return min(self.runs, max(40, int(self.seconds / each)))
 
 
 def paired_ratio(times: list[list[float]], block: int) -> float:

@@ -158,3 +158,19 @@ def plan_options(document: dict, options_type: type) -> object:
         return options_type(**known)
     except TypeError as exc:
         raise InputError(f"the plan's options are malformed ({exc})") from None
+
+
+def reconstruction(document: dict | None, reconstruct: str | None, ridge: float,
+                   calibrated: bool) -> tuple[str, float]:
+    """The reconstruction and ridge to run: as given when `reconstruct` is; else those
+    the replayed plan recorded (a refit is part of what it decided; it needs the
+    calibration data again); else lsq with calibration data and none without."""
+    recorded = (document or {}).get("options") or {}
+    if reconstruct is not None or recorded.get("reconstruct") not in ("none", "bias", "lsq"):
+        return reconstruct or ("lsq" if calibrated else "none"), ridge
+    reconstruct, given = recorded["reconstruct"], recorded.get("ridge")
+    if reconstruct != "none" and not calibrated:
+        raise InputError(f"the plan was made with --reconstruct {reconstruct}, which needs "
+                         "calibration data: give --calib DATA (the data it was made with "
+                         "gives the same weights) or --reconstruct none")
+    return reconstruct, float(given) if isinstance(given, (int, float)) else ridge

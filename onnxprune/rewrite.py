@@ -43,10 +43,13 @@ def apply(graph: gs.Graph, view: GraphView, removed: dict[Slot, np.ndarray]) -> 
     return graph
 
 
-def mask_sinks(dep: DepGraph, removed_units: dict[int, np.ndarray]) -> gs.Graph:
-    """The reference for mask equivalence: a copy of the original graph in which the
-    removed units' slices of every consumer weight (role IN) are zero."""
-    graph = dep.view.graph.copy()
+def mask_sinks(dep: DepGraph, removed_units: dict[int, np.ndarray],
+               applied: dict[Slot, np.ndarray] | None = None) -> gs.Graph:
+    """The reference for mask equivalence: a copy of the original graph (with the
+    indices of `applied` already removed, as `apply` removes them) in which the removed
+    units' slices of every consumer weight (role IN) are zero."""
+    applied = applied or {}
+    graph = apply(dep.view.graph, dep.view, applied) if applied else dep.view.graph.copy()
     tensors = graph.tensors()
     for group in dep.groups:
         units = removed_units.get(group.id)
@@ -54,6 +57,8 @@ def mask_sinks(dep: DepGraph, removed_units: dict[int, np.ndarray]) -> gs.Graph:
             continue
         for slot in group.slots(Role.IN):
             idx = np.flatnonzero(np.isin(group.members[slot], units))
+            if slot in applied:  # where these indices moved when `applied` was removed
+                idx = idx - np.searchsorted(applied[slot], idx)
             tensor = tensors[slot.tensor]
             if not isinstance(tensor, gs.Constant):
                 continue  # a view of a weight (Cast, DequantizeLinear): its source is zeroed

@@ -18,7 +18,7 @@ from .depgraph import DepGraph
 from .errors import ModelError, VerificationError, first_line
 from .finite import check_finite_outputs, check_finite_weights
 from .model import EXTERNAL_DATA_THRESHOLD, _weight_bytes, export, weightless
-from .rewrite import mask_sinks
+from .rewrite import mask_sinks, removed_slots
 from .shapes import input_specs
 
 
@@ -214,31 +214,69 @@ def check_written(model: ModelProto, feeds: dict[str, np.ndarray],
 
 
 def reference_model(dep: DepGraph, removed_units: dict[int, np.ndarray],
-                    original: ModelProto) -> ModelProto:
-    """The original model with the removed units zeroed at their consumers."""
-    return export(mask_sinks(dep, removed_units), original)
+                    original: ModelProto, applied: dict[int, np.ndarray] | None = None
+                    ) -> ModelProto:
+    """The original model with the removed units zeroed at their consumers (and the
+    `applied` units already removed, as the pruned model removes them)."""
+    slots = removed_slots(dep, applied) if applied else None
+    return export(mask_sinks(dep, removed_units, slots), original)
 
 
-def check_pruned(pruned: ModelProto, reference: ModelProto, feeds: dict[str, np.ndarray],
-                 compare: bool = True) -> None:
-    """Written-model invariants, then (unless approximate groups were cut) equal
-    outputs to the masked reference."""
-    want = run_source(reference, feeds)
-    got = check_written(pruned, feeds, want, reference)
-    if not compare:
-        return
+# Relative L2 error allowed, per float output, between a model with hidden groups cut
+# and the original with every cut unit zeroed at its consumers. Only the statistics of
+# the normalizations over the hidden axis differ between the two: 0.05-0.33 measured
+# for 25-75 % of a 16-wide decomposed LayerNorm, 0.10-0.13 for 25-50 % of ConvNeXt's
+# hidden sizes; a member sliced at the wrong indices gave 0.76-0.93.
+HIDDEN_TOLERANCE = 0.5
+
+
+def check_pruned(pruned: ModelProto, reference: ModelProto | None,
+                 feeds: dict[str, np.ndarray], approximate: ModelProto | None = None,
+                 source: ModelProto | None = None) -> None:
+    """Written-model invariants (non-finite weights only where `source`, the model it
+    was made from, has them); then equal outputs to the masked `reference` (skipped
+    when None) and, when hidden groups were cut, outputs within `HIDDEN_TOLERANCE` of
+    `approximate`, the original with every cut masked."""
+    want = run_source(reference, feeds) if reference is not None else None
+    bounded = run_source(approximate, feeds) if approximate is not None else None
+    got = check_written(pruned, feeds, want or bounded, source or reference)
+    if want is not None:
+        _compare(got, want, None, "the original with the removed channels zeroed at "
+                 "their consumers")
+    if bounded is not None:
+        _compare(got, bounded, HIDDEN_TOLERANCE, "the original with the removed channels "
+                 "zeroed at their consumers, beyond the bound for cuts of hidden sizes")
+
+
+def _compare(got: dict[str, np.ndarray], want: dict[str, np.ndarray], tol: float | None,
+             what: str) -> None:
+    """Refuse float outputs of another shape, or farther from `want` than `tol` (None:
+    equal up to rounding, 1e-3 relative, 2e-2 in float16)."""
     for name, expected in want.items():
         if not np.issubdtype(expected.dtype, np.floating):
             continue
-        tol = 2e-2 if expected.dtype == np.float16 else 1e-3
         if got[name].shape != expected.shape:
             raise VerificationError(f"output {name!r} has shape {got[name].shape}, expected "
                                     f"{expected.shape}")
-        if not outputs_close(expected, got[name], tol):
+        bound = tol if tol is not None else 2e-2 if expected.dtype == np.float16 else 1e-3
+        if not outputs_close(expected, got[name], bound):
             raise VerificationError(
-                f"output {name!r} differs from the reference (the original with the removed "
-                f"channels zeroed at their consumers): relative error "
+                f"output {name!r} differs from the reference ({what}): relative error "
                 f"{relative_error(expected, got[name]):.2e}")
+
+
+def check_plan(pruned: ModelProto, dep: DepGraph, removed_units: dict[int, np.ndarray],
+               original: ModelProto, feeds: dict[str, np.ndarray]) -> None:
+    """Channel cuts must be exact: the pruned model equals the original with the hidden
+    cuts applied and the other removed units zeroed at their consumers, so any error is
+    the channel rewrite's. Hidden cuts change normalization statistics, so they are held
+    to `HIDDEN_TOLERANCE` against the original with every cut masked."""
+    hidden = {g: units for g, units in removed_units.items() if dep.groups[g].approximate}
+    exact = {g: units for g, units in removed_units.items() if g not in hidden}
+    reference = reference_model(dep, exact, original, hidden) if exact or not hidden \
+        else None
+    bounded = reference_model(dep, removed_units, original) if hidden else None
+    check_pruned(pruned, reference, feeds, bounded, original)
 
 
 def outputs_close(reference: np.ndarray, value: np.ndarray, tol: float,

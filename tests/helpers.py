@@ -12,8 +12,6 @@ from onnxprune.rewrite import apply, mask_sinks, removed_slots
 from onnxprune.shapes import sample_shapes
 from onnxprune.verify import check_written, relative_error, sample_feeds
 
-RNG = np.random.default_rng(0)
-
 
 class GraphBuilder:
     """Append nodes and random constants; finish into a checked ModelProto."""

@@ -96,14 +96,44 @@ def test_global_ranking_cuts_unevenly_but_meets_the_ratio():
     assert sum(cuts) == 32 and cuts[0] < cuts[1]
 
 
+def chain_with_dead_halves():
+    """`chain()` whose every consumer reads nothing from the even channels it gets: each
+    group has half its units dead (32, 24 and 40 wide: 16, 12 and 20 dead)."""
+    b, model = chain()
+    convs = [n for n in model.graph.node if n.op_type == "Conv"]
+    consumers = {n.input[1] for n in convs[1:]}
+    for tensor in model.graph.initializer:
+        if tensor.name in consumers:
+            values = onnx.numpy_helper.to_array(tensor).copy()
+            values[:, ::2] = 0
+            tensor.CopyFrom(onnx.numpy_helper.from_array(values, tensor.name))
+    return model
+
+
 @pytest.mark.parametrize("criterion", sorted(CRITERIA))
 def test_every_criterion_prunes_a_valid_model(criterion):
-    _, model = chain()
+    model = chain_with_dead_halves()
     rng = np.random.default_rng(0)
     calib = [{"x": rng.standard_normal((1, 3, 8, 8)).astype(np.float32)} for _ in range(3)]
-    pruned, report = onnxprune.prune(model, 0.5, criterion=criterion, calib=calib)
+    pruned, report = onnxprune.prune(model, 0.5, criterion=criterion, calib=calib,
+                                     round_to=8)
     onnx.checker.check_model(pruned, full_check=True)
     assert report.criterion == criterion
+    groups = sorted((g for g in report.groups if not g.blocked), key=lambda g: g.size)
+    assert [g.size for g in groups] == [24, 32, 40]
+    uniform = onnxprune.prune(model, 0.5, round_to=8)[1]
+    if criterion == "sensitivity":  # its own ratio per group, within the uniform budget
+        assert report.macs_after <= uniform.macs_after and any(g.removed for g in groups)
+    else:  # zero: the dead units, as many as the rounding allows
+        assert [g.kept for g in groups] == [16, 16, 24]
+        assert report.macs_after == uniform.macs_after
+    if criterion == "zero":  # only dead units go, so nothing changes
+        assert all(u % 2 == 0 for g in groups for u in g.removed)
+        feeds = {"x": rng.standard_normal((1, 3, 8, 8)).astype(np.float32)}
+        from onnxprune.verify import relative_error, run
+
+        before, after = run(model, feeds), run(pruned, feeds)
+        assert all(relative_error(before[k], after[k]) < 1e-6 for k in before)
 
 
 def _model_with_dead_channels():

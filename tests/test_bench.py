@@ -1,5 +1,5 @@
 """`onnxprune bench` and the shared timing code: structure of the results, turns
-taken in blocks, refusals. Timings themselves are never asserted."""
+taken in blocks, refusals; numbers are asserted only on faked timings."""
 
 from __future__ import annotations
 
@@ -38,11 +38,42 @@ def test_bench_json_has_percentiles_per_provider_and_batch(tmp_path):
         assert row["speedup"] == row["dense"]["p50_ms"] / row["pruned"]["p50_ms"]
 
 
-def test_bench_single_model_table():
-    result = invoke("bench", DEMO, "--runs", "3")
+def fake_times(*milliseconds_per_run: float):
+    """Stands in for `interleaved_times`: session k's runs take 1, 2, 3, … times
+    `milliseconds_per_run[k]`; records the runs and blocks asked for."""
+    asked: list[tuple[int, int]] = []
+
+    def times(sessions, feeds, runs, block=10, pause=0.05, progress=None):
+        asked.append((runs, block))
+        return [[ms * 1e-3 * k for k in range(1, runs + 1)]
+                for ms in milliseconds_per_run[:len(sessions)]]
+
+    times.asked = asked
+    return times
+
+
+def table_rows(text: str) -> list[list[str]]:
+    return [[cell.strip() for cell in line.split("│")[1:-1]]
+            for line in text.splitlines() if line.startswith("│")]
+
+
+def test_bench_table_shows_percentiles_throughput_and_speedup(monkeypatch, tmp_path):
+    from onnxprune import bench
+
+    monkeypatch.setattr(bench, "interleaved_times", fake_times(2.0, 1.0))
+    result = invoke("bench", DEMO, "--runs", "3", "--batch-size", "4")
     assert result.exit_code == 0, result.output
-    assert "p99" in result.stdout and "dense" in result.stdout
+    # runs of 2, 4 and 6 ms: p50 4, p90 5.6, p99 5.96; 4 samples per 4 ms
+    assert table_rows(result.stdout) == [
+        ["CPU", "4", "dense", "4.000", "5.600", "5.960", "1000.0"]]
     assert "speedup" not in result.stdout
+    monkeypatch.setattr(bench, "interleaved_times", times := fake_times(2.0, 1.0))
+    result = invoke("bench", DEMO, DEMO, "--runs", "5")
+    assert result.exit_code == 0, result.output
+    assert table_rows(result.stdout) == [
+        ["CPU", "1", "dense", "6.000", "9.200", "9.920", "166.7", ""],
+        ["CPU", "1", "pruned", "3.000", "4.600", "4.960", "333.3", "2.00×"]]
+    assert times.asked == [(5, 10)]  # one timing of both models, in turns
 
 
 def test_bench_refuses_unknown_provider_and_fixed_batch(tmp_path):

@@ -11,8 +11,6 @@ import onnxprune
 from onnxprune import calibrate
 from onnxprune.errors import InputError
 
-RNG = np.random.default_rng(0)
-
 
 def two_layer(bias=None, scale=None):
     """x → Conv(3→8) (+bias) → Relu → Conv(8→4); returns model and conv2 weight name."""
@@ -27,8 +25,9 @@ def two_layer(bias=None, scale=None):
     return b.build(b.op("Conv", [h, w2])), w2
 
 
-def feeds(count=4, batch=2):
-    return [{"x": RNG.standard_normal((batch, 3, 8, 8)).astype(np.float32)}
+def feeds(count=4, batch=2, seed=0):
+    rng = np.random.default_rng(seed)
+    return [{"x": rng.standard_normal((batch, 3, 8, 8)).astype(np.float32)}
             for _ in range(count)]
 
 
@@ -55,14 +54,20 @@ def test_variance_removes_the_constant_channels():
     assert removed(report) == [1, 7]
 
 
-def test_wanda_weighs_activations_by_the_consumer_weights():
-    model, w2 = two_layer()
+def weak_consumer_model():
+    """`two_layer()` whose consumer reads channels 0 and 4 through tiny weights."""
     import onnx
 
+    model, w2 = two_layer()
     weights = {t.name: t for t in model.graph.initializer}
     values = np.ones((4, 8, 1, 1), np.float32)
     values[:, [0, 4]] = 1e-3  # equal activations, tiny consumer weights
     weights[w2].CopyFrom(onnx.numpy_helper.from_array(values, w2))
+    return model
+
+
+def test_wanda_weighs_activations_by_the_consumer_weights():
+    model = weak_consumer_model()
     _, report = onnxprune.prune(model, 0.25, criterion="wanda", calib=feeds(), round_to=1)
     assert removed(report) == [0, 4]
 
@@ -91,7 +96,7 @@ def test_statistics_in_several_passes_equal_one_pass():
 
 def test_npz_file_and_directory(tmp_path):
     model, _ = two_layer()
-    x = RNG.standard_normal((10, 3, 8, 8)).astype(np.float32)
+    x = np.random.default_rng(1).standard_normal((10, 3, 8, 8)).astype(np.float32)
     np.savez(tmp_path / "a.npz", x=x[:6])
     np.savez(tmp_path / "b.npz", x=x[6:])
     for source, sizes in ((tmp_path / "a.npz", [4, 2]), (tmp_path, [4, 3])):
@@ -121,31 +126,62 @@ def test_missing_calibration_is_a_clear_error(tmp_path):
         onnxprune.prune(model, 0.25, criterion="wanda", calib=[])
 
 
+def initializers(model) -> dict[str, np.ndarray]:
+    import onnx
+
+    return {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
+
+
+def assert_same_weights(written, expected, rtol=1e-5):
+    got, want = initializers(written), initializers(expected)
+    assert sorted(got) == sorted(want)
+    for name, value in want.items():
+        assert got[name].shape == value.shape
+        np.testing.assert_allclose(got[name], value, rtol=rtol, atol=1e-6, err_msg=name)
+
+
 def test_cli_accepts_npz_calibration(tmp_path):
+    import json
+
+    import onnx
     from click.testing import CliRunner
 
     from onnxprune import model as model_io
     from onnxprune.cli import main
 
-    model, _ = two_layer()
+    model = weak_consumer_model()
     model_io.save(model, tmp_path / "m.onnx")
-    np.savez(tmp_path / "c.npz", x=RNG.standard_normal((5, 3, 8, 8)).astype(np.float32))
+    data = np.random.default_rng(2).standard_normal((5, 3, 8, 8)).astype(np.float32)
+    np.savez(tmp_path / "c.npz", x=data)
     result = CliRunner().invoke(main, ["prune", str(tmp_path / "m.onnx"), "-o",
-                                       str(tmp_path / "p.onnx"), "--ratio", "0.5",
-                                       "--criterion", "wanda", "--calib", str(tmp_path / "c.npz"),
-                                       "--input-shape", "x:1x3x8x8", "--round-to", "1"])
+                                       str(tmp_path / "p.onnx"), "--ratio", "0.25",
+                                       "--calib", str(tmp_path / "c.npz"), "--batch-size", "2",
+                                       "--input-shape", "x:1x3x8x8", "--round-to", "1",
+                                       "--report", str(tmp_path / "r.json")])
     assert result.exit_code == 0, result.output
-    assert (tmp_path / "p.onnx").exists()
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert (report["criterion"], report["reconstruct"]) == ("wanda", "lsq")  # calib defaults
+    assert [g["removed"] for g in report["groups"] if g["removed"]] == [[0, 4]]
+    # the file's data reached the planner and the refit: the API on the same batches agrees
+    batches = [{"x": data[i:i + 2]} for i in range(0, 5, 2)]
+    expected, _ = onnxprune.prune(model, 0.25, calib=batches, round_to=1,
+                                  input_shapes={"x": (1, 3, 8, 8)})
+    assert_same_weights(onnx.load(str(tmp_path / "p.onnx")), expected)
 
 
-def write_images(directory, count=6, size=(40, 60)):
+def write_images(directory, count=6, size=(40, 60), seed=0) -> list[np.ndarray]:
+    """`count` random pictures (and a red one last, in name order) as PNG files; returns
+    their pixels, in name order."""
     from PIL import Image
 
     directory.mkdir()
-    for k in range(count):
-        colour = RNG.integers(0, 256, (size[0], size[1], 3)).astype(np.uint8)
-        Image.fromarray(colour).save(directory / f"{k}.png")
-    Image.new("RGB", size[::-1], (255, 0, 0)).save(directory / "red.png")
+    rng = np.random.default_rng(seed)
+    pixels = [rng.integers(0, 256, (size[0], size[1], 3)).astype(np.uint8)
+              for _ in range(count)] + [np.tile(np.uint8([255, 0, 0]), (*size, 1))]
+    names = [f"{k}.png" for k in range(count)] + ["red.png"]
+    for name, values in zip(names, pixels, strict=True):
+        Image.fromarray(values).save(directory / name)
+    return [pixels[names.index(n)] for n in sorted(names)]
 
 
 def test_image_folder_is_resized_normalized_and_laid_out(tmp_path):
@@ -164,17 +200,25 @@ def test_image_folder_is_resized_normalized_and_laid_out(tmp_path):
 
 
 def test_image_folder_through_the_cli(tmp_path):
+    import onnx
     from click.testing import CliRunner
 
     from onnxprune.cli import main
 
-    write_images(tmp_path / "imgs", size=(48, 192))
+    pixels = write_images(tmp_path / "imgs", size=(48, 192))
     demo = "models/ppocr_mobile_cls.onnx"
     args = ["prune", demo, "-o", str(tmp_path / "p.onnx"), "--ratio", "0.3", "--calib",
             str(tmp_path / "imgs"), "--image-size", "48x192", "--image-mean", "0.5,0.5,0.5",
-            "--image-std", "0.5,0.5,0.5", "--input-shape", "x:1x3x48x192"]
+            "--image-std", "0.5,0.5,0.5", "--reconstruct", "bias", "--input-shape",
+            "x:1x3x48x192"]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
+    # the same pictures scaled to [0, 1], normalized and laid out NCHW by hand
+    x = (np.stack(pixels).astype(np.float32) / 255 - 0.5) / 0.5
+    batch = {"x": np.ascontiguousarray(x.transpose(0, 3, 1, 2))}
+    expected, _ = onnxprune.prune(demo, 0.3, calib=[batch], reconstruct="bias",
+                                  input_shapes={"x": (1, 3, 48, 192)})
+    assert_same_weights(onnx.load(str(tmp_path / "p.onnx")), expected, rtol=1e-4)
     bad = CliRunner().invoke(main, args[:-2] + ["--image-size", "48"])
     assert bad.exit_code == 2 and "--image-size" in bad.stderr
 

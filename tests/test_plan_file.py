@@ -172,6 +172,66 @@ def test_plan_options_conflict_and_unreadable_file(tmp_path):
     assert result.exit_code == 2 and "no such plan file" in result.stderr
 
 
+def weights(model: onnx.ModelProto) -> dict[str, np.ndarray]:
+    return {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+
+
+def calibrated_chain(tmp_path: Path) -> tuple[Path, Path]:
+    """A conv chain as a file, and calibration data for it."""
+    from helpers import GraphBuilder
+
+    b = GraphBuilder(seed=6)
+    x = b.input("x", ["n", 3, 8, 8])
+    h = b.op("Relu", [b.conv(x, 3, 16)])
+    h = b.op("Relu", [b.conv(h, 16, 16)])
+    onnx.save(b.build(b.conv(h, 16, 4)), str(tmp_path / "m.onnx"))
+    rng = np.random.default_rng(6)
+    np.savez(tmp_path / "c.npz", x=rng.standard_normal((12, 3, 8, 8)).astype(np.float32))
+    return tmp_path / "m.onnx", tmp_path / "c.npz"
+
+
+@pytest.mark.parametrize("method", ["bias", "lsq"])
+def test_a_plan_replays_its_reconstruction_on_the_calibration_data(tmp_path, method):
+    model, calib = calibrated_chain(tmp_path)
+    common = ["--input-shape", "x:1x3x8x8", "--round-to", "4", "-q"]
+    result = invoke("prune", model, "-o", tmp_path / "a.onnx", "--ratio", "0.5", "--calib",
+                    calib, "--reconstruct", method, "--ridge", "0.3", "--save-plan",
+                    tmp_path / "plan.json", *common)
+    assert result.exit_code == 0, result.output
+    options = json.loads((tmp_path / "plan.json").read_text())["options"]
+    assert (options["reconstruct"], options["ridge"]) == (method, 0.3)
+    result = invoke("prune", model, "-o", tmp_path / "b.onnx", "--plan", tmp_path / "plan.json",
+                    "--calib", calib, *common)
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "a.onnx").read_bytes() == (tmp_path / "b.onnx").read_bytes()
+    # the reconstruction changed weights: without it the same cut gives others
+    plain, _ = prune(str(model), plan=tmp_path / "plan.json", reconstruct="none")
+    refit, replayed = weights(onnx.load(str(tmp_path / "b.onnx"))), weights(plain)
+    assert sorted(refit) == sorted(replayed)
+    assert any(not np.array_equal(refit[k], replayed[k]) for k in refit)
+    for k in refit:
+        assert refit[k].shape == replayed[k].shape
+
+
+def test_a_reconstructing_plan_without_calibration_data_is_refused(tmp_path):
+    model, calib = calibrated_chain(tmp_path)
+    _, report = prune(str(model), 0.5, calib=calib, round_to=4)
+    assert report.plan_document["options"]["reconstruct"] == "lsq"
+    out = tmp_path / "o.onnx"
+    result = invoke("prune", model, "-o", out, "--plan", _write(tmp_path, report.plan_document))
+    assert result.exit_code == 2 and not out.exists()
+    assert result.stderr.splitlines() == [
+        "onnxprune: error: the plan was made with --reconstruct lsq, which needs calibration "
+        "data: give --calib DATA (the data it was made with gives the same weights) or "
+        "--reconstruct none"]
+
+
+def _write(directory: Path, document: dict) -> Path:
+    path = directory / "plan.json"
+    path.write_text(json.dumps(document))
+    return path
+
+
 def zero_masks(model: onnx.ModelProto) -> dict[tuple, np.ndarray]:
     """Zero pattern of every initializer, keyed by shape and rank among equals."""
     seen: dict[tuple, int] = {}

@@ -12,8 +12,6 @@ import onnxprune
 from onnxprune.errors import InputError
 from onnxprune.verify import relative_error, run
 
-RNG = np.random.default_rng(0)
-
 
 def mlp_with_constant_unit():
     b = GraphBuilder(seed=1)
@@ -44,8 +42,9 @@ def conv_bn_with_constant_channel():
 CASES = [(mlp_with_constant_unit, (5, 8)), (conv_bn_with_constant_channel, (2, 3, 8, 8))]
 
 
-def calibration(shape, count=3):
-    return [{"x": RNG.standard_normal(shape).astype(np.float32)} for _ in range(count)]
+def calibration(shape, count=3, seed=0):
+    rng = np.random.default_rng(seed)
+    return [{"x": rng.standard_normal(shape).astype(np.float32)} for _ in range(count)]
 
 
 @pytest.mark.parametrize("make, shape", CASES)
@@ -154,6 +153,64 @@ def test_layerwise_refit_is_exact_per_kernel_position_of_a_3x3_conv():
     assert relative_error(want, next(iter(run(plain, feeds).values()))) > 1e-2
 
 
+def linear_channel(b: GraphBuilder, x: str, weights: tuple[int, ...], removed: int) -> str:
+    """A 1×1 conv (or MatMul, for rank-2 x) with bias whose `removed` output is
+    0.05·out[1] − 0.02·out[3] + 0.2: an affine function of kept outputs."""
+    width = 16 if len(weights) == 1 else 8
+    if len(weights) == 1:
+        w = b.rng.standard_normal((weights[0], width)).astype(np.float32)
+        w[:, removed] = 0.05 * w[:, 1] - 0.02 * w[:, 3]
+    else:
+        w = b.rng.standard_normal((width, *weights)).astype(np.float32)
+        w[removed] = 0.05 * w[1] - 0.02 * w[3]
+    bias = b.rng.standard_normal(width).astype(np.float32)
+    bias[removed] = 0.05 * bias[1] - 0.02 * bias[3] + 0.2
+    if len(weights) == 1:
+        return b.op("Add", [b.op("MatMul", [x, b.const(w)]), b.const(bias)])
+    return b.op("Conv", [x, b.const(w), b.const(bias)])
+
+
+def refit_errors(model, shape: tuple[int, ...], ratio: float, removed: int):
+    """Relative output errors of the lsq refit and of the plain cut (variance criterion:
+    the affine channel goes), and the refit model."""
+    kwargs = dict(criterion="variance", calib=calibration((16, *shape[1:])), round_to=1)
+    refit, report = onnxprune.prune(model, ratio, reconstruct="lsq", ridge=1e-8, **kwargs)
+    plain, _ = onnxprune.prune(model, ratio, reconstruct="none", **kwargs)
+    assert [g.removed for g in report.groups if g.removed] == [[removed]]
+    feeds = calibration(shape, 1, seed=5)[0]
+    want = next(iter(run(model, feeds).values()))
+    return [relative_error(want, next(iter(run(m, feeds).values()))) for m in (refit, plain)] \
+        + [refit]
+
+
+def test_least_squares_refit_is_exact_through_gemm_with_transposed_b():
+    """The bias shift goes through Gemm's alpha and beta; the kept weights are the
+    columns of B (transB=1)."""
+    b = GraphBuilder(seed=9)
+    h = linear_channel(b, b.input("x", ["n", 8]), (8,), removed=5)
+    weight = b.weight(4, 16)
+    model = b.build(b.op("Gemm", [h, weight, b.weight(4)], transB=1, alpha=0.5, beta=2.0))
+    refit_error, plain_error, refit = refit_errors(model, (5, 8), 1 / 16, 5)
+    assert refit_error < 1e-4 and plain_error > 1e-2
+    shapes = {t.name: tuple(t.dims) for t in refit.graph.initializer}
+    assert shapes[weight] == (4, 15)
+
+
+def test_least_squares_refit_is_exact_through_a_transposed_convolution():
+    """Kernel = stride: each output pixel is one tap per input channel, so every tap is
+    refit on its own; the removed channel's taps are equal, so are the bias shifts."""
+    b = GraphBuilder(seed=10)
+    h = linear_channel(b, b.input("x", ["n", 3, 4, 4]), (3, 1, 1), removed=6)
+    wt = b.rng.standard_normal((8, 4, 2, 2)).astype(np.float32)
+    wt[6] = b.rng.standard_normal((4, 1, 1)).astype(np.float32)
+    model = b.build(b.op("ConvTranspose", [h, b.const(wt), b.weight(4)], strides=[2, 2]))
+    refit_error, plain_error, refit = refit_errors(model, (2, 3, 4, 4), 1 / 8, 6)
+    assert refit_error < 1e-4 and plain_error > 1e-2
+    (transposed,) = [n for n in refit.graph.node if n.op_type == "ConvTranspose"]
+    shapes = {t.name: tuple(t.dims) for t in refit.graph.initializer}
+    assert shapes[transposed.input[1]] == (7, 4, 2, 2)
+
+
 def test_layerwise_refit_fits_each_layer_on_the_pruned_prefix():
     """Two pruned layers in a row: the second is refit on what the pruned first layer
     really produces, so the refit beats bias compensation, and a larger ridge moves
@@ -166,9 +223,10 @@ def test_layerwise_refit_fits_each_layer_on_the_pruned_prefix():
                                                                     width)]),
                                        b.weight(width)])])
     model = b.build(b.op("Add", [b.op("MatMul", [h, b.weight(32, 4)]), b.weight(4)]))
-    data = [{"x": RNG.standard_normal((64, 16)).astype(np.float32)} for _ in range(4)]
+    rng = np.random.default_rng(0)
+    data = [{"x": rng.standard_normal((64, 16)).astype(np.float32)} for _ in range(4)]
     kwargs = dict(criterion="wanda", calib=data, round_to=1)
-    feeds = {"x": RNG.standard_normal((256, 16)).astype(np.float32)}
+    feeds = {"x": rng.standard_normal((256, 16)).astype(np.float32)}
     want = next(iter(run(model, feeds).values()))
     errors = {}
     for reconstruct, ridge in (("bias", 0.1), ("lsq", 0.01), ("lsq", 1e4)):
@@ -188,7 +246,7 @@ def test_truncated_model_computes_an_intermediate_with_fewer_nodes():
     y = b.conv(b.op("Relu", [b.conv(h, 8, 8)]), 8, 4)
     model = b.build(y)
     part = truncated(model, [h])
-    feeds = {"x": RNG.standard_normal((2, 3, 8, 8)).astype(np.float32)}
+    feeds = {"x": np.random.default_rng(1).standard_normal((2, 3, 8, 8)).astype(np.float32)}
     from onnxprune.verify import session_for_outputs
 
     want = session_for_outputs(model, [h]).run([h], feeds)[0]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
@@ -153,3 +154,128 @@ def test_html_report_of_ppocr_detector_shows_its_sensitivity(tmp_path):
     assert section.count(" of ") == len(points)  # each distinct cut once
     assert re.search(r'<img alt="output error against ratio per group" '
                      r'src="data:image/png;base64,[A-Za-z0-9+/=]{1000,}"', dom)
+
+
+class PageReader(HTMLParser):
+    """What a reader finds on a page, without a browser: the tables under each heading
+    (cell texts), the chart's bars, the text of paragraphs, and every external link."""
+
+    def __init__(self):
+        super().__init__()
+        self.tables: dict[str, list[list[str]]] = {}
+        self.bars: list[dict] = []
+        self.paragraphs: list[str] = []
+        self.links: list[str] = []
+        self.heading, self._text, self._row, self._cell = "", None, None, None
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        self.links += [v for k, v in attrs.items() if k in ("src", "href")
+                       and not v.startswith("data:")]
+        if tag in ("h2", "p", "td", "th") or (tag == "text" and self.bars):
+            self._text = []
+        if tag == "tr":
+            self._row = []
+        elif tag == "g" and attrs.get("class") == "group":
+            self.bars.append({"id": int(attrs["data-group"])})
+        elif tag == "rect" and self.bars:
+            self.bars[-1][attrs["class"]] = float(attrs["width"])
+
+    def handle_data(self, data):
+        if self._text is not None:
+            self._text.append(data)
+
+    def handle_endtag(self, tag):
+        text = "".join(self._text or []).strip()
+        if tag == "h2":
+            self.heading = text
+        elif tag == "p":
+            self.paragraphs.append(text)
+        elif tag in ("td", "th") and self._row is not None:
+            self._row.append(text)
+        elif tag == "tr":
+            self.tables.setdefault(self.heading, []).append(self._row)
+            self._row = None
+        elif tag == "text" and self.bars:
+            self.bars[-1].setdefault("texts", []).append(text)
+        if tag in ("h2", "p", "td", "th", "text"):
+            self._text = None
+
+
+def markdown_tables(text: str) -> dict[str, list[list[str]]]:
+    """The rows (header included, separator left out) of each table under a `##`."""
+    tables: dict[str, list[list[str]]] = {}
+    heading = ""
+    for line in text.splitlines():
+        if line.startswith("## "):
+            heading = line[3:].strip()
+        elif line.startswith("|") and not line.startswith("| ---") and "--- |" not in line:
+            tables.setdefault(heading, []).append(
+                [cell.strip() for cell in line.strip()[1:-1].split(" | ")])
+    return tables
+
+
+def test_html_and_markdown_reports_from_the_cli_carry_the_json_figures(tmp_path, monkeypatch):
+    from test_bench import fake_times
+
+    from onnxprune import bench
+
+    monkeypatch.setattr(bench, "interleaved_times", fake_times(2.0, 0.5))
+    np.savez(tmp_path / "c.npz", x=np.random.default_rng(4).standard_normal(
+        (6, 3, 48, 192)).astype(np.float32))
+    paths = {flag: tmp_path / name for flag, name in (
+        ("--report", "r.json"), ("--report-html", "r.html"), ("--report-md", "r.md"))}
+    result = CliRunner().invoke(main, [
+        "prune", str(DEMO), "-o", str(tmp_path / "s.onnx"), "--ratio", "0.5", "--calib",
+        str(tmp_path / "c.npz"), "--criterion", "l1", "--reconstruct", "none",
+        "--input-shape", "x:1x3x48x192", "-q",
+        *[str(a) for pair in paths.items() for a in pair]])
+    assert result.exit_code == 0, result.output
+    report = json.loads(paths["--report"].read_text())
+    page = PageReader()
+    page.feed(paths["--report-html"].read_text())
+    tables = markdown_tables(paths["--report-md"].read_text())
+    assert page.links == []  # self-contained
+
+    latency, fidelity = report["latency"], report["fidelity"]
+    middle = (latency["runs"] + 1) / 2  # the faked runs take 1, 2, 3, … × 2 ms and 0.5 ms
+    assert (latency["before_ms"], latency["after_ms"], latency["speedup"]) == (
+        pytest.approx(middle * 2.0), pytest.approx(middle * 0.5), pytest.approx(4.0))
+    summary = [["", "before", "after", "change"],
+               ["MACs", f"{report['macs_before']:,}", f"{report['macs_after']:,}",
+                f"{report['macs_before'] / report['macs_after']:.2f}× fewer"],
+               ["parameters", f"{report['params_before']:,}", f"{report['params_after']:,}",
+                f"{report['params_before'] / report['params_after']:.2f}× fewer"],
+               ["latency (ms, p50, CPU, batch 1)", f"{middle * 2.0:.3f}", f"{middle * 0.5:.3f}",
+                "4.00× faster"]]
+    assert page.tables["Summary"] == tables["Summary"] == summary
+
+    considered = [g for g in report["groups"] if "blocked" not in g and "skipped" not in g]
+    assert [b["id"] for b in page.bars] == [g["id"] for g in considered]
+    for bar, group in zip(page.bars, considered, strict=True):
+        assert bar["texts"][-1] == f"{group['kept']}/{group['size']}"
+        assert bar["kept"] / (bar["kept"] + bar["removed"]) == pytest.approx(
+            group["kept"] / group["size"], abs=1e-3)
+    cut = sum(g["kept"] < g["size"] for g in considered)
+    units = sum(g["size"] - g["kept"] for g in considered)
+    assert f"{len(considered)} groups considered, {cut} cut, {units} units removed." in \
+        page.paragraphs
+    rows = tables["Channels per group"][1:]
+    assert [r[1] for r in rows] == [f"{g['kept']}/{g['size']}" for g in considered]
+    assert [r[2].count("█") for r in rows] == [round(20 * g["kept"] / g["size"])
+                                                for g in considered]
+
+    (output,) = fidelity["outputs"]
+    expected = [output["name"], f"{output['cosine']:.5f}", f"{output['relative_l2']:.3e}",
+                f"{output['max_abs_error']:.3e}", f"{output['top1_agreement']:.3f}"]
+    assert page.tables["Fidelity"][1:] == tables["Fidelity"][1:] == [expected]
+    assert f"on {fidelity['samples']} calibration samples" in page.paragraphs
+    assert fidelity["samples"] == 6
+
+    alone = [g for g in report["groups"] if "blocked" in g or "skipped" in g]
+    html_alone, md_alone = page.tables["Groups left alone"][1:], tables["Groups left alone"][1:]
+    assert [int(r[0]) for r in html_alone] == [int(r[0]) for r in md_alone] == \
+        [g["id"] for g in alone]
+    assert [r[4] for r in html_alone] == [
+        ("blocked: " + g["blocked"]) if "blocked" in g else "skipped: " + g["skipped"]
+        for g in alone]

@@ -19,8 +19,6 @@ from onnxprune.errors import InputError
 from onnxprune.shapes import sample_shapes
 from onnxprune.verify import reference_model, relative_error, run
 
-RNG = np.random.default_rng(3)
-
 
 def two_branches(quiet_scale: float = 1e-3):
     """Two parallel MLP branches summed; the first one's output weights are tiny, so
@@ -35,8 +33,9 @@ def two_branches(quiet_scale: float = 1e-3):
     return b.build(b.op("Add", outs))
 
 
-def calibration(count=4, rows=16):
-    return [{"x": RNG.standard_normal((rows, 8)).astype(np.float32)} for _ in range(count)]
+def calibration(count=4, rows=16, seed=3):
+    rng = np.random.default_rng(seed)
+    return [{"x": rng.standard_normal((rows, 8)).astype(np.float32)} for _ in range(count)]
 
 
 def test_curve_interpolates_and_extends_linearly():

@@ -17,8 +17,6 @@ from onnxprune.sparsity.pattern import Pattern, keep_mask, parse_pattern, violat
 from onnxprune.sparsity.statistics import waves
 from onnxprune.verify import run
 
-RNG = np.random.default_rng(3)
-
 
 def nm_groups(values: np.ndarray, axis: int, m: int = 4) -> np.ndarray:
     """Groups of m consecutive entries along `axis`: [..., m] with the axis split."""
@@ -86,7 +84,7 @@ def test_gemm_is_grouped_along_the_reduction_axis_of_b(trans_b):
     axis = 1 if trans_b else 0
     np.testing.assert_array_equal(after, expected_nm(const_values(model, w), axis))
     assert layer_report(report, "Gemm").axis == axis
-    feeds = {"x": RNG.standard_normal((2, 12)).astype(np.float32)}
+    feeds = {"x": np.random.default_rng(3).standard_normal((2, 12)).astype(np.float32)}
     dense_w = after.T if trans_b else after
     want = feeds["x"] @ dense_w + const_values(model, model.graph.node[0].input[2])
     np.testing.assert_allclose(run(out, feeds)[out.graph.output[0].name], want, rtol=1e-5)
@@ -98,7 +96,7 @@ def test_matmul_b_is_grouped_along_k_and_outputs_match_the_masked_product():
     out, _ = sparsify(model)
     after = const_values(out, w)
     np.testing.assert_array_equal(after, expected_nm(const_values(model, w), axis=0))
-    feeds = {"x": RNG.standard_normal((2, 16)).astype(np.float32)}
+    feeds = {"x": np.random.default_rng(3).standard_normal((2, 16)).astype(np.float32)}
     np.testing.assert_allclose(run(out, feeds)[out.graph.output[0].name], feeds["x"] @ after,
                                rtol=1e-5)
 
@@ -324,6 +322,50 @@ def test_sparse_storage_with_int64_indices_is_used_only_where_smaller():
     onnx.checker.check_model(out)
 
 
+def single_layer(op: str) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+    """One Conv, Gemm (transB=1) or MatMul with a weight of 4608, 2048 or 2048 entries,
+    and seeded inputs for it."""
+    b = GraphBuilder(seed=11)
+    if op == "Conv":
+        x = b.input("x", [2, 16, 6, 6])
+        y = b.op("Conv", [x, b.weight(32, 16, 3, 3), b.weight(32)], pads=[1, 1, 1, 1])
+    elif op == "Gemm":
+        x = b.input("x", [2, 64])
+        y = b.op("Gemm", [x, b.weight(32, 64), b.weight(32)], transB=1)
+    else:
+        x = b.input("x", [2, 3, 64])
+        y = b.op("MatMul", [x, b.weight(64, 32)])
+    model = b.build(y)
+    shape = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+    feeds = {"x": np.random.default_rng(12).standard_normal(shape).astype(np.float32)}
+    return model, feeds
+
+
+@pytest.mark.parametrize("op", ["Conv", "Gemm", "MatMul"])
+def test_sparse_int64_storage_runs_like_its_dense_twin(op):
+    model, feeds = single_layer(op)
+    weight = model.graph.node[0].input[1]
+    out, report = sparsify(model, "unstructured", sparsity=0.8, storage="sparse")
+    twin, _ = sparsify(model, "unstructured", sparsity=0.8)
+    dense = const_values(twin, weight)
+    assert np.mean(dense == 0) == pytest.approx(0.8, abs=0.02)
+    (stored,) = out.graph.sparse_initializer
+    assert stored.values.name == weight and list(stored.dims) == list(dense.shape)
+    assert stored.indices.data_type == TensorProto.INT64
+    assert weight not in {t.name for t in out.graph.initializer}
+    where = numpy_helper.to_array(stored.indices)  # linearized, as written
+    np.testing.assert_array_equal(where, np.flatnonzero(dense))
+    np.testing.assert_array_equal(numpy_helper.to_array(stored.values),
+                                  dense.reshape(-1)[where])
+    onnx.checker.check_model(out)
+    assert out.ByteSize() < 0.8 * twin.ByteSize()
+    assert layer_report(report, op).storage == "sparse (int64 indices)"
+    name = model.graph.output[0].name
+    got, want = run(out.SerializeToString(), feeds)[name], run(twin, feeds)[name]
+    np.testing.assert_array_equal(got, want)
+    assert np.abs(want).max() > 0
+
+
 def test_int16_indices_chunk_large_weights_and_run_in_onnxruntime():
     b = GraphBuilder(seed=9)
     x = b.input("x", [2, 256])
@@ -334,7 +376,7 @@ def test_int16_indices_chunk_large_weights_and_run_in_onnxruntime():
     assert [n.op_type for n in out.graph.node] == ["Concat", "Reshape", "MatMul"]
     assert out.ByteSize() < 0.8 * model.ByteSize()
     dense, _ = sparsify(model, "unstructured")
-    feeds = {"x": RNG.standard_normal((2, 256)).astype(np.float32)}
+    feeds = {"x": np.random.default_rng(3).standard_normal((2, 256)).astype(np.float32)}
     name = model.graph.output[0].name
     np.testing.assert_array_equal(run(out.SerializeToString(), feeds)[name],
                                   run(dense, feeds)[name])

@@ -14,8 +14,9 @@ from model_files import real_inputs, real_path, zoo_model
 
 import onnxprune
 from onnxprune.depgraph import analyze
+from onnxprune.errors import VerificationError
 from onnxprune.shapes import sample_shapes
-from onnxprune.verify import reference_model, relative_error, run
+from onnxprune.verify import HIDDEN_TOLERANCE, reference_model, relative_error, run
 
 TOKENS = {"input_ids": (2, 16), "attention_mask": (2, 16)}
 
@@ -141,21 +142,45 @@ def test_ppocr_recognizer_prunes_its_svtr_heads():
     assert_equivalent(pruned, model, report, real_inputs(name), feeds)
 
 
-def decomposed_layernorm_model():
-    """x → MatMul → LayerNorm written out (ReduceMean/Sub/Pow/Sqrt/Div) → MatMul."""
+def decomposed_layernorm_model(hidden: int = 16, ffn: int | None = None, seed: int = 0):
+    """x → MatMul → LayerNorm written out (ReduceMean/Sub/Pow/Sqrt/Div) → MatMul, with an
+    FFN (MatMul → Relu → MatMul: a neuron group) after the norm when `ffn` is given."""
     from helpers import GraphBuilder
 
-    b = GraphBuilder(opset=17)
+    b = GraphBuilder(opset=17, seed=seed)
     x = b.input("x", ["batch", 5, 8])
-    h = b.op("MatMul", [x, b.weight(8, 16)])
+    h = b.op("MatMul", [x, b.weight(8, hidden)])
     centered = b.op("Sub", [h, b.op("ReduceMean", [h], axes=[-1])])
     var = b.op("ReduceMean", [b.op("Pow", [centered, b.const(np.array(2.0, np.float32))])],
                axes=[-1])
     std = b.op("Sqrt", [b.op("Add", [var, b.const(np.array(1e-5, np.float32))])])
-    gamma, beta = b.weight(16), b.weight(16)
+    gamma, beta = b.weight(hidden), b.weight(hidden)
     normed = b.op("Add", [b.op("Mul", [b.op("Div", [centered, std]), gamma]), beta])
-    w2 = b.weight(16, 4)
+    if ffn:
+        normed = b.op("Relu", [b.op("MatMul", [normed, b.weight(hidden, ffn)])])
+    w2 = b.weight(ffn or hidden, 4)
     return b.build(b.op("MatMul", [normed, w2])), gamma, w2
+
+
+def random_feeds(model, shape, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {model.graph.input[0].name: rng.standard_normal(shape).astype(np.float32)}
+
+
+def hidden_errors(model, pruned, report, feeds, input_shapes=None) -> tuple[float, float]:
+    """Relative errors of the pruned model (largest over outputs) against the original
+    with every cut unit zeroed at its consumers, and against the original with the
+    hidden cuts applied and the other cut units zeroed (exact for a sound rewrite)."""
+    dep = analyze(model, sample_shapes(model, input_shapes))
+    hidden = {g.id: np.array(g.removed) for g in report.groups
+              if g.removed and g.kind == "hidden"}
+    other = {g.id: np.array(g.removed) for g in report.groups
+             if g.removed and g.kind != "hidden"}
+    got = run(pruned, feeds)
+    masked = run(reference_model(dep, hidden | other, model), feeds)
+    exact = run(reference_model(dep, other, model, hidden), feeds)
+    return (max(relative_error(masked[k], got[k]) for k in got),
+            max(relative_error(exact[k], got[k]) for k in got))
 
 
 def test_decomposed_layernorm_makes_a_hidden_group_cut_only_when_asked():
@@ -169,8 +194,57 @@ def test_decomposed_layernorm_makes_a_hidden_group_cut_only_when_asked():
     pruned, report = onnxprune.prune(model, hidden_ratio=0.5, round_to=1)
     weights = {t.name: tuple(t.dims) for t in pruned.graph.initializer}
     assert weights[gamma] == (8,) and weights[w2] == (8, 4)
-    out = run(pruned, {"x": np.ones((3, 5, 8), np.float32)})
-    assert next(iter(out.values())).shape == (3, 5, 4)
+    feeds = random_feeds(model, (3, 5, 8))
+    assert next(iter(run(pruned, feeds).values())).shape == (3, 5, 4)
+    bounded, _ = hidden_errors(model, pruned, report, feeds)
+    assert 0.01 < bounded <= HIDDEN_TOLERANCE  # approximate, yet close
+
+
+def test_hidden_cuts_are_bounded_and_channel_cuts_of_the_same_plan_stay_exact():
+    model, gamma, w2 = decomposed_layernorm_model(hidden=32, ffn=64, seed=4)
+    pruned, report = onnxprune.prune(model, 0.5, hidden_ratio=0.5, round_to=1)
+    assert sorted((g.kind, g.size, g.kept) for g in report.groups if g.removed) == [
+        ("hidden", 32, 16), ("neuron", 64, 32)]
+    bounded, exact = hidden_errors(model, pruned, report, random_feeds(model, (2, 5, 8)))
+    assert 0.01 < bounded <= HIDDEN_TOLERANCE and exact < 1e-5
+
+
+def tampered_apply(monkeypatch, name: str, change, everywhere: bool):
+    """Make the rewrite change constant `name` whenever it slices it: in the pruned
+    model only (a faulty channel rule), or in every rewrite, the exact reference's too
+    (a faulty hidden rule, which that reference cannot catch)."""
+    from onnxprune import api, rewrite
+
+    real = rewrite.apply
+
+    def apply(graph, view, removed):
+        out = real(graph, view, removed)
+        tensor = out.tensors().get(name)
+        if tensor is not None and tensor.values.size < view.const(name).size:
+            tensor.values = change(np.array(tensor.values))
+        return out
+
+    monkeypatch.setattr(api, "apply", apply)
+    if everywhere:
+        monkeypatch.setattr(rewrite, "apply", apply)
+
+
+def test_a_faulty_rewrite_fails_verification_though_hidden_groups_are_cut(monkeypatch):
+    model, gamma, w2 = decomposed_layernorm_model(hidden=32, ffn=64, seed=4)
+
+    def scale_first_row(values):
+        values[0] *= 1.05
+        return values
+
+    neurons = next(g.id for g in onnxprune.inspect(model) if g.units == 64)
+    tampered_apply(monkeypatch, w2, scale_first_row, everywhere=False)
+    with pytest.raises(VerificationError, match=rf"zeroed at their consumers\): relative "
+                       rf".*; group {neurons} \(produced by MatMul\d+\) fails alone"):
+        onnxprune.prune(model, 0.5, hidden_ratio=0.5, round_to=1)
+    monkeypatch.undo()
+    tampered_apply(monkeypatch, gamma, lambda values: np.roll(values, 1), everywhere=True)
+    with pytest.raises(VerificationError, match="beyond the bound for cuts of hidden sizes"):
+        onnxprune.prune(model, 0.5, hidden_ratio=0.5, round_to=1)
 
 
 def test_convnext_hidden_size_prunes_through_channels_last_layernorms():
@@ -178,6 +252,9 @@ def test_convnext_hidden_size_prunes_through_channels_last_layernorms():
     pruned, report = onnxprune.prune(model, 0.3, hidden_ratio=0.25)
     hidden = kinds(report, "hidden")
     assert hidden and all(g.kept < g.size for g in hidden if not g.blocked)
+    assert any(g.removed for g in report.groups if g.kind == "neuron")
     assert report.macs_after < report.macs_before
-    feeds = {model.graph.input[0].name: np.zeros((1, 3, 224, 224), np.float32)}
+    feeds = random_feeds(model, (1, 3, 224, 224))
     assert run(pruned, feeds)[model.graph.output[0].name].shape == (1, 1000)
+    bounded, exact = hidden_errors(model, pruned, report, feeds)
+    assert bounded <= HIDDEN_TOLERANCE and exact < 1e-4
