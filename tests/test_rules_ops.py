@@ -334,6 +334,25 @@ def test_binary_scalar_and_full_shape_broadcast_constants():
     assert shapes[w2] == (4, 7, 3, 3)
 
 
+def test_one_channel_gate_broadcast_over_channels_leaves_them_prunable():
+    """h[1,8,H,W] · sigmoid(conv(x)[1,1,H,W]): the gate's single channel is broadcast,
+    not coupled with h's eight."""
+    b = GraphBuilder()
+    x = b.input("x", [1, 3, 8, 8])
+    h, _, _ = conv(b, x, 3, 8)
+    gate, wg, _ = conv(b, x, 3, 1)
+    s = b.op("Sigmoid", [gate])
+    y, w2, _ = conv(b, b.op("Mul", [h, s]), 8, 4)
+    model = b.build(y)
+    dep = analyze(model)
+    group = only_group(dep, h)
+    assert group.prunable and group.units == 8, group.blocked
+    assert only_group(dep, gate).blocked == [f"Mul {b.nodes[-2].name} broadcasts axis 1 of {s}"]
+    _, pruned = assert_mask_equivalent(model, {group.id: [0, 3, 4]})
+    shapes = weight_shapes(pruned)
+    assert shapes[w2] == (4, 5, 3, 3) and shapes[wg] == (1, 3, 3, 3)
+
+
 def test_squeeze_excitation_gate_is_coupled():
     b = GraphBuilder()
     x = b.input("x", [1, 3, 8, 8])
