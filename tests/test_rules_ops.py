@@ -810,6 +810,21 @@ def test_matmul_with_constant_b_on_3d_activations():
     assert shapes[w1] == (6, 7) and shapes[bias] == (7,) and shapes[w2] == (7, 4)
 
 
+@pytest.mark.xfail(strict=True, reason="the DequantizeLinear of a weight is listed among the "
+                   "group's producers (depgraph/graph.py), so its neurons read as 'channel'")
+def test_matmul_with_an_int8_weight_makes_a_neuron_group():
+    b = GraphBuilder()
+    x = b.input("x", [1, 5, 6])
+    q = b.const(b.rng.integers(-100, 100, (6, 12)).astype(np.int8))
+    w1 = b.op("DequantizeLinear", [q, b.const(np.full(12, 0.01, np.float32)),
+                                   b.const(np.zeros(12, np.int8))], axis=1)
+    h = b.op("Relu", [b.op("MatMul", [x, w1])])
+    model = b.build(b.op("MatMul", [h, b.weight(12, 4)]))
+    group = only_group(analyze(model), h, 2)
+    assert group.prunable and group.units == 12
+    assert group.kind == "neuron", group.producers
+
+
 def test_squeeze_and_unsqueeze_renumber_the_channel_axis():
     b = GraphBuilder(opset=13)
     x = b.input("x", [1, 3, 8, 8])
