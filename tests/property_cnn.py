@@ -149,7 +149,8 @@ def block_resize(net: Net) -> None:
 def block_pad(net: Net) -> None:
     """Spatial Pad (constant, reflect or edge), or constant padding of the channels,
     which blocks the channels before it."""
-    mode = net.pick(["constant", "reflect", "edge"], "pad mode")
+    mode = net.pick(["constant", "reflect", "edge"] if net.hw > 1 else ["constant", "edge"],
+                    "pad mode")
     if mode == "constant" and net.c + 2 <= MAX_C and net.flag("pad channels"):
         net.expect(net.x, 1, "blocked")
         net.x = net.b.op("Pad", [net.x, net.ints(0, 1, 0, 0, 0, 1, 0, 0)], mode=mode)
