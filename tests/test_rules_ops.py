@@ -22,6 +22,7 @@ from helpers import (
 from onnx import TensorProto, helper, numpy_helper
 
 from onnxprune.depgraph import Role, Slot
+from onnxprune.errors import VerificationError
 from onnxprune.shapes import sample_shapes
 from onnxprune.verify import check_written, relative_error, run, sample_feeds
 
@@ -187,6 +188,20 @@ def test_instancenorm_scale_and_bias_are_sliced():
     assert shapes[scale] == shapes[bias] == (7,) and shapes[w2] == (4, 7, 3, 3)
 
 
+def test_instancenorm_over_the_neurons_of_a_matmul_makes_them_approximate():
+    """[N, S, D] through InstanceNorm: S is its channel axis, D is normalized."""
+    b = GraphBuilder()
+    x = b.input("x", [1, 3, 8])
+    h = b.op("MatMul", [x, b.weight(8, 6)])
+    n = b.op("InstanceNormalization", [h, b.weight(3), b.weight(3)])
+    model = b.build(b.op("MatMul", [n, b.weight(6, 4)]))
+    group = only_group(analyze(model), h, 2)
+    assert group.prunable and group.units == 6 and group.kind == "hidden"
+    assert any("InstanceNormalization" in r for r in group.approximate), group.approximate
+    _, pruned, _ = prune_units(model, {group.id: np.array([1, 4])})
+    check_written(pruned, sample_feeds(pruned, {"x": (1, 3, 8)}))
+
+
 def test_layernorm_over_channels_makes_an_approximate_hidden_group():
     b = GraphBuilder()
     x = b.input("x", [1, 3, 8, 8])
@@ -220,6 +235,22 @@ def test_channel_mixing_norm_blocks(op_type, opset, make_inputs, attrs):
     assert group.units == 8 and not group.prunable
     assert any(op_type in r and "channel-mixing" in r for r in group.blocked), group.blocked
     assert prunable(dep) == []
+
+
+@pytest.mark.xfail(strict=True, raises=VerificationError, reason="onnx infers no type for "
+                   "GroupNormalization's output, so strict shape inference (verify.py) "
+                   "rejects every written model with one")
+def test_a_model_with_group_normalization_prunes_its_other_groups():
+    b = GraphBuilder(opset=21)
+    x = b.input("x", [1, 3, 8, 8])
+    h, _, _ = conv(b, x, 3, 8)
+    n, _, _ = conv(b, b.op("Relu", [h]), 8, 8)
+    g = b.op("GroupNormalization", [n, b.weight(8), b.weight(8)], num_groups=2)
+    model = build_typed(b, b.op("GlobalAveragePool", [g]), ir_version=10,
+                        output_shape=[1, 8, 1, 1])
+    group = only_group(analyze(model), h)
+    assert group.prunable and group.units == 8
+    assert_mask_equivalent(model, {group.id: [1, 6]})
 
 
 def test_layernorm_over_last_axis_lets_channels_pass():
