@@ -35,8 +35,12 @@ def block_concat(net: Net) -> None:
 def block_split(net: Net) -> None:
     if net.c < 2:
         return block_conv(net)
-    first = net.draw(st.integers(1, net.c - 1), "split at")
-    a, b = net.b.op("Split", [net.x, net.ints(first, net.c - first)], n_out=2, axis=1)
+    if net.opset >= 18 and net.c % 2 == 0 and net.flag("split in halves"):
+        first = net.c // 2
+        a, b = net.b.op("Split", [net.x], n_out=2, axis=1, num_outputs=2)
+    else:
+        first = net.draw(st.integers(1, net.c - 1), "split at")
+        a, b = net.b.op("Split", [net.x, net.ints(first, net.c - first)], n_out=2, axis=1)
     if net.flag("split joined by concat"):
         c1, c2 = net.two_channels("split")
         net.x = net.b.op("Concat", [net.conv(a, first, c1), net.conv(b, net.c - first, c2)],
@@ -49,9 +53,11 @@ def block_split(net: Net) -> None:
 
 
 def block_depthwise(net: Net) -> None:
+    """Depthwise conv, maybe strided, maybe with a channel multiplier of 2."""
     stride = net.pick([1, 2], "stride") if net.hw >= 4 else 1
-    net.x = net.conv(net.x, net.c, net.c, group=net.c, k=3, stride=stride)
-    net.hw = (net.hw - 1) // stride + 1
+    c = net.c * (2 if net.c * 2 <= MAX_C and net.flag("multiplier") else 1)
+    net.x = net.conv(net.x, net.c, c, group=net.c, k=3, stride=stride)
+    net.c, net.hw = c, (net.hw - 1) // stride + 1
 
 
 def block_grouped(net: Net) -> None:
@@ -81,14 +87,6 @@ def block_se(net: Net) -> None:
     net.x = net.b.op("Mul", [net.x, net.b.op("Sigmoid", [gate])])
 
 
-def block_pool(net: Net) -> None:
-    op = net.pick(["MaxPool", "AveragePool", "LpPool"], "pool")
-    if net.hw >= 4 and net.flag("strided pool"):
-        net.x, net.hw = net.b.op(op, [net.x], kernel_shape=[2, 2], strides=[2, 2]), net.hw // 2
-    else:
-        net.x = net.b.op(op, [net.x], kernel_shape=[3, 3], pads=[1, 1, 1, 1])
-
-
 def block_nhwc_mlp(net: Net) -> None:
     """Channels-last MLP with a residual (ConvNeXt-like, without the LayerNorm)."""
     hidden = net.channels("mlp hidden")
@@ -116,50 +114,6 @@ def block_slice(net: Net) -> None:
     stop = net.draw(st.integers(start + 2, net.c), "slice stop")
     net.x = net.b.op("Slice", [net.x, net.ints(start), net.ints(stop), net.ints(1)])
     net.c = stop - start
-
-
-def block_conv_transpose(net: Net) -> None:
-    """ConvTranspose: a 2x upsampling (k=2, stride 2) or a same-size k=3, plain or
-    depthwise."""
-    up = net.hw <= 8 and net.flag("upsample")
-    depthwise = net.flag("depthwise transpose")
-    c = net.c if depthwise else net.channels("transpose out")
-    group = net.c if depthwise else 1
-    k = 2 if up else 3
-    w = net.weight(net.c, c // group, k, k, fan_in=net.c // group * k * k)
-    inputs = [net.x, w] + ([net.bias(c)] if net.flag("bias") else [])
-    attrs = {"strides": [2, 2]} if up else {"pads": [1, 1, 1, 1]}
-    y = net.b.op("ConvTranspose", inputs, kernel_shape=[k, k], group=group, **attrs)
-    net.x, net.c, net.hw = net.act(y), c, net.hw * (2 if up else 1)
-
-
-def block_resize(net: Net) -> None:
-    """Nearest-neighbour Resize by scales (2x or 0.5x) or by explicit sizes (whose
-    channel entry is rewritten)."""
-    factor = 2 if net.hw <= 8 and (net.hw % 2 or net.flag("up")) else 0.5
-    size = int(net.hw * factor)
-    roi = ""
-    if net.flag("resize by sizes"):
-        inputs = [net.x, roi, "", net.ints(1, net.c, size, size)]
-    else:
-        inputs = [net.x, roi, net.const(np.array([1, 1, factor, factor], np.float32))]
-    net.x, net.hw = net.b.op("Resize", inputs, mode="nearest"), size
-
-
-def block_pad(net: Net) -> None:
-    """Spatial Pad (constant, reflect or edge), or constant padding of the channels,
-    which blocks the channels before it."""
-    mode = net.pick(["constant", "reflect", "edge"] if net.hw > 1 else ["constant", "edge"],
-                    "pad mode")
-    if mode == "constant" and net.c + 2 <= MAX_C and net.flag("pad channels"):
-        net.expect(net.x, 1, "blocked")
-        net.x = net.b.op("Pad", [net.x, net.ints(0, 1, 0, 0, 0, 1, 0, 0)], mode=mode)
-        net.c += 2
-        return
-    if net.hw >= 14:
-        return block_pool(net)
-    net.x = net.b.op("Pad", [net.x, net.ints(0, 0, 1, 1, 0, 0, 1, 1)], mode=mode)
-    net.hw += 2
 
 
 def block_shared(net: Net) -> None:

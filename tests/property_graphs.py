@@ -153,9 +153,11 @@ class Net:
         """Conv with 'same' padding: spatial size (hw - 1) // stride + 1."""
         w = self.weight(c_out, c_in // group, k, k)
         inputs = [x, w] + ([self.bias(c_out)] if bias else [])
-        pad = dilation * (k // 2)
-        return self.b.op("Conv", inputs, pads=[pad] * 4, group=group, strides=[stride] * 2,
-                         dilations=[dilation] * 2)
+        auto = dilation == 1 and self.flag("auto pad")  # onnxruntime: not with dilations
+        same = {"auto_pad": "SAME_UPPER"} if auto else {
+            "pads": [dilation * (k // 2)] * 4}
+        return self.b.op("Conv", inputs, group=group, strides=[stride] * 2,
+                         dilations=[dilation] * 2, **same)
 
     def conv(self, x: str, c_in: int, c_out: int, group: int = 1, k: int | None = None,
              stride: int = 1) -> str:

@@ -95,12 +95,26 @@ def block_layernorm(net: Net) -> None:
     net.x = layer_norm(net, net.x, scale, bias, axis=2)
 
 
+def block_instance_norm(net: Net) -> None:
+    """InstanceNormalization of [N, S, D]: S is its channel axis, the hidden size is
+    normalized (approximate)."""
+    net.expect(net.x, 2, "inexact")
+    scale, bias = net.const(net.values(net.seq, fan_in=1) + 1), net.bias(net.seq)
+    net.x = net.b.op("InstanceNormalization", [net.x, scale, bias])
+
+
 def block_seq_conv(net: Net) -> None:
     """A depthwise 1-D conv over the sequence between two Transposes, with a residual."""
     t = net.b.op("Transpose", [net.x], perm=[0, 2, 1])
     w = net.weight(net.c, 1, 3, fan_in=3)
     y = net.b.op("Conv", [t, w, net.bias(net.c)], pads=[1, 1], group=net.c)
     net.x = net.b.op("Add", [net.x, net.b.op("Transpose", [net.act(y)], perm=[0, 2, 1])])
+
+
+def block_token_mixing(net: Net) -> None:
+    """An MLP-Mixer token mix: W[S, S] @ x mixes the positions, the channels pass."""
+    mixed = net.b.op("MatMul", [net.weight(net.seq, net.seq, out_axis=0), net.x])
+    net.x = net.b.op("Add", [net.x, net.act(mixed)])
 
 
 def block_seq_resize(net: Net) -> None:
@@ -122,5 +136,5 @@ def seq_head(net: Net) -> None:
     net.output(net.matmul(x, net.c, 3), [1, 3] if kind != "tokens" else [1, net.seq, 3])
 
 
-SEQ_BLOCKS = {"mlp": block_mlp, "attention": block_attention, "layernorm": block_layernorm,
-              "seq_conv": block_seq_conv, "seq_resize": block_seq_resize}
+SEQ_BLOCKS = {name[len("block_"):]: fn for name, fn in dict(globals()).items()
+              if name.startswith("block_")}
