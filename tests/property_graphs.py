@@ -1,8 +1,9 @@
 """A random-graph builder for the property tests: a GraphBuilder whose structure is drawn
 by hypothesis, and which records what the channel analysis must conclude about it.
 
-Blocks live in `property_cnn.py` (NCHW tensors) and `property_seq.py` ([N, S, D] tensors);
-each maps the running activation `net.x` with `net.c` channels to a new one.
+Blocks live in `property_cnn.py`, `property_mixing.py`, `property_spatial.py` (NCHW
+tensors) and `property_seq.py` ([N, S, D] tensors); each maps the running activation
+`net.x` with `net.c` channels (and `net.hw` or `net.seq`) to a new one.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ from onnx import TensorProto, helper
 MAX_C = 16
 ACTIVATIONS = ["Relu", "Sigmoid", "HardSwish", "LeakyRelu", "Clip", "Identity", "Tanh"]
 # How a weight is stored: float32, float16 behind a Cast, float32 through
-# QuantizeLinear -> DequantizeLinear, int8 with a per-channel DequantizeLinear.
+# QuantizeLinear -> DequantizeLinear, int8 with a per-channel DequantizeLinear. Zero
+# points stay 0: with another, the masked reference is wrong (its stored values are
+# zeroed, not set to the zero point; xfail in test_rules_ops.py).
 STORAGE = ["float", "float", "float", "fp16", "qdq", "int8"]
 
 

@@ -141,7 +141,15 @@ def assert_valid_with_shapes(model, pruned) -> None:
         assert np.isfinite(got[name]).all(), name
 
 
+def io_signature(model) -> list:
+    """Names and element types of the graph inputs and outputs."""
+    return [(v.name, v.type.tensor_type.elem_type)
+            for v in [*model.graph.input, *model.graph.output]]
+
+
 def check_pruning(data: st.DataObject, net: Net) -> None:
+    """Analyze a drawn graph, cut some units of its exact groups (mask-equivalent), then
+    of its approximate groups too (valid, same outputs)."""
     note(f"blocks: {net.used}")
     model = net.finish()
     dep = analyze(model)
@@ -152,11 +160,13 @@ def check_pruning(data: st.DataObject, net: Net) -> None:
     if removed:
         _, pruned = assert_mask_equivalent(model, removed, tol=1e-4)
         assert weight_count(pruned) < weight_count(model)
+        assert io_signature(pruned) == io_signature(model)
     if approximate:
         removed |= draw_units(data, approximate, "approximate")
         _, pruned, _ = prune_units(model, removed)
         assert_valid_with_shapes(model, pruned)
         assert weight_count(pruned) < weight_count(model)
+        assert io_signature(pruned) == io_signature(model)
 
 
 @examples(150)

@@ -24,7 +24,14 @@ from onnx import TensorProto, helper, numpy_helper
 from onnxprune.depgraph import Role, Slot
 from onnxprune.errors import VerificationError
 from onnxprune.shapes import sample_shapes
-from onnxprune.verify import check_written, relative_error, run, sample_feeds
+from onnxprune.verify import (
+    check_pruned,
+    check_written,
+    reference_model,
+    relative_error,
+    run,
+    sample_feeds,
+)
 
 
 def only_group(dep, tensor: str, axis: int = 1):
@@ -1274,6 +1281,23 @@ def test_concat_with_a_constant_part():
     _, pruned = assert_mask_equivalent(model, {group.id: [0]})
     shapes = weight_shapes(pruned)
     assert shapes[extra] == (1, 2, 8, 8) and shapes[w2] == (4, 7, 3, 3)
+
+
+@pytest.mark.xfail(strict=True, raises=VerificationError, reason="the masked reference "
+                   "(rewrite.mask_sinks) zeroes the stored uint8 values instead of setting "
+                   "them to the zero point, so verification of a correct cut fails")
+def test_an_asymmetric_uint8_consumer_weight_is_masked_at_its_zero_point():
+    b = GraphBuilder()
+    x = b.input("x", [1, 3, 8, 8])
+    h = b.op("Relu", [b.conv(x, 3, 8)])
+    q = b.const(b.rng.integers(0, 255, (4, 8, 3, 3)).astype(np.uint8))
+    w = b.op("DequantizeLinear", [q, b.const(np.full(4, 0.01, np.float32)),
+                                  b.const(np.full(4, 128, np.uint8))], axis=0)
+    model = b.build(b.op("Conv", [h, w], pads=[1, 1, 1, 1]))
+    removed = {only_group(analyze(model), h).id: np.array([2, 5])}
+    dep, pruned, _ = prune_units(model, removed)
+    feeds = sample_feeds(model, {"x": (1, 3, 8, 8)}, seed=1)
+    check_pruned(pruned, reference_model(dep, removed, model), feeds)
 
 
 def test_shared_weight_couples_both_uses():
