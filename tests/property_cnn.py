@@ -108,12 +108,25 @@ def block_inception(net: Net) -> None:
 
 
 def block_slice(net: Net) -> None:
+    """A window of the channels: bounds from the front, from the back (negative, or an
+    end past the last index) or with a step of 2 (which blocks the channels)."""
     if net.c < 3:
         return block_conv(net)
     start = net.draw(st.integers(0, net.c - 2), "slice start")
     stop = net.draw(st.integers(start + 2, net.c), "slice stop")
-    net.x = net.b.op("Slice", [net.x, net.ints(start), net.ints(stop), net.ints(1)])
-    net.c = stop - start
+    form = net.pick(["plain", "negative", "open end", "step 2"], "slice bounds")
+    step = 2 if form == "step 2" else 1
+    if form == "negative":
+        bounds = (start - net.c, stop - net.c if stop < net.c else 2 ** 62)
+    elif form == "open end" and stop == net.c:
+        bounds = (start, 2 ** 63 - 1)
+    else:
+        bounds = (start, stop)
+    if step == 2:
+        net.expect(net.x, 1, "blocked")
+    net.x = net.b.op("Slice", [net.x, net.ints(bounds[0]), net.ints(bounds[1]), net.ints(1),
+                               net.ints(step)])
+    net.c = len(range(start, stop, step))
 
 
 def block_shared(net: Net) -> None:
@@ -127,11 +140,14 @@ def block_shared(net: Net) -> None:
 
 
 def block_variadic(net: Net) -> None:
-    """Sum, Max, Min or Mean of two or three conv branches (and the input, when it fits)."""
+    """Sum, Max, Min or Mean of two or three conv branches (and the input, when it fits,
+    or a per-channel constant)."""
     c = net.channels("variadic out")
     parts = [net.conv(net.x, net.c, c) for _ in range(net.draw(st.integers(2, 3), "branches"))]
     if c == net.c and net.flag("variadic input too"):
         parts.append(net.x)
+    if net.flag("per-channel constant operand"):
+        parts.append(net.const(net.values(c, 1, 1, fan_in=1)))
     net.x, net.c = net.b.op(net.pick(["Sum", "Max", "Min", "Mean"], "variadic"), parts), c
 
 
