@@ -56,7 +56,7 @@ def block_mlp(net: Net) -> None:
 def block_attention(net: Net) -> None:
     """Multi-head self-attention with a residual: Q/K/V projections, head-split Reshape,
     Transpose, batched MatMuls, Softmax over the keys, merge, output projection."""
-    heads, size = net.draw(st.integers(2, 4), "heads"), net.draw(st.integers(1, 4), "head size")
+    heads, size = net.draw(st.integers(2, 4), "heads"), net.pick([2, 3, 4, 1], "head size")
     inner = heads * size
     q, k, v = (net.matmul(net.x, net.c, inner) for _ in range(3))
     # one-wide heads split nothing off: they read as neurons or heads alike
