@@ -59,6 +59,10 @@ class Broadcasting(Rule):
             edges.block(slot, f"{node.op} {node.name}: size of axis {out_axis} unknown")
             return
         if slot.tensor != out:
+            if view.dim(slot) == 1 and out_dim != 1:  # a [N, 1, H, W] gate: broadcast
+                edges.block(slot, f"{node.op} {node.name} broadcasts axis {slot.axis} of "
+                                  f"{slot.tensor}")
+                return
             edges.same(slot, Slot(out, out_axis), Role.ACT)
         for tensor in node.inputs:
             if tensor.name and tensor.name != slot.tensor:

@@ -1,8 +1,9 @@
 """Normalization ops. BatchNorm and InstanceNorm act per channel (their
-statistics are sliced with the channels). LayerNorm and RMSNorm over an axis mix
-its indices through their statistics: the axis stays coupled with the scale and
-bias, and the group is marked approximate (hidden-size pruning). GroupNorm and
-LRN mix channels within windows and block."""
+statistics are sliced with the channels); InstanceNorm's statistics also mix the
+indices of every axis after the channels. LayerNorm and RMSNorm over an axis mix its
+indices through their statistics: the axis stays coupled with the scale and bias,
+and the group is marked approximate (hidden-size pruning). GroupNorm and LRN mix
+channels within windows and block."""
 
 from __future__ import annotations
 
@@ -24,6 +25,8 @@ class PerChannelNorm(Rule):
         params = [Slot(t.name, 0) for t in node.inputs[1:] if t.name]
         if slot.tensor in (x, y) and slot.axis != 1:
             edges.same(slot, Slot(y if slot.tensor == x else x, slot.axis), Role.ACT)
+            if node.op == "InstanceNormalization" and slot.axis >= 2:
+                edges.mix(slot, f"{node.op} {node.name} normalizes over this axis")
             return
         members = [Slot(x, 1), Slot(y, 1)] + params
         if slot not in members:
