@@ -65,6 +65,27 @@ def mask_sinks(dep: DepGraph, removed_units: dict[int, np.ndarray],
             values = np.array(tensor.values, copy=True)
             index = [slice(None)] * values.ndim
             index[slot.axis] = idx
-            values[tuple(index)] = 0
+            values[tuple(index)] = _zero_of(tensor, values.shape)[tuple(index)]
             tensor.values = values
     return graph
+
+
+def _zero_of(tensor: gs.Constant, shape: tuple[int, ...]) -> np.ndarray:
+    """What stands for zero in a stored weight: the zero point of the DequantizeLinear
+    that reads it (per tensor or per axis), else 0."""
+    readers = tensor.outputs
+    zero = np.zeros(shape, np.asarray(tensor.values).dtype)
+    if len(readers) != 1 or readers[0].op != "DequantizeLinear" or len(readers[0].inputs) < 3:
+        return zero
+    point = readers[0].inputs[2]
+    if not isinstance(point, gs.Constant):
+        return zero
+    values = np.asarray(point.values)
+    if values.size == 1:
+        return zero + values.reshape(()).astype(zero.dtype)
+    if values.ndim != 1:  # blocked quantization: leave it to zero
+        return zero
+    axis = int(readers[0].attrs.get("axis", 1)) % len(shape)
+    view = [1] * len(shape)
+    view[axis] = values.size
+    return zero + values.reshape(view).astype(zero.dtype)

@@ -87,8 +87,8 @@ def assert_mask_equivalent(model, removed_units, tol: float = 1e-5, input_shapes
     """Pruned outputs equal the masked original's; returns (dep, pruned)."""
     dep, pruned, masked = prune_units(model, removed_units)
     feeds = sample_feeds(model, sample_shapes(model, input_shapes), seed=1)
-    got = check_written(pruned, feeds)
-    want = check_written(masked, feeds)
+    got = check_written(pruned, feeds, source=model)
+    want = check_written(masked, feeds, source=model)
     for name, ref in want.items():
         assert got[name].shape == ref.shape, name
         assert relative_error(ref, got[name]) <= tol, (name, relative_error(ref, got[name]))

@@ -19,10 +19,9 @@ from onnx import TensorProto, helper
 MAX_C = 16
 ACTIVATIONS = ["Relu", "Sigmoid", "HardSwish", "LeakyRelu", "Clip", "Identity", "Tanh"]
 # How a weight is stored: float32, float16 behind a Cast, float32 through
-# QuantizeLinear -> DequantizeLinear, int8 with a per-channel DequantizeLinear. Zero
-# points stay 0: with another, the masked reference is wrong (its stored values are
-# zeroed, not set to the zero point; xfail in test_rules_ops.py).
-STORAGE = ["float", "float", "float", "fp16", "qdq", "int8"]
+# QuantizeLinear -> DequantizeLinear, int8 (zero point 0) or uint8 (zero point 128)
+# with a per-channel DequantizeLinear.
+STORAGE = ["float", "float", "float", "fp16", "qdq", "int8", "uint8"]
 
 
 @dataclass(frozen=True)
@@ -101,15 +100,16 @@ class Net:
             zero = self.const(np.int8(0))
             q = self.b.op("QuantizeLinear", [self.const(values), scale, zero])
             return self.b.op("DequantizeLinear", [q, scale, zero])
-        if storage == "int8":
+        if storage in ("int8", "uint8"):
             others = tuple(a for a in range(values.ndim) if a != out_axis)
             step = np.abs(values).max(axis=others) / 127 + 1e-6
             shape_of_step = [1] * values.ndim
             shape_of_step[out_axis] = -1
-            q = np.round(values / step.reshape(shape_of_step)).astype(np.int8)
+            dtype, zero = (np.int8, 0) if storage == "int8" else (np.uint8, 128)
+            q = (np.round(values / step.reshape(shape_of_step)) + zero).astype(dtype)
             return self.b.op("DequantizeLinear", [
                 self.const(q), self.const(step.astype(np.float32)),
-                self.const(np.zeros(step.shape, np.int8))], axis=out_axis)
+                self.const(np.full(step.shape, zero, dtype))], axis=out_axis)
         return self.const(values)
 
     def bias(self, c: int) -> str:

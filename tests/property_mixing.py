@@ -8,14 +8,12 @@ from property_graphs import Net
 
 
 def block_norm(net: Net) -> None:
-    """InstanceNorm (per channel), LayerNorm over W (channels pass), GroupNorm as
-    exporters decompose it (mixes channels: blocked), LayerNorm over C,H,W, over C or
+    """InstanceNorm (per channel), LayerNorm over W (channels pass), GroupNorm fused or
+    as exporters decompose it (mixes channels: blocked), LayerNorm over C,H,W, over C or
     channels-last, fused or decomposed (mixes channels: approximate)."""
     kinds = ["instance", "layer_nhwc", "layer_decomposed", "group_decomposed"]
     kinds += ["layer_nchw", "layer_last"] if net.opset >= 17 else []
-    # The fused GroupNormalization (opset 21) is left out: onnx infers no type for its
-    # output, so the strict shape inference of every written model fails after it
-    # (xfail test_rules_ops.py::test_a_model_with_group_normalization_prunes_...).
+    kinds += ["group_fused"] if net.opset >= 21 else []
     kind = net.pick(kinds, "norm")
     x, c = net.x, net.c
     scale, bias = net.const(net.values(c, fan_in=1) + 1), net.bias(c)
@@ -35,6 +33,8 @@ def block_norm(net: Net) -> None:
         normed = net.b.op("InstanceNormalization", [flat, ones, zeros])
         back = net.b.op("Reshape", [normed, net.b.op("Shape", [x])])
         net.x = _scale_shift(net, back, scale, bias, [c, 1, 1])
+    elif kind == "group_fused":
+        net.x = net.b.op("GroupNormalization", [x, scale, bias], num_groups=_divisor(net))
     elif kind == "layer_nchw":
         shape = (c, net.hw, net.hw)
         net.x = net.b.op("LayerNormalization", [x, net.const(net.values(*shape, fan_in=1) + 1),

@@ -20,7 +20,6 @@ from property_seq import SEQ_BLOCKS, seq_head, seq_stem, to_sequence
 from property_spatial import SPATIAL_BLOCKS
 
 from onnxprune.depgraph import Slot
-from onnxprune.depgraph.core import WEIGHT_VIEWS
 from onnxprune.shapes import sample_shapes
 from onnxprune.verify import check_written, run, sample_feeds
 
@@ -97,11 +96,7 @@ def check_analysis(dep, net: Net) -> None:
             assert group.prunable and not group.approximate, (expect, group.blocked,
                                                               group.approximate)
             assert group.units == expect.units, (expect, group.units)
-            # Known bug, left to the depgraph owner: a weight seen through Cast or
-            # DequantizeLinear puts that node among the group's producers, so MatMul
-            # neurons read as kind "channel" (xfail in test_rules_ops.py).
-            viewed = any(op in WEIGHT_VIEWS for _, op in group.producers)
-            assert expect.kind in (None, group.kind) or viewed, (expect, group.kind)
+            assert expect.kind in (None, group.kind), (expect, group.kind)
         for group in found:
             if expect.status == "blocked":
                 assert group.blocked, (expect, group.kind, group.approximate)

@@ -258,6 +258,7 @@ def _kind(tags: set[str], approximate: list[str], producers: list[tuple[str, str
         return "hidden"
     if {"split", "attention"} <= tags:
         return "head"
-    if producers and all(op in ("MatMul", "Gemm") for _, op in producers):
+    products = [op for _, op in producers if op not in WEIGHT_VIEWS]
+    if products and all(op in ("MatMul", "Gemm") for op in products):
         return "neuron"
     return "channel"
