@@ -156,3 +156,22 @@ def test_a_shuffle_read_elsewhere_goes_by_columns_of_its_factor_grid():
     _, pruned = assert_mask_equivalent(model, {group.id: [1, 2]})
     assert node_input_values(pruned, "Reshape", 1, 0).tolist() == [1, 2, 2, HW, HW]
     assert "Transpose" in [n.op_type for n in pruned.graph.node]
+
+
+def test_inspect_json_names_the_span_of_a_shuffled_slot(tmp_path):
+    import json
+
+    import onnx
+    from click.testing import CliRunner
+
+    from onnxprune.cli import main
+
+    b = GraphBuilder()
+    x = b.input("x", [1, 3, HW, HW])
+    _, cat = concat_of_convs(b, x, 2, 4)
+    path = tmp_path / "m.onnx"
+    onnx.save(b.build(b.conv(shuffle(b, cat, 8, 2), 8, 5)), str(path))
+    result = CliRunner().invoke(main, ["inspect", str(path), "--json"])
+    assert result.exit_code == 0, result.output
+    spans = [m for g in json.loads(result.output) for m in g["members"] if "span" in m]
+    assert spans and all(m["span"] == 2 and m["axis"] == 1 for m in spans)

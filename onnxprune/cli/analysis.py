@@ -49,7 +49,8 @@ def _group_dict(group) -> dict:
         "blocked": group.blocked[0] if group.blocked else None,
         "blocked_all": group.blocked,
         "producers": [name for name, _ in group.producers],
-        "members": [{"tensor": s.tensor, "axis": s.axis, "role": group.roles[s].value}
+        "members": [{"tensor": s.tensor, "axis": s.axis, "role": group.roles[s].value,
+                     **({"span": s.span} if s.span > 1 else {})}
                     for s in group.members],
     }
 
