@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .depgraph import DepGraph, Group
+from .depgraph import DepGraph, Group, Role
 from .errors import InputError
 
 # Kept channel counts are multiples of this by default: onnxruntime's CPU
@@ -135,14 +135,20 @@ def _matches(pattern: str, name: str, op: str) -> bool:
 
 def step_units(group: Group, round_to: int) -> int:
     """Units per rounding step, so kept channels are multiples of round_to. A group
-    smaller than one step (a few channels, or a fragment of a layer's channels that
-    a channel shuffle splits by path) steps by the largest power-of-two fraction of
-    the step that fits in it twice, so it can still lose channels."""
+    smaller than one step that holds only part of its producers' output channels (a
+    channel shuffle splits a layer's channels by path) cannot make the layer's count a
+    multiple anyway: it steps by the largest power-of-two fraction of the step that
+    fits in it twice, so it can still lose channels."""
     step = max(1, round_to // math.gcd(round_to, group.channels))
-    if group.units < step:
+    if group.units < step and _fragment(group):
         while step > 1 and 2 * step > group.units:
             step //= 2
     return step
+
+
+def _fragment(group: Group) -> bool:
+    """Whether some producer weight axis of the group has indices of other groups."""
+    return any(bool((group.members[slot] < 0).any()) for slot in group.slots(Role.OUT))
 
 
 def rounded_keep(group: Group, keep: float, options: PlanOptions, round_to: int) -> int:

@@ -36,12 +36,18 @@ def test_ratio_removes_that_fraction_rounded():
     assert sorted(kept(report).values()) == [12, 16, 20]
 
 
-def test_groups_smaller_than_the_rounding_step_still_lose_channels():
-    _, model = chain(widths=(7, 12, 16, 40))
+def test_fragments_smaller_than_the_rounding_step_still_lose_channels():
+    b = GraphBuilder(seed=1)
+    x = b.input("x", [1, 3, 8, 8])
+    small = b.op("Relu", [b.conv(x, 3, 8)])  # a whole layer of 8: kept whole at 16
+    h = b.op("Relu", [b.conv(small, 8, 40)])
+    parts = b.op("Split", [h, b.const(np.array([6, 12, 22], np.int64))], n_out=3, axis=1)
+    model = b.build([b.conv(part, c, 4) for part, c in zip(parts, (6, 12, 22), strict=True)])
     _, report = onnxprune.prune(model, 0.5)
-    # 16 keeps one whole step; 7 and 12 step by 2 and 4 (the largest halvings of 16
-    # that fit twice), 40 by 16.
-    assert sorted(kept(report).values()) == [4, 8, 16, 16]
+    # Each part is a fragment of the 40 channels of one conv: 6 and 12 step by 2 and
+    # 4 (the largest halvings of 16 that fit twice), 22 by 16.
+    assert sorted((g.size, g.kept) for g in report.groups if not g.blocked) == [
+        (6, 4), (8, 8), (12, 8), (22, 16)]
 
 
 def test_min_channels_and_zero_ratio():

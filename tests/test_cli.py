@@ -109,7 +109,8 @@ def test_unwritable_output_is_refused_before_work(tmp_path, monkeypatch):
         result = invoke("prune", DEMO, *[a for pair in args.items() for a in pair],
                         "--ratio", "0.5")
         lines = result.stderr.splitlines()
-        assert result.exit_code == 2 and lines == ["onnxprune: error: /proc/x.out: not writable"]
+        assert result.exit_code == 2 and len(lines) == 1
+        assert lines[0].startswith("onnxprune: error: /proc/x.out: not writable")
         assert "Traceback" not in result.output and list(tmp_path.iterdir()) == []
 
 
