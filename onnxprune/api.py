@@ -267,11 +267,15 @@ def _round_to(options: PlanOptions) -> int:
     return DEFAULT_ROUND_TO if options.round_to is None else options.round_to
 
 
+def _probe(dep: DepGraph, proto: ModelProto):
+    """The analysis' onnxruntime shape probe (its runs are shared), or a new one."""
+    return dep.view.prober or (lambda: model_io.export(dep.view.graph, proto))
+
+
 def _pricer(dep: DepGraph, proto: ModelProto, shapes):
     """Cost of the model under a set of removed units (None: the dense model)."""
     structure = model_io.structure_proto(dep.view.graph, proto)
-    base = concrete(concrete_shape_table(structure, shapes,
-                                         lambda: model_io.export(dep.view.graph, proto)))
+    base = concrete(concrete_shape_table(structure, shapes, _probe(dep, proto)))
 
     def price(removed_units: dict[int, np.ndarray] | None) -> Cost:
         if not removed_units:
@@ -347,7 +351,7 @@ def _meter(dep: DepGraph, options: PlanOptions, proto: ModelProto, shapes, price
     from .latency import latency_meter
 
     base = concrete(concrete_shape_table(model_io.structure_proto(dep.view.graph, proto),
-                                         shapes, lambda: model_io.export(dep.view.graph, proto)))
+                                         shapes, _probe(dep, proto)))
     return latency_meter(dep, proto, shapes, base, price,
                          lambda removed: _rewrite(dep, Plan(removed), proto),
                          planfile.fingerprint(dep, proto), options.provider, options.threads,

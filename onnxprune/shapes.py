@@ -10,6 +10,7 @@ import onnx
 from onnx import ModelProto
 
 from .errors import InputError, ModelError, first_line
+from .probe import probe_session
 
 Dim = int | str | None
 Shape = tuple[Dim, ...] | None
@@ -37,22 +38,69 @@ def infer_shapes(model: ModelProto, strict: bool = False) -> ModelProto:
         raise ModelError(f"shape inference failed: {first_line(exc)}") from None
 
 
+class Prober:
+    """Runs a model in onnxruntime to read the sizes ONNX inference leaves open: once
+    per set of input shapes, fetching every tensor whose inferred shape is not all
+    integers (and that something reads), for every caller that asks. Large float
+    weights are generated as zeros in the probe (sizes do not depend on them), so the
+    session is small to build."""
+
+    def __init__(self, model: ModelProto, runnable: Callable[[], ModelProto]):
+        table = shape_table(infer_shapes(model))
+        read = _read(model)
+        names = [n for n, shape in table.items() if not _static(shape)]
+        names += [o for node in model.graph.node for o in node.output if o and o not in table]
+        self.names = list(dict.fromkeys(n for n in names if n in read))
+        self._runnable = runnable
+        self._session = None
+        self._runs: dict[tuple, dict[str, Shape]] = {}
+
+    def shapes(self, inputs: dict[str, tuple[int, ...]]) -> dict[str, Shape]:
+        """Sizes of `names` in a run at these input shapes (empty if the run fails)."""
+        key = tuple(sorted((name, tuple(shape)) for name, shape in inputs.items()))
+        if key not in self._runs:
+            self._runs[key] = self._run(inputs) if self.names else {}
+        return self._runs[key]
+
+    def _run(self, inputs: dict[str, tuple[int, ...]]) -> dict[str, Shape]:
+        try:
+            if self._session is None:
+                self._session = probe_session(self._runnable(), self.names)
+            session, model = self._session
+            values = session.run(self.names, _zeros_like_inputs(model, inputs))
+        except Exception:
+            return {}
+        return {name: tuple(np.shape(v)) for name, v in zip(self.names, values, strict=True)}
+
+
+Probe = Prober | Callable[[], ModelProto] | None
+
+
+def prober_for(model: ModelProto, probe: Probe) -> Prober | None:
+    """A Prober as given, or one over `probe()`, the model made runnable."""
+    if probe is None or isinstance(probe, Prober):
+        return probe
+    return Prober(model, probe)
+
+
 def infer_shape_table(model: ModelProto,
                       overrides: dict[str, tuple[int, ...]] | None = None,
-                      runnable: Callable[[], ModelProto] | None = None) -> dict[str, Shape]:
+                      runnable: Probe = None) -> dict[str, Shape]:
     """Shapes from ONNX inference. Sizes it leaves unknown (run-time computed Reshape
-    targets, for example) are probed: `runnable()` is run in onnxruntime with two
+    targets, for example) are probed: the model is run in onnxruntime with two
     different concrete input shapes, and a size equal in both runs is static."""
     table = shape_table(infer_shapes(model))
+    read = _read(model)
     unknown = [name for name, shape in table.items() if not _complete(shape)]
     unknown += [o for node in model.graph.node for o in node.output if o and o not in table]
-    if not unknown or runnable is None:
+    unknown = [name for name in unknown if name in read]
+    prober = prober_for(model, runnable)
+    if not unknown or prober is None:
         return table
-    runnable_model = runnable()
     first = sample_shapes(model, overrides)
-    reference = _run_shapes(runnable_model, first, unknown)
+    reference = prober.shapes(first)
     for only_leading in (False, True):
-        other = _run_shapes(runnable_model, _varied(model, first, only_leading), unknown)
+        other = prober.shapes(_varied(model, first, only_leading))
         if other:
             for name in unknown:
                 table[name] = _probed(table.get(name), reference.get(name), other.get(name))
@@ -61,39 +109,59 @@ def infer_shape_table(model: ModelProto,
 
 
 def concrete_shape_table(model: ModelProto, shapes: dict[str, tuple[int, ...]],
-                         runnable: Callable[[], ModelProto] | None = None
-                         ) -> dict[str, Shape]:
+                         runnable: Probe = None) -> dict[str, Shape]:
     """Shapes at concrete input shapes: ONNX inference, completed where it stops (ops
-    it does not know, run-time shapes) by one onnxruntime run of `runnable()`."""
+    it does not know, run-time shapes) by one onnxruntime run."""
     table = shape_table(infer_shapes(with_input_shapes(model, shapes)))
+    read = _read(model)
     unknown = [o for node in model.graph.node for o in node.output
-               if o and not all(isinstance(d, int) for d in (table.get(o) or (None,)))]
-    if unknown and runnable is not None:
-        table.update(_run_shapes(runnable(), shapes, unknown))
+               if o and not _static(table.get(o)) and o in read]
+    prober = prober_for(model, runnable)
+    if unknown and prober is not None:
+        probed = prober.shapes(shapes)
+        table.update({name: probed[name] for name in unknown if name in probed})
     return table
 
 
+def _read(model: ModelProto) -> set[str]:
+    """Names some node reads (subgraphs included) or the graph outputs: the sizes of
+    other tensors (an unused Dropout mask) matter to nothing."""
+    names = {o.name for o in model.graph.output}
+    stack = list(model.graph.node)
+    while stack:
+        node = stack.pop()
+        names.update(node.input)
+        for attr in node.attribute:
+            stack.extend(attr.g.node if attr.HasField("g") else [])
+            stack.extend(n for g in attr.graphs for n in g.node)
+    return names
+
+
 def batch_periods(model: ModelProto, overrides: dict[str, tuple[int, ...]] | None,
-                  runnable: Callable[[], ModelProto]) -> dict[str, tuple]:
+                  runnable: Probe) -> dict[str, tuple]:
     """For tensors with run-time sizes, per axis: the size at batch 1 when the size is
     proportional to the batch (measured at batch 1 and 2), else None."""
     table = shape_table(infer_shapes(model))
     names = [name for name, shape in table.items()
-             if shape is not None and not all(isinstance(d, int) for d in shape)]
-    if not names:
+             if shape is not None and not _static(shape)]
+    prober = prober_for(model, runnable)
+    if not names or prober is None:
         return {}
     first = sample_shapes(model, overrides)
     first = {name: (1,) + shape[1:] if _dynamic_axes(model, name)[:1] == [True] else shape
              for name, shape in first.items()}
-    executable = runnable()
-    one = _run_shapes(executable, first, names)
-    two = _run_shapes(executable, _varied(model, first, only_leading=True), names)
+    one = prober.shapes(first)
+    two = prober.shapes(_varied(model, first, only_leading=True))
     periods = {}
     for name in names:
         if name in one and name in two and len(one[name]) == len(two[name]):
             periods[name] = tuple(a if b == 2 * a and a > 0 else None
                                   for a, b in zip(one[name], two[name], strict=True))
     return periods
+
+
+def _static(shape: Shape) -> bool:
+    return shape is not None and all(isinstance(d, int) for d in shape)
 
 
 def _varied(model: ModelProto, shapes: dict[str, tuple[int, ...]], only_leading: bool
@@ -105,27 +173,6 @@ def _varied(model: ModelProto, shapes: dict[str, tuple[int, ...]], only_leading:
         varied[name] = tuple(d * 2 if dynamic[k] and (k == 0 or not only_leading) else d
                              for k, d in enumerate(shape))
     return varied
-
-
-def _run_shapes(model: ModelProto, shapes: dict[str, tuple[int, ...]], names: list[str]
-                ) -> dict[str, Shape]:
-    """Shapes of the named tensors in one onnxruntime run (empty if the run fails)."""
-    import onnxruntime as ort
-
-    probe = ModelProto()
-    probe.CopyFrom(model)
-    del probe.graph.output[:]
-    probe.graph.output.extend(onnx.ValueInfoProto(name=name) for name in names)
-    options = ort.SessionOptions()
-    options.log_severity_level = 4
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    try:
-        session = ort.InferenceSession(probe.SerializeToString(), options,
-                                       providers=["CPUExecutionProvider"])
-        values = session.run(names, _zeros_like_inputs(model, shapes))
-    except Exception:
-        return {}
-    return {name: tuple(np.shape(v)) for name, v in zip(names, values, strict=True)}
 
 
 def _zeros_like_inputs(model: ModelProto, shapes: dict[str, tuple[int, ...]]

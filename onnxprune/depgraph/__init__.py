@@ -6,7 +6,7 @@ import onnx_graphsurgeon as gs
 from onnx import ModelProto
 
 from .. import model as model_io
-from ..shapes import batch_periods, infer_shape_table
+from ..shapes import Prober, batch_periods, infer_shape_table
 from .core import GraphView, Role, Slot
 from .graph import DepGraph, Group, build
 
@@ -21,8 +21,11 @@ def view_of(graph: gs.Graph, original: ModelProto,
     def runnable() -> ModelProto:
         return model_io.export(graph, original)
 
-    table = infer_shape_table(structure, input_shapes, runnable)
-    return GraphView(graph, table, lambda: batch_periods(structure, input_shapes, runnable))
+    prober = Prober(structure, runnable)
+    table = infer_shape_table(structure, input_shapes, prober)
+    view = GraphView(graph, table, lambda: batch_periods(structure, input_shapes, prober))
+    view.prober = prober
+    return view
 
 
 def analyze(model: ModelProto, input_shapes: dict[str, tuple[int, ...]] | None = None

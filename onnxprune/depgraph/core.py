@@ -137,6 +137,7 @@ class GraphView:
         self.output_names = {t.name for t in graph.outputs}
         self.input_names = {t.name for t in graph.inputs if isinstance(t, gs.Variable)}
         self.hidden_consumers = _subgraph_consumers(graph)
+        self.prober = None  # the onnxruntime shape probe of the analysis, when it has one
         self._top_level = {id(node) for node in graph.nodes}
 
     def shape(self, name: str) -> Shape:

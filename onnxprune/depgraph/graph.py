@@ -67,12 +67,27 @@ class DepGraph:
 
 def build(view: GraphView) -> DepGraph:
     """Propagate from every weight's output axis and collect the groups."""
-    found = _propagate(view)
+    found = _without_dead_ends(_propagate(view), view)
     sizes = {slot: view.dim(slot) for slot in found.slots}
     _block_unknown_sizes(found, sizes)
     rows = atom_rows(found.slots, found.edges.links, sizes)
     labels = components(rows.total, atom_pairs(found.edges.links, rows, sizes))
     return DepGraph(_groups(found, rows, labels), view)
+
+
+def _without_dead_ends(found: _Found, view: GraphView) -> _Found:
+    """Drop slots of activations nothing reads (a Dropout mask, unused MaxPool indices):
+    they carry no channels anywhere, and their sizes may be unknown."""
+    def dead(name: str) -> bool:
+        tensor = view.tensors.get(name)
+        return isinstance(tensor, gs.Variable) and not tensor.outputs and \
+            name not in view.output_names and name not in view.hidden_consumers
+
+    gone = {slot for slot in found.slots if dead(slot.tensor)}
+    if gone:
+        found.slots = [s for s in found.slots if s not in gone]
+        found.edges.links = [k for k in found.edges.links if k.a not in gone and k.b not in gone]
+    return found
 
 
 def _block_unknown_sizes(found: _Found, sizes: dict[Slot, int | None]) -> None:
