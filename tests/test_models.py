@@ -8,6 +8,7 @@ import numpy as np
 import onnx
 import pytest
 from model_files import LIGHT, light_path, real_inputs, real_path, zoo_model, zoo_names
+from stability import assert_stable
 
 from onnxprune import model as model_io
 from onnxprune import prune
@@ -41,6 +42,7 @@ def check_prunes_equivalently(model: onnx.ModelProto, input_shapes=None, tol: fl
     pruned, report = prune(model, 0.5, input_shapes=input_shapes, **options)
     removed = {g.id: np.array(g.removed) for g in report.groups if g.removed}
     if name is not None:
+        assert_stable(f"prune-{name}", report.plan_document, pruned)
         assert report.macs_reduction >= MIN_REDUCTION[name], report.macs_reduction
     shapes = sample_shapes(model, input_shapes)
     dep = analyze(model, shapes)
