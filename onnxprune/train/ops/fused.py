@@ -131,7 +131,8 @@ def attend(node, q, k, v, heads: int, bias=None):
     if node.attr("unidirectional", 0):
         causal = jnp.arange(keys)[None] <= jnp.arange(queries)[:, None] + (keys - queries)
         scores = jnp.where(causal, scores, node.attr("mask_filter_value", -10000.0))
-    weights = jax.nn.softmax(scores.astype(jnp.float32), axis=-1).astype(v.dtype)
+    wide = jnp.promote_types(scores.dtype, jnp.float32)
+    weights = jax.nn.softmax(scores.astype(wide), axis=-1).astype(v.dtype)
     out = jnp.einsum("bnst,bnth->bnsh", weights, v, precision=PRECISION)
     return out.transpose(0, 2, 1, 3).reshape(batch, queries, -1)
 

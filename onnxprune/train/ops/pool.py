@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import jax.numpy as jnp
@@ -39,11 +40,24 @@ def _reduce(x, init, fn, kernel, strides, dilations, padding):
 
 @register("MaxPool")
 def max_pool(node, x):
+    """The window maximum; with dilations, the maximum over the kernel offsets of
+    strided slices (JAX has no gradient for a dilated reduce_window max)."""
     if node.outputs > 1:
         raise node.refuse("the Indices output is not translated")
     kernel, strides, dilations, padding, extra = window(node, x)
     padding = [(lo, hi + e) for (lo, hi), e in zip(padding, extra, strict=True)]
-    return _reduce(x, -jnp.inf, lax.max, kernel, strides, dilations, padding)
+    if all(d == 1 for d in dilations):
+        return _reduce(x, -jnp.inf, lax.max, kernel, strides, dilations, padding)
+    x = jnp.pad(x, [(0, 0), (0, 0)] + padding, constant_values=-jnp.inf)
+    out = [(n - (k - 1) * d - 1) // s + 1
+           for n, k, s, d in zip(x.shape[2:], kernel, strides, dilations, strict=True)]
+    result = None
+    for offset in itertools.product(*(range(k) for k in kernel)):
+        start = [o * d for o, d in zip(offset, dilations, strict=True)]
+        limit = [b + (n - 1) * s + 1 for b, n, s in zip(start, out, strides, strict=True)]
+        part = lax.slice(x, (0, 0, *start), (*x.shape[:2], *limit), (1, 1, *strides))
+        result = part if result is None else jnp.maximum(result, part)
+    return result
 
 
 @register("AveragePool")
