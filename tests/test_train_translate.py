@@ -14,7 +14,7 @@ import pytest
 jax = pytest.importorskip("jax")
 from helpers import GraphBuilder, build_typed  # noqa: E402
 from model_files import real_inputs, real_path, zoo_model  # noqa: E402
-from onnx import TensorProto, helper  # noqa: E402
+from onnx import TensorProto  # noqa: E402
 from train_graphs import CASES, case, finish, ms  # noqa: E402
 
 from onnxprune.errors import InputError  # noqa: E402

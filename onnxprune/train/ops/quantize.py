@@ -45,9 +45,11 @@ def _range(dtype) -> tuple[int, int]:
 
 
 def round_through(y, low, high):
-    """round(y) clipped to [low, high]; the gradient is 1 inside, 0 where clipped."""
-    rounded = y + jax.lax.stop_gradient(jnp.round(y) - y)
-    return jnp.clip(rounded, low, high)
+    """clip(round(y), low, high), whose gradient is 1 where low ≤ y ≤ high and 0
+    elsewhere (the straight-through estimator, clipped)."""
+    inside = (y >= low) & (y <= high)
+    passed = jnp.where(inside, y - jax.lax.stop_gradient(y), 0)
+    return jax.lax.stop_gradient(jnp.clip(jnp.round(y), low, high)) + passed
 
 
 def _quantized_type(node, zero_point):
