@@ -104,6 +104,9 @@ def run(program: Program, params: dict[str, Any], inputs: dict[str, Any],
     """The values of `outputs` (the graph outputs by default) for these parameters
     and inputs; a pure function of its arguments, fit for `jax.jit` and `jax.grad`."""
     outputs = tuple(outputs or program.outputs)
+    missing = [name for name in program.inputs if name not in inputs]
+    if missing:
+        raise InputError(f"no value for the model input {missing[0]}")
     values: dict[str, Any] = dict(program.constants)
     values.update({name: jnp.asarray(value) for name, value in params.items()})
     values.update({name: jnp.asarray(value) for name, value in inputs.items()})
