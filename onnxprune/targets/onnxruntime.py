@@ -8,7 +8,7 @@ package imports onnxruntime (a test holds every module to that).
     sess = session("sparse.onnx", providers=providers(["TensorrtExecutionProvider"]),
                    optimization="all", log_severity=ERRORS)
 
-Settings that change numerics or speed belong to the caller and stay what each uses:
+Settings that change numerics or speed belong to the caller; the callers use:
 
     caller                                      optimization  threads (intra, inter)  errors
     verify.run / run_source / check_written,    basic         default                 explained
@@ -21,11 +21,13 @@ Settings that change numerics or speed belong to the caller and stay what each u
     bench.timing_session (bench, OrtTimer:      all           --threads, 1            explained
       latency tables and budgets, reports;
       one provider, no CPU fallback)
-    deployment (providers(): TensorRT options)  all           as wanted               raw
+    deployment of a sparse model (user code,    all           as wanted               raw
+      providers(): TensorRT options)
 
-All but deployment log fatal messages only (`QUIET`): failures reach the user as one
-error line (`explain`: a `ModelError` naming the op onnxruntime lacks, or its first
-line). Thread spinning is onnxruntime's default unless `spinning` says otherwise.
+Every caller in the package logs fatal messages only (`QUIET`, the default): failures
+reach the user as one error line (`explain`: a `ModelError` naming the op onnxruntime
+lacks, or its first line). Thread spinning is onnxruntime's default everywhere unless
+`spinning` says otherwise.
 """
 
 from __future__ import annotations
