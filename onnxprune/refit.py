@@ -25,7 +25,8 @@ from .errors import InputError, first_line
 from .model import export
 from .reconstruct import add_to_bias, bias_of, sinks
 from .rewrite import mask_sinks
-from .verify import serialized, session_with, truncated
+from .targets.onnxruntime import serialized, session
+from .verify import truncated
 
 REFIT_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
@@ -71,9 +72,9 @@ def refit_layerwise(dep: DepGraph, removed_units: dict[int, np.ndarray], origina
         probe = truncated(dense, sorted({layer.act.tensor for layer in level}))
         kept = {t.name for t in probe.graph.initializer}
         with serialized(probe) as data:
-            reference = session_with(data, {})
-            current = session_with(data, {n: dep.view.tensors[n].values for n in changed
-                                          if n in kept})
+            reference = session(data, optimization="none", explain=False)
+            current = session(data, optimization="none", explain=False, initializers={
+                n: dep.view.tensors[n].values for n in changed if n in kept})
             moments = _moments(reference, current, level, stream, progress)
         for layer in level:
             names = _refit(dep, layer, moments[id(layer)], ridge)

@@ -247,9 +247,9 @@ def test_truncated_model_computes_an_intermediate_with_fewer_nodes():
     model = b.build(y)
     part = truncated(model, [h])
     feeds = {"x": np.random.default_rng(1).standard_normal((2, 3, 8, 8)).astype(np.float32)}
-    from onnxprune.verify import session_for_outputs
+    from onnxprune.targets.onnxruntime import session
 
-    want = session_for_outputs(model, [h]).run([h], feeds)[0]
+    want = session(model, outputs=[h]).run([h], feeds)[0]
     assert [n.op_type for n in part.graph.node] == ["Conv", "Relu"]
     assert len(part.graph.initializer) == 2 and [o.name for o in part.graph.output] == [h]
     assert np.array_equal(run(part, feeds)[h], want)

@@ -20,7 +20,8 @@ from onnx import ModelProto
 from ..depgraph import DepGraph, Group, Role
 from ..errors import InputError, first_line
 from ..model import export
-from ..verify import relative_error, serialized, session_with
+from ..targets.onnxruntime import serialized, session
+from ..verify import relative_error
 
 DEFAULT_RATIOS = (0.25, 0.5, 0.75)
 DEFAULT_SAMPLES = 32
@@ -103,7 +104,7 @@ def _masked(dep: DepGraph, group: Group, units: np.ndarray) -> dict[str, np.ndar
 def _outputs(model, weights: dict[str, np.ndarray], feeds: list[dict]) -> list[list]:
     """Outputs of every batch, with some initializers replaced."""
     try:
-        sess = session_with(model, weights)
+        sess = session(model, optimization="none", initializers=weights, explain=False)
         return [sess.run(None, batch) for batch in feeds]
     except Exception as exc:
         raise InputError(f"the model does not run on the calibration data: "

@@ -163,9 +163,9 @@ def _input_key(layer: Layer) -> tuple:
 
 def _fetcher(model: ModelProto, names: list[str]) -> Callable[[dict], dict]:
     """feeds → the feeds and the named tensors of one run."""
-    from ..verify import session_for_outputs
+    from ..targets.onnxruntime import session
 
-    sess = session_for_outputs(model, names) if names else None
+    sess = session(model, outputs=names) if names else None
 
     def fetch(feeds: dict) -> dict:
         values = dict(feeds)
