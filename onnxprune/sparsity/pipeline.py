@@ -106,9 +106,7 @@ def sparsify(model: ModelLike, pattern: str = "2:4", *, sparsity: float | None =
         pattern, sparsity = recorded.get("pattern", pattern), recorded.get("sparsity")
         criterion, calib = "magnitude", None
     spec = parse_pattern(pattern, sparsity)
-    _check_options(criterion, calib, storage, sparse_indices, min_size, damp)
-    if seed < 0:
-        raise InputError(f"--seed must be at least 0, got {seed}")
+    _check_options(criterion, calib, storage, sparse_indices, min_size, damp, seed)
     min_size = (MIN_SIZE if spec.structured else 0) if min_size is None else min_size
     start = time.perf_counter()
     original = model_io.load(model)
@@ -152,7 +150,7 @@ def _replayed(document: dict, layers: list[Layer], work: ModelProto):
 
 
 def _check_options(criterion: str, calib, storage: str, sparse_indices: str,
-                   min_size: int | None, damp: float) -> None:
+                   min_size: int | None, damp: float, seed: int) -> None:
     check_criterion(criterion)
     if criterion in DATA_AWARE and calib is None:
         raise InputError(f"criterion {criterion!r} needs calibration data (--calib DATA)")
@@ -166,6 +164,8 @@ def _check_options(criterion: str, calib, storage: str, sparse_indices: str,
         raise InputError(f"--min-size must be at least 0, got {min_size}")
     if not 0 < damp < 1:
         raise InputError(f"damping must be in (0, 1), got {damp}")
+    if seed < 0:
+        raise InputError(f"--seed must be at least 0, got {seed}")
 
 
 def _skip_reason(layer: Layer, pattern: Pattern, min_size: int, all_layers: bool,
