@@ -23,36 +23,23 @@ DECISIONS = ("ratio", "target_macs", "head_ratio", "target_latency", "target_ene
 
 
 @dataclass(frozen=True)
-class PruneOptions:
-    """Everything prune() takes besides the model, one field per keyword.
+class PruneOptions(PlanOptions):
+    """Everything prune() takes besides the model, one field per keyword: the planning
+    options (`PlanOptions`, recorded in plan files), then the rest.
 
-    Planning (recorded in plan files): `ratio`, `head_ratio`, `hidden_ratio` or a
-    `target_macs`/`target_latency`/`target_energy` budget; `criterion` (default: `l1`,
-    or `wanda` with `calib`; `sensitivity` and `zero` choose their planners),
-    `global_ranking`, `max_ratio`, `round_to`, `min_channels`, `ignore`, `seed`,
-    `provider` and `threads` (latency). Reconstruction: `reconstruct` (`none`, `bias`,
-    `lsq`; default `lsq` with `calib`, else `none`) and `ridge`. Data: `calib` (an .npz
-    path, a directory of .npz files or images, an iterable of feed dicts or an
-    onnxruntime CalibrationDataReader), `calib_samples`, `batch_size`, `images`,
-    `sensitivity_samples`, `input_shapes`. `plan`: a plan file (or a report's
-    `plan_document`) to replay instead of planning. `progress`, `show_progress`: what
-    long steps report."""
+    Planning: `ratio`, `head_ratio`, `hidden_ratio` or a `target_macs`/`target_latency`/
+    `target_energy` budget; `criterion` (default: `l1`, or `wanda` with `calib`;
+    `sensitivity` and `zero` choose their planners), `global_ranking`, `max_ratio`,
+    `round_to`, `min_channels`, `ignore`, `seed`, `provider` and `threads` (latency).
+    Reconstruction: `reconstruct` (`none`, `bias`, `lsq`; default `lsq` with `calib`,
+    else `none`) and `ridge`. Data: `calib` (an .npz path, a directory of .npz files or
+    images, an iterable of feed dicts or an onnxruntime CalibrationDataReader),
+    `calib_samples`, `batch_size`, `images`, `sensitivity_samples`, `input_shapes`.
+    `plan`: a plan file (or a report's `plan_document`) to replay instead of planning:
+    it brings the planning options. `progress`, `show_progress`: what long steps
+    report."""
 
-    ratio: float | None = None
-    target_macs: float | None = None
-    head_ratio: float | None = None
-    hidden_ratio: float | None = None
     criterion: str | None = None
-    global_ranking: bool = False
-    max_ratio: float = 0.9
-    round_to: int | None = None
-    min_channels: int = 1
-    ignore: tuple[str, ...] = ()
-    seed: int = 0
-    target_latency: float | None = None
-    target_energy: float | None = None
-    provider: str = "CPUExecutionProvider"
-    threads: int = 0
     reconstruct: str | None = None
     ridge: float = 0.1
     sensitivity_samples: int = DEFAULT_SAMPLES
@@ -86,10 +73,9 @@ class PruneOptions:
         return self.criterion or ("wanda" if self.calib is not None else "l1")
 
     def planning(self) -> PlanOptions:
-        """The planning options asked for."""
-        names = [f.name for f in fields(PlanOptions)]
-        return PlanOptions(**{name: getattr(self, name) for name in names if name != "criterion"},
-                           criterion=self.planning_criterion())
+        """The planning options asked for (checked as they are made)."""
+        asked = {f.name: getattr(self, f.name) for f in fields(PlanOptions)}
+        return PlanOptions(**dict(asked, criterion=self.planning_criterion()))
 
 
 @dataclass(frozen=True)
