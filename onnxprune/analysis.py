@@ -18,7 +18,7 @@ from .criteria.activation import sink_activations
 from .depgraph import DepGraph, Group, build, view_of
 from .images import ImageOptions
 from .rewrite import apply, removed_slots
-from .shapes import concrete_shape_table, sample_shapes
+from .shapes import Probe, concrete_shape_table, sample_shapes
 
 ModelLike = ModelProto | str | os.PathLike
 Removed = dict[int, np.ndarray]
@@ -34,7 +34,7 @@ class Analysis:
     shapes: dict[str, tuple[int, ...]]
     stream: Callable[[], Iterator[dict]] | None = None
 
-    def probe(self) -> Callable[[], ModelProto] | object:
+    def probe(self) -> Probe:
         """The analysis' onnxruntime shape probe (its runs are shared), or a new one."""
         return self.dep.view.prober or (lambda: model_io.export(self.dep.view.graph, self.proto))
 

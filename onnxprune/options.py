@@ -70,6 +70,7 @@ class PruneOptions(PlanOptions):
             check_reconstruct(self.reconstruct, self.calib is not None)
 
     def planning_criterion(self) -> str:
+        """The criterion asked for: wanda with calibration data, else l1, by default."""
         return self.criterion or ("wanda" if self.calib is not None else "l1")
 
     def planning(self) -> PlanOptions:
@@ -132,11 +133,13 @@ def _refuse_decisions(options: PruneOptions) -> None:
 
 
 def check_ridge(ridge: float) -> None:
+    """Refuse a ridge that is negative, infinite or not a number."""
     if not ridge >= 0 or ridge == math.inf:
         raise InputError(f"--ridge must be a finite number >= 0, got {ridge}")
 
 
 def check_reconstruct(method: str, calibrated: bool) -> None:
+    """Refuse an unknown reconstruction, or one that lacks its calibration data."""
     if method not in RECONSTRUCTIONS:
         raise InputError(f"unknown reconstruction {method!r}; choose one of "
                          f"{', '.join(RECONSTRUCTIONS)}")

@@ -97,6 +97,7 @@ def prune_report(analysis: Analysis, planned: Planned, price: Pricer, start: flo
 
 
 def group_reports(dep: DepGraph, plan: Plan) -> list[GroupReport]:
+    """Every group's outcome under a plan."""
     reports = []
     for group in dep.groups:
         reason = plan.skipped.get(group.id)

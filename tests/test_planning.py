@@ -101,7 +101,7 @@ def test_closed_form_meters_settle_directly():
 def test_the_keyword_form_builds_the_options_object():
     _, model = chain()
     _, by_keywords = onnxprune.prune(model, 0.5, round_to=8, criterion="l2")
-    _, by_options = onnxprune.api.prune_with(model, PruneOptions(ratio=0.5, round_to=8,
-                                                                 criterion="l2"))
+    options = onnxprune.PruneOptions(ratio=0.5, round_to=8, criterion="l2")
+    _, by_options = onnxprune.prune_with(model, options)
     assert by_options.plan_document == by_keywords.plan_document
     assert by_options.criterion == "l2" and by_options.round_to == 8

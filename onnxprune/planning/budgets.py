@@ -95,12 +95,14 @@ class ClosedForm:
 
 
 def macs_meter(price: Callable[[Removed | None], Cost]) -> ClosedForm:
+    """The MACs budget: MACs kept over the dense model's."""
     dense = max(price(None).macs, 1)
     return ClosedForm("MACs", lambda removed: price(removed).macs / dense)
 
 
 def energy_meter(price: Callable[[Removed | None], Cost],
                  model: EnergyModel | None = None) -> ClosedForm:
+    """The energy budget: joules of the energy model kept over the dense model's."""
     model = model or EnergyModel()
     dense = max(model.joules(price(None)), 1e-30)
     return ClosedForm("energy", lambda removed: model.joules(price(removed)) / dense,

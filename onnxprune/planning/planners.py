@@ -45,14 +45,17 @@ class Planner:
 
 
 def uniform(problem: Problem) -> Planned:
+    """The same fraction of every channel group."""
     return _by_ratio(problem, uniform_cut)
 
 
 def global_ranking(problem: Problem) -> Planned:
+    """The lowest-scoring units across channel groups, capped per group."""
     return _by_ratio(problem, global_cut)
 
 
 def zero(problem: Problem) -> Planned:
+    """Only the units that score zero, in every eligible group."""
     return Planned(problem.plan(zero_cut(problem.groups, problem.scores, problem.options,
                                          problem.round_to)))
 
