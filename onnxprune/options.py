@@ -63,20 +63,25 @@ class PruneOptions(PlanOptions):
         if self.sensitivity_samples < 1:
             raise InputError("--sensitivity-samples must be at least 1, got "
                              f"{self.sensitivity_samples}")
-        criterion = self.planning_criterion()
+        criterion = self.criterion_or_default()
         if self.plan is None and ranking(criterion).needs_data and self.calib is None:
             raise InputError(f"criterion {criterion!r} needs calibration data (--calib DATA)")
         if self.reconstruct is not None:
             check_reconstruct(self.reconstruct, self.calib is not None)
 
-    def planning_criterion(self) -> str:
+    def criterion_or_default(self) -> str:
         """The criterion asked for: wanda with calibration data, else l1, by default."""
         return self.criterion or ("wanda" if self.calib is not None else "l1")
+
+    def reconstruct_or_default(self) -> str:
+        """The reconstruction asked for: lsq with calibration data, else none, by
+        default."""
+        return self.reconstruct or ("lsq" if self.calib is not None else "none")
 
     def planning(self) -> PlanOptions:
         """The planning options asked for (checked as they are made)."""
         asked = {f.name: getattr(self, f.name) for f in fields(PlanOptions)}
-        return PlanOptions(**dict(asked, criterion=self.planning_criterion()))
+        return PlanOptions(**dict(asked, criterion=self.criterion_or_default()))
 
 
 @dataclass(frozen=True)
@@ -99,9 +104,7 @@ def decide(options: PruneOptions) -> Decisions:
     """The options' decisions, or those of the plan file they replay (refused when it
     cannot be read or its options do not hold)."""
     if options.plan is None:
-        calibrated = options.calib is not None
-        return Decisions(options.planning(),
-                         options.reconstruct or ("lsq" if calibrated else "none"), options.ridge)
+        return Decisions(options.planning(), options.reconstruct_or_default(), options.ridge)
     document = planfiles.read(options.plan, "prune")
     reconstruct, ridge = _replayed_reconstruction(document, options)
     planning = prune_plans.plan_options(document)
@@ -117,7 +120,7 @@ def _replayed_reconstruction(document: dict, options: PruneOptions) -> tuple[str
     calibrated = options.calib is not None
     recorded = document.get("options") or {}
     if options.reconstruct is not None or recorded.get("reconstruct") not in RECONSTRUCTIONS:
-        return options.reconstruct or ("lsq" if calibrated else "none"), options.ridge
+        return options.reconstruct_or_default(), options.ridge
     reconstruct, given = recorded["reconstruct"], recorded.get("ridge")
     if reconstruct != "none" and not calibrated:
         raise InputError(f"the plan was made with --reconstruct {reconstruct}, which needs "
