@@ -102,15 +102,20 @@ def ranking(spelling: str) -> criteria.Criterion:
     if spelling not in criterion_names():
         raise InputError(f"unknown criterion {spelling!r}; choose one of "
                          f"{', '.join(criterion_names())}")
-    chosen = next((p for p in PLANNERS.values() if p.criterion == spelling), None)
-    return criteria.get(chosen.ranks_by or spelling if chosen else spelling)
+    planner = _spelled(spelling)
+    return criteria.get(planner.ranks_by if planner and planner.ranks_by else spelling)
+
+
+def _spelled(spelling: str) -> Planner | None:
+    """The planner a `--criterion` spelling chooses, if any."""
+    return next((p for p in PLANNERS.values() if p.criterion == spelling), None)
 
 
 def planner_for(options: PlanOptions) -> Planner:
     """The planner the options choose; refused when it cannot plan against their target."""
     ranking(options.criterion)
-    chosen = next((p for p in PLANNERS.values() if p.criterion == options.criterion), None)
-    chosen = chosen or PLANNERS["global" if options.global_ranking else "uniform"]
+    chosen = _spelled(options.criterion) or PLANNERS["global" if options.global_ranking
+                                                     else "uniform"]
     target = options.target()
     if target is not None and target[0] not in chosen.targets:
         allowed = " or ".join(["--ratio"] + [f"--target-{t}" for t in chosen.targets])
