@@ -5,8 +5,8 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from .api import Report
 from .depgraph import Group
+from .reporting import Report
 
 
 def _count(value: float) -> str:

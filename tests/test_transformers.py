@@ -213,7 +213,7 @@ def tampered_apply(monkeypatch, name: str, change, everywhere: bool):
     """Make the rewrite change constant `name` whenever it slices it: in the pruned
     model only (a faulty channel rule), or in every rewrite, the exact reference's too
     (a faulty hidden rule, which that reference cannot catch)."""
-    from onnxprune import api, rewrite
+    from onnxprune import analysis, rewrite
 
     real = rewrite.apply
 
@@ -224,7 +224,7 @@ def tampered_apply(monkeypatch, name: str, change, everywhere: bool):
             tensor.values = change(np.array(tensor.values))
         return out
 
-    monkeypatch.setattr(api, "apply", apply)
+    monkeypatch.setattr(analysis, "apply", apply)
     if everywhere:
         monkeypatch.setattr(rewrite, "apply", apply)
 

@@ -9,7 +9,7 @@ table predicts the layers' share of the model and picks the first plan to time; 
 closed loop then searches a fine chain of plans (one group one rounding step further
 at a time) on whole-model measurements, dense and pruned taken in turns.
 
-Tables and their cache: `latency_table.py`; the search's pure decisions:
+Tables and their cache: `../latency_table.py`; the search's pure decisions:
 `latency_search.py`. Everything is timed through a `Timer` (`timer_for`: onnxruntime),
 so the planner's logic runs the same on any timer.
 """
@@ -18,15 +18,21 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 from onnx import ModelProto
 
-from .bench import OrtTimer, Timer
-from .cost import ShapeOf, shrunk
-from .errors import InputError
+from ..bench import OrtTimer, Timer
+from ..cost import ShapeOf, shrunk
+from ..errors import InputError
+from ..latency_table import LatencyTable, layer_config
 from .latency_search import first_at_most, next_step, pick_step, plan_chain, step_multiple
-from .latency_table import LatencyTable, layer_config
+from .options import PlanOptions
+from .problem import Plan
+
+if TYPE_CHECKING:
+    from ..analysis import Analysis, Pricer
 
 GRID = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
 PROBE_WIDTH = 32  # kept counts below a group's size timed for the rounding
@@ -54,13 +60,12 @@ class LatencyMeter:
         self.timer, self.quiet = timer, quiet
         self.curves: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self.dense_layers = 0.0
-        self.outcome: dict = {}
         self.removed_at, self.max_ratio = (lambda ratio: {}), GRID[-1]
-        self.rounding: dict | None = None
+        self.chosen_rounding: dict | None = None
 
     def prepare(self, removed_at, max_ratio: float = GRID[-1]) -> None:
         """Time every layer at the planner's kept counts for each grid ratio."""
-        from .progress import bar
+        from ..progress import bar
 
         self.removed_at, self.max_ratio = removed_at, max_ratio
 
@@ -109,13 +114,14 @@ class LatencyMeter:
                               if name in touched)
         return curve
 
-    def round_to(self, groups: list[tuple[int, int, int]]) -> int:
+    def rounding(self, candidates: Callable[[], list[tuple[int, int, int]]]) -> int:
         """The rounding the tables call for (`step_multiple`), from the step curves of
-        the `PROBED_GROUPS` groups that cost most per channel; `groups` holds (group id,
-        units, MACs one unit costs) of the channel groups of one channel per unit."""
-        from .progress import bar
+        the `PROBED_GROUPS` groups that cost most per channel; `candidates()` holds
+        (group id, units, MACs one unit costs) of the channel groups of one channel per
+        unit."""
+        from ..progress import bar
 
-        chosen = sorted(groups, key=lambda g: (-g[2], g[0]))[:PROBED_GROUPS]
+        chosen = sorted(candidates(), key=lambda g: (-g[2], g[0]))[:PROBED_GROUPS]
         curves = []
         with bar("latency steps (groups)", len(chosen), self.quiet) as advance:
             for gid, units, _ in chosen:
@@ -123,16 +129,17 @@ class LatencyMeter:
                 if advance:
                     advance(1)
         self.table.save()
-        self.rounding = {"round_to": step_multiple(curves), "groups": [g[0] for g in chosen]}
-        return self.rounding["round_to"]
+        self.chosen_rounding = {"round_to": step_multiple(curves),
+                                "groups": [g[0] for g in chosen]}
+        return self.chosen_rounding["round_to"]
 
-    def settle(self, plan_at, target: float):
+    def settle(self, plan_at, target: float) -> tuple[Plan, dict]:
         """Start from the table's plan for the target, then search the chain of plans
         (see `plan_chain`) on whole-model measurements (`next_step`); the plan measured
         closest to the target without exceeding it wins and is measured again. A target
         that the table, or every timing so far, puts out of reach is refused only when
         whole-model timings of the most pruned plan agree (`confirm_reachable`)."""
-        from .progress import bar
+        from ..progress import bar
 
         chain = plan_chain(self.removed_at, self.max_ratio)
         predictions: dict[int, float] = {}
@@ -168,11 +175,11 @@ class LatencyMeter:
         pick = pick_step(known, target)
         with bar("timing the chosen plan again", None, self.quiet):
             final = self.measured(chain[pick], repeat=2)
-        self.outcome = {"target": target, "measured": final, "first_measured": known[pick],
-                        "step": pick, "plans": len(chain), "rounds": tried,
-                        "rounding": self.rounding,
-                        "layers_timed": self.table.measured, "table": str(self.table.path)}
-        return replace(first, removed=chain[pick])
+        outcome = {"target": target, "measured": final, "first_measured": known[pick],
+                   "step": pick, "plans": len(chain), "rounds": tried,
+                   "rounding": self.chosen_rounding,
+                   "layers_timed": self.table.measured, "table": str(self.table.path)}
+        return replace(first, removed=chain[pick]), outcome
 
     def confirm_reachable(self, last: int, time_plan: Callable[[int], float],
                           known: dict[int, float], target: float) -> None:
@@ -191,7 +198,7 @@ class LatencyMeter:
 def layers_under(dep, base: ShapeOf, opset: int):
     """A function: removed units → (node name, layer configuration, opset) of every
     compute layer in the pruned graph."""
-    from .rewrite import apply, removed_slots
+    from ..rewrite import apply, removed_slots
 
     def layers(removed):
         slots = removed_slots(dep, removed)
@@ -205,17 +212,21 @@ def layers_under(dep, base: ShapeOf, opset: int):
     return layers
 
 
-def latency_meter(dep, proto: ModelProto, shapes: dict, base: ShapeOf, price, rewrite,
-                  fingerprint: str, provider: str, threads: int, seed: int = 0,
+def latency_meter(analysis: Analysis, price: Pricer, options: PlanOptions,
                   quiet: bool = True) -> LatencyMeter:
-    """A latency budget for a model at the given input shapes, with its cached table."""
-    from .bench import check_provider
-    from .verify import sample_feeds
+    """A latency budget for an analyzed model at its sample input shapes, on the
+    options' provider and threads, with its cached table."""
+    from ..bench import check_provider
+    from ..planfiles.prune import fingerprint
+    from ..verify import sample_feeds
 
-    check_provider(provider)
-    key = {"fingerprint": fingerprint, "provider": provider, "threads": threads,
+    check_provider(options.provider)
+    proto, shapes = analysis.proto, analysis.shapes
+    key = {"fingerprint": fingerprint(analysis.dep, proto), "provider": options.provider,
+           "threads": options.threads,
            "input_shapes": {k: list(v) for k, v in sorted(shapes.items())}}
     opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 17)
-    timer = timer_for(proto, sample_feeds(proto, shapes, seed), provider, threads)
-    return LatencyMeter(LatencyTable.load(key), layers_under(dep, base, opset), price,
-                        rewrite, timer, quiet)
+    timer = timer_for(proto, sample_feeds(proto, shapes, options.seed), options.provider,
+                      options.threads)
+    return LatencyMeter(LatencyTable.load(key), layers_under(analysis.dep, price.base, opset),
+                        price, analysis.rewritten, timer, quiet)

@@ -1,4 +1,5 @@
-"""Which weights to zero: magnitude, Wanda and SparseGPT on a matrix view.
+"""Which single weights `sparsify` zeroes: magnitude, Wanda and SparseGPT on a matrix
+view (the pruning criteria, which score whole units of a group, are `criteria/`).
 
 - magnitude: |W|.
 - wanda: |W| · ‖X_j‖, the weight times the norm of the input column it multiplies

@@ -2,7 +2,7 @@
 
 Layers are named structurally — op, weight shape, grouped axis and rank among
 equals in graph order — so a plan replays on another export of the same network
-and is refused on another network (planfile.py has the shared format). The masks
+and is refused on another network (`__init__.py` has the shared envelope). The masks
 are the decisions; SparseGPT's updates of the kept weights are not part of them, so
 a replay zeroes the same weights and leaves the others as the model has them.
 """
@@ -16,10 +16,17 @@ import json
 import numpy as np
 from onnx import ModelProto
 
-from .. import planfile
 from ..errors import InputError
 from ..shapes import input_specs
-from .layers import Layer, WeightStore, effective, from_matrix, store_effective, to_matrix
+from ..sparsity.layers import (
+    Layer,
+    WeightStore,
+    effective,
+    from_matrix,
+    store_effective,
+    to_matrix,
+)
+from . import document as envelope
 
 KIND = "sparsify"
 
@@ -45,8 +52,6 @@ def fingerprint(layers: list[Layer], proto: ModelProto) -> str:
 def document(layers: list[Layer], chosen: list[Layer], work: ModelProto, original: ModelProto,
              options: dict) -> dict:
     """The plan file of a sparsify run: options, fingerprint, zero mask per layer."""
-    from .. import __version__
-
     store, keys = WeightStore(work), dict(zip(map(id, layers), layer_keys(layers),
                                               strict=True))
     entries = []
@@ -54,10 +59,8 @@ def document(layers: list[Layer], chosen: list[Layer], work: ModelProto, origina
         zeros = to_matrix(effective(layer, store), layer.axis) == 0
         entries.append({"key": keys[id(layer)], "node": layer.node,
                         "matrix": list(zeros.shape), "zeros": _pack(zeros)})
-    return {"format": planfile.FORMAT, "format_version": planfile.FORMAT_VERSION,
-            "kind": KIND, "tool_version": __version__,
-            "model": {"fingerprint": fingerprint(layers, original), "layers": len(layers)},
-            "options": options, "layers": entries}
+    model = {"fingerprint": fingerprint(layers, original), "layers": len(layers)}
+    return envelope(KIND, model, options, ("layers", entries))
 
 
 def replay(document: dict, layers: list[Layer], work: ModelProto) -> list[Layer]:
@@ -86,7 +89,7 @@ def replay(document: dict, layers: list[Layer], work: ModelProto) -> list[Layer]
     return chosen
 
 
-def check_entries(document: dict, _dep=None) -> None:
+def check(document: dict) -> None:
     """A sparsify document's layers: a key, a matrix shape and a mask that fits it."""
     entries = document.get("layers")
     if not isinstance(entries, list) or not all(_entry_ok(e) for e in entries):
@@ -119,5 +122,3 @@ def _unpack(text: str, shape: tuple[int, ...]) -> np.ndarray:
         raise ValueError("mask size does not match the matrix")
     return bits[:size].astype(bool).reshape(shape)
 
-
-planfile.KINDS[KIND] = check_entries
