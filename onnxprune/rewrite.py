@@ -7,7 +7,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from .depgraph import DepGraph, GraphView, Role, Slot
-from .depgraph.rules import Change, rule_for
+from .ops.rule import Change, rule_for
 
 
 def removed_slots(dep: DepGraph, removed_units: dict[int, np.ndarray]) -> dict[Slot, np.ndarray]:
