@@ -169,6 +169,26 @@ def families() -> dict[str, OpFamily]:
     return dict(_FAMILIES)
 
 
+def missing_hooks(registered: dict[str, OpFamily]) -> list[str]:
+    """What each registration lacks that its family requires: a rule that defines
+    `propagate`; `macs` for a compute op; compute for an op whose rule seeds groups
+    from a weight (it multiplies by it) or that has layer hooks (sink, timing,
+    sparsity, products)."""
+    from .rule import Rule
+
+    problems = []
+    for op, family in sorted(registered.items()):
+        rule = type(family.rule)
+        if not issubclass(rule, Rule) or rule.propagate is Rule.propagate:
+            problems.append(f"{op}: no channel rule")
+        layer = family.sink or family.timed or family.sparse or family.products
+        if (rule.seeds is not Rule.seeds or layer) and not family.compute:
+            problems.append(f"{op}: a layer with a weight, not marked compute")
+        if family.compute and family.macs is None:
+            problems.append(f"{op}: a compute op without a cost (macs) hook")
+    return problems
+
+
 def is_axis_view(op: str) -> bool:
     """Whether an op type is a weight view the dependency graph sees through (a view
     that keeps every axis where it is), whatever the node's domain."""
