@@ -42,10 +42,15 @@ class Group:
         return not self.blocked
 
     @property
-    def channels(self) -> int:
+    def channels_per_unit(self) -> int:
         """Indices per unit on the group's first output slot (1 for plain channels)."""
         counts = np.bincount(self.members[self.root][self.members[self.root] >= 0])
         return int(counts.max()) if counts.size else 1
+
+    @property
+    def channels(self) -> int:
+        """The former name of `channels_per_unit`, kept while planning code moves."""
+        return self.channels_per_unit
 
     @property
     def root(self) -> Slot:
