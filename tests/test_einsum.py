@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from helpers import GraphBuilder, analyze, assert_mask_equivalent, prunable, prune_all
-from test_reconstruct import calibration, linear_channel, refit_errors
+from test_reconstruct import calibration, linear_channel, mlp_with_constant_unit, refit_errors
 
 import onnxprune
 from onnxprune.cost import concrete, model_cost
@@ -95,15 +95,8 @@ def test_least_squares_refit_is_exact_through_einsum():
 
 
 def test_bias_compensation_folds_a_constant_unit_into_the_add_after_einsum():
-    b = GraphBuilder(seed=1)
-    x = b.input("x", ["n", 8])
-    w1 = b.rng.standard_normal((8, 16)).astype(np.float32)
-    b1 = b.rng.standard_normal(16).astype(np.float32)
-    w1[:, 3], b1[3] = 0.0, 2.0  # unit 3 is always relu(2) = 2
-    h = b.op("Relu", [b.op("Add", [b.op("Einsum", [x, b.const(w1)], equation="nd,df->nf"),
-                                   b.const(b1)])])
-    y = b.op("Add", [b.op("Einsum", [h, b.weight(16, 4)], equation="nf,fo->no"), b.weight(4)])
-    model = b.build(y)
+    model = mlp_with_constant_unit(
+        lambda b, x, w: b.op("Einsum", [x, w], equation="nd,df->nf"))
     kwargs = dict(criterion="variance", calib=calibration((5, 8)), round_to=1, min_channels=1)
     plain, _ = onnxprune.prune(model, 1 / 16, reconstruct="none", **kwargs)
     fixed, _ = onnxprune.prune(model, 1 / 16, reconstruct="bias", **kwargs)
