@@ -81,7 +81,24 @@ def _problem(attrs: dict, inputs: list) -> str | None:
     return None
 
 
+def _zero_point(node: gs.Node, zero: np.ndarray) -> np.ndarray:
+    """The zero point (per tensor or per axis) broadcast over stored zeros; blocked
+    quantization is left at zero."""
+    point = node.inputs[2] if len(node.inputs) >= 3 else None
+    if not isinstance(point, gs.Constant):
+        return zero
+    values = np.asarray(point.values)
+    if values.size == 1:
+        return zero + values.reshape(()).astype(zero.dtype)
+    if values.ndim != 1:
+        return zero
+    axis = int(node.attrs.get("axis", 1)) % zero.ndim
+    shape = [1] * zero.ndim
+    shape[axis] = values.size
+    return zero + values.reshape(shape).astype(zero.dtype)
+
+
 register("QuantizeLinear", rule=Quantize(), view=WeightView(True))
 register("DequantizeLinear", rule=Quantize(), view=WeightView(
     True, _dequantize, _quantize, dtype=lambda stored, attrs: onnx.TensorProto.FLOAT,
-    problem=_problem, dequantizes=True))
+    problem=_problem, dequantizes=True, zero=_zero_point))

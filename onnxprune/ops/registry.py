@@ -104,6 +104,8 @@ class WeightView:
     `problem(attrs, inputs)`: why the sparsifier cannot write through this instance
     (`inputs`: the stored TensorProto of each named input, None when not stored).
     `dequantizes`: the view turns stored integers into floats.
+    `zero(node, zeros)`: what stands for zero in the stored weight a view node reads,
+    given stored zeros of its shape (a DequantizeLinear's zero point); None: zeros.
     """
 
     keeps_axes: bool
@@ -112,6 +114,7 @@ class WeightView:
     dtype: Callable[[int, dict], int] = lambda stored, attrs: stored
     problem: Callable[[dict, list], str | None] = lambda attrs, inputs: None
     dequantizes: bool = False
+    zero: Callable[[gs.Node, Values], Values] | None = None
 
     @property
     def writable(self) -> bool:
