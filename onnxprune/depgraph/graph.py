@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from ..ops.registry import VIEW_DEPTH, family_of, is_axis_view
+from ..ops.registry import VIEW_DEPTH, families, family_of, is_axis_view
 from ..ops.rule import rule_for
 from .atoms import Rows, atom_pairs, components
 from .atoms import rows as atom_rows
@@ -196,8 +196,9 @@ def _apply(node: gs.Node, slot: Slot, view: GraphView, edges: Edges) -> None:
         edges.block(slot, f"{node.op} {node.name}: no rule for this op")
         return
     if slot.span > 1 and not rule.spans:
+        spanning = sorted(op for op, family in families().items() if family.rule.spans)
         edges.block(slot, f"{node.op} {node.name}: axes {slot} are followed only through "
-                          "Reshape, Flatten and Transpose")
+                          f"{', '.join(spanning[:-1])} and {spanning[-1]}")
         return
     rule.propagate(node, slot, view, edges)
 

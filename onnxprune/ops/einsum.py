@@ -108,7 +108,7 @@ class Einsum(Rule):
         holders = [Slot(names[i], axis) for i, term in enumerate(terms)
                    for axis, other in enumerate(term) if other == letter]
         summed = letter not in terms[2]
-        reason = _blocked(holders, summed, names, view)
+        reason = _blocked(holders, summed, names[2])
         if slot not in _unbroadcast(holders, view):
             reason = reason or f"axis {slot.axis} of {slot.tensor} is broadcast"
         if reason:
@@ -121,8 +121,9 @@ class Einsum(Rule):
                 edges.same(slot, other, role)
 
 
-def _blocked(holders: list[Slot], summed: bool, names: list[str], view: GraphView) -> str:
-    operands = [s.tensor for s in holders if s.tensor != names[2]]
+def _blocked(holders: list[Slot], summed: bool, output: str) -> str:
+    """Why a letter's axes cannot lose indices ("" when they can)."""
+    operands = [s.tensor for s in holders if s.tensor != output]
     if len(operands) != len(set(operands)):
         return "a letter repeated in one operand (a diagonal)"
     if summed and len(operands) < 2:
