@@ -42,10 +42,11 @@ def test_every_rule_class_of_the_package_is_registered():
                 assert cls in registered, f"{module.__name__}.{name} is not registered"
 
 
-def test_compute_ops_are_priced_and_the_others_are_not():
+def test_the_known_compute_ops_are_priced():
     found = {op for op, family in families().items() if family.compute}
-    assert found == COMPUTE
-    assert all(families()[op].macs is not None for op in COMPUTE)
+    assert COMPUTE <= found
+    assert all(families()[op].macs is not None for op in found)
+    assert not any(families()[op].compute for op in ("Relu", "Add", "Reshape", "Softmax"))
 
 
 def test_ops_other_modules_follow_are_registered():
