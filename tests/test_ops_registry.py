@@ -44,7 +44,7 @@ def test_every_rule_class_of_the_package_is_registered():
 
 def test_the_known_compute_ops_are_priced():
     found = {op for op, family in families().items() if family.compute}
-    assert COMPUTE <= found
+    assert found >= COMPUTE
     assert all(families()[op].macs is not None for op in found)
     assert not any(families()[op].compute for op in ("Relu", "Add", "Reshape", "Softmax"))
 
