@@ -291,7 +291,7 @@ def test_recurrent_macs_are_counted():
 
 def test_a_wrong_rewrite_is_caught_by_the_reference_check(monkeypatch):
     """Break the Concat offsets: the model stays valid but computes something else."""
-    from onnxprune.depgraph.rules import concat_split
+    from onnxprune.ops import concat_split
 
     b = GraphBuilder()
     x = b.input("x", [1, 3, 8, 8])

@@ -13,14 +13,19 @@ from onnxprune.errors import InputError
 from onnxprune.verify import relative_error, run
 
 
-def mlp_with_constant_unit():
+def matmul(b: GraphBuilder, x: str, w: str) -> str:
+    return b.op("MatMul", [x, w])
+
+
+def mlp_with_constant_unit(product=matmul):
+    """x·W1 + b1, Relu, ·W2 + b2, the products written by `product(builder, x, w)`."""
     b = GraphBuilder(seed=1)
     x = b.input("x", ["n", 8])
     w1 = b.rng.standard_normal((8, 16)).astype(np.float32)
     b1 = b.rng.standard_normal(16).astype(np.float32)
     w1[:, 3], b1[3] = 0.0, 2.0  # unit 3 is always relu(2) = 2
-    h = b.op("Relu", [b.op("Add", [b.op("MatMul", [x, b.const(w1)]), b.const(b1)])])
-    y = b.op("Add", [b.op("MatMul", [h, b.weight(16, 4)]), b.weight(4)])
+    h = b.op("Relu", [b.op("Add", [product(b, x, b.const(w1)), b.const(b1)])])
+    y = b.op("Add", [product(b, h, b.weight(16, 4)), b.weight(4)])
     return b.build(y)
 
 

@@ -69,7 +69,7 @@ def test_minilm_lists_head_and_neuron_groups():
     heads = [g for g in groups if g.kind == "head"]
     neurons = [g for g in groups if g.kind == "neuron" and g.prunable]
     assert sum(g.units for g in heads) == 36 and all(g.units == 12 for g in heads)
-    assert all(g.prunable and g.channels == 32 for g in heads)
+    assert all(g.prunable and g.channels_per_unit == 32 for g in heads)
     assert [g.units for g in neurons] == [1536, 1536, 1536]
 
 

@@ -1,6 +1,7 @@
-"""The latency budget: measured latency of every compute layer (Conv, ConvTranspose,
-Gemm, MatMul with a constant weight) at candidate channel counts, and the closed loop
-that settles a plan on whole-model measurements.
+"""The latency budget: measured latency of every compute layer (those whose op family
+is `timed`: Conv, ConvTranspose, Gemm, MatMul, Einsum with a constant weight) at
+candidate channel counts, and the closed loop that settles a plan on whole-model
+measurements.
 
 A layer is timed alone, as a one-node model with the shapes and attributes it has
 in the pruned graph. The candidate counts are those the planner produces at a grid

@@ -94,7 +94,7 @@ def sparsify(model: ModelLike, pattern: str = "2:4", *, sparsity: float | None =
              damp: float = 0.01, progress: Callable[[int], None] | None = None,
              plan: str | os.PathLike | dict | None = None
              ) -> tuple[ModelProto, SparsifyReport]:
-    """Zero weights of Conv, MatMul and Gemm layers in an N:M or unstructured pattern
+    """Zero weights of Conv, MatMul, Gemm and Einsum layers in an N:M or unstructured pattern
     and return the verified model and a report. By default only layers with at least
     `min_size` outputs and reduction length (256 for N:M, where sparse kernels can
     win; 0 for unstructured) are sparsified; `all_layers` takes every eligible one.

@@ -7,9 +7,10 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from ..core import Edges, GraphView, Role, Slot
-from ..values import static_value
-from .base import Change, Rule, const_input, register, set_const_input
+from ..depgraph.core import Edges, GraphView, Role, Slot
+from .registry import register
+from .rule import Change, Rule, const_input, set_const_input
+from .values import static_value
 
 
 def _offsets(names: list[str], axis: int, view: GraphView) -> list[int] | None:
@@ -49,7 +50,6 @@ def _couple_parts(slot: Slot, whole: str, parts: list[str], axis: int, view: Gra
             edges.map(slot, Slot(whole, axis), local, start + local, Role.ACT)
 
 
-@register("Concat")
 class Concat(Rule):
     """Part j's index i is the output's index offset_j + i."""
 
@@ -64,7 +64,6 @@ class Concat(Rule):
         _couple_parts(slot, out, parts, axis, view, edges, f"Concat {node.name}")
 
 
-@register("Split")
 class Split(Rule):
     """Output j holds the input's range offset_j … offset_j + size_j − 1."""
 
@@ -96,7 +95,6 @@ class Split(Rule):
             node.inputs.append(gs.Constant(f"{node.name}__split", sizes))
 
 
-@register("Slice")
 class Slice(Rule):
     """A unit-step window on the axis: the kept indices inside it are selected."""
 
@@ -206,3 +204,8 @@ def slice_window(node: gs.Node, axis: int, view: GraphView):
     if start == 0 and stop == dim:
         return None
     return start, max(start, stop)
+
+
+register("Concat", rule=Concat())
+register("Split", rule=Split())
+register("Slice", rule=Slice())

@@ -24,11 +24,14 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from ..core import Choice, Edges, GraphView, Role, Slot
+from ..depgraph.core import Choice, Edges, GraphView, Role, Slot
 from .align import align
 from .axes import is_selector, remerged_inner
+from .transpose import permutes_within
 
 Span = tuple[int, int]
+# Transposes among split factors before they are merged again (a channel shuffle has one).
+SHUFFLE_TRANSPOSES = 4
 
 
 def link_regrouped(node: gs.Node, slot: Slot, view: GraphView, edges: Edges) -> None:
@@ -196,7 +199,8 @@ def regrouped_whole(slot: Slot, view: GraphView) -> bool:
     return _chain_end(slot, view, forward=False) and _chain_end(slot, view, forward=True)
 
 
-def _chain_end(slot: Slot, view: GraphView, forward: bool, depth: int = 4) -> bool:
+def _chain_end(slot: Slot, view: GraphView, forward: bool, depth: int = SHUFFLE_TRANSPOSES
+               ) -> bool:
     tensor = view.tensors.get(slot.tensor)
     if tensor is None or len(tensor.outputs) != 1 or depth == 0:
         return False
@@ -218,17 +222,6 @@ def _chain_end(slot: Slot, view: GraphView, forward: bool, depth: int = 4) -> bo
             return {k for k in mine if shape[k] != 1} == inside and \
                 len([k for k in theirs if other_shape[k] != 1]) == 1
     return False
-
-
-def permutes_within(node: gs.Node, slot: Slot, view: GraphView) -> bool:
-    """Whether a Transpose moves the axes of `slot` only among themselves."""
-    rank = view.rank(node.inputs[0].name)
-    if rank is None:
-        return False
-    perm = list(node.attrs.get("perm", range(rank - 1, -1, -1)))
-    inside = range(slot.axis, slot.axis + slot.span)
-    return all(perm[k] == k for k in range(rank) if k not in inside) and \
-        sorted(perm[k] for k in inside) == list(inside)
 
 
 def _split_carrier(run: _Run, factors: list[Slot]) -> Slot | None:

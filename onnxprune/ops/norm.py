@@ -7,13 +7,14 @@ channels within windows and block."""
 
 from __future__ import annotations
 
+import numpy as np
 import onnx_graphsurgeon as gs
 
-from ..core import Edges, GraphView, Role, Slot
-from .base import Rule, register
+from ..depgraph.core import Edges, GraphView, Role, Slot
+from .registry import register
+from .rule import Rule
 
 
-@register("BatchNormalization", "InstanceNormalization")
 class PerChannelNorm(Rule):
     """Axis 1 carries the channels of X, Y and every 1-D parameter."""
 
@@ -36,8 +37,6 @@ class PerChannelNorm(Rule):
                 edges.same(slot, other, Role.PARAM if other in params else Role.ACT)
 
 
-@register("LayerNormalization", "RMSNormalization", "com.microsoft::SimplifiedLayerNormalization",
-          "SimplifiedLayerNormalization")
 class LayerNorm(Rule):
     """Normalized axes couple X, Y and the scale/bias axes, approximately."""
 
@@ -74,7 +73,6 @@ def link_normalized(node: gs.Node, slot: Slot, axis: int, start: int, data: list
             edges.same(slot, Slot(name, param_axis), Role.PARAM)
 
 
-@register("GroupNormalization", "LRN", "LpNormalization", "MeanVarianceNormalization")
 class MixingNorm(Rule):
     """Axes that are normalized together cannot lose indices; others pass through."""
 
@@ -97,3 +95,22 @@ def _mixed_axes(node: gs.Node, rank: int) -> set[int]:
     if node.op == "MeanVarianceNormalization":
         return {int(a) % rank for a in node.attrs.get("axes", [0, 2, 3])}
     return set(range(1, rank))
+
+
+def batchnorm_shift(node: gs.Node):
+    """A BatchNormalization's shift (B) as the carrier of a per-channel shift of its input,
+    with the factor it scales the input by, when its parameters are constants and B is
+    its own; None otherwise."""
+    if node.op != "BatchNormalization" or not all(
+            isinstance(t, gs.Constant) for t in node.inputs[1:5]) or \
+            len(node.inputs[2].outputs) != 1:
+        return None
+    scale, var = (np.asarray(node.inputs[i].values, np.float64) for i in (1, 4))
+    return node.inputs[2], scale / np.sqrt(var + float(node.attrs.get("epsilon", 1e-5)))
+
+
+register("BatchNormalization", "InstanceNormalization", rule=PerChannelNorm())
+register("LayerNormalization", "RMSNormalization", "com.microsoft::SimplifiedLayerNormalization",
+         "SimplifiedLayerNormalization", rule=LayerNorm())
+register("GroupNormalization", "LRN", "LpNormalization", "MeanVarianceNormalization",
+         rule=MixingNorm())

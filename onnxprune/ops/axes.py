@@ -7,40 +7,17 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from ..core import GraphView, Slot
-from .base import const_input
+from ..depgraph.core import GraphView, Slot
 from .concat_split import slice_window
+from .rule import const_input
+from .squeeze import kept_pairs
 
+# Ops between a Reshape and the op that uses one of its axes, followed up to this many:
+# exporters put one or two Transposes, Squeezes or activations there.
+AXIS_MOVES = 4
+# Unary ops that leave every axis where it is (the elementwise family registers them).
 PASS_THROUGH = ("Relu", "Sigmoid", "Tanh", "Identity", "Cast", "Clip", "LeakyRelu", "HardSwish",
                 "HardSigmoid", "Gelu", "Erf", "Neg", "Abs", "Dropout")
-
-
-def squeeze_axes(node: gs.Node, view: GraphView) -> list[int] | None:
-    """The axes attribute or constant axes input of Squeeze/Unsqueeze."""
-    if "axes" in node.attrs:
-        return list(node.attrs["axes"])
-    axes = const_input(node, 1, view)
-    return None if axes is None else [int(a) for a in axes]
-
-
-def kept_pairs(node: gs.Node, view: GraphView) -> list[tuple[int, int]] | None:
-    """(input axis, output axis) of the data axes of a Squeeze or Unsqueeze."""
-    axes = squeeze_axes(node, view)
-    if node.op == "Squeeze":
-        shape = view.shape(node.inputs[0].name)
-        if shape is None:
-            return None
-        rank = len(shape)
-        gone = {k for k, d in enumerate(shape) if d == 1} if axes is None else {
-            a % rank for a in axes}
-        kept = [k for k in range(rank) if k not in gone]
-        return list(zip(kept, range(len(kept)), strict=True))
-    rank_out = view.rank(node.outputs[0].name)
-    if rank_out is None or axes is None:
-        return None
-    new = {a % rank_out for a in axes}
-    kept = [k for k in range(rank_out) if k not in new]
-    return list(zip(range(len(kept)), kept, strict=True))
 
 
 def moved_axis(node: gs.Node, axis: int, view: GraphView) -> int | None:
@@ -57,7 +34,7 @@ def moved_axis(node: gs.Node, axis: int, view: GraphView) -> int | None:
     return None
 
 
-def is_selector(tensor: str, axis: int, view: GraphView, depth: int = 4) -> bool:
+def is_selector(tensor: str, axis: int, view: GraphView, depth: int = AXIS_MOVES) -> bool:
     """Whether every use picks single indices of the axis (Gather of a scalar, Split
     into size-1 parts, a Slice one index wide), as with the q/k/v axis of a fused projection."""
     consumers = view.tensors[tensor].outputs if tensor in view.tensors else []
@@ -88,7 +65,7 @@ def _picks_single(node: gs.Node, tensor: str, axis: int, view: GraphView) -> boo
     return False
 
 
-def remerged_inner(tensor: str, axis: int, view: GraphView, depth: int = 4) -> bool:
+def remerged_inner(tensor: str, axis: int, view: GraphView, depth: int = AXIS_MOVES) -> bool:
     """Whether the axis, followed through ops that only move axes, is merged (on some
     path) by a Reshape or Flatten as an inner factor under another factor of size > 1,
     as the group axis of a channel shuffle is after its Transpose."""

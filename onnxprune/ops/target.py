@@ -6,8 +6,13 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from ..core import GraphView
-from .base import Change, const_input, set_const_input
+from ..depgraph.core import GraphView
+from .rule import Change, const_input, set_const_input
+
+# Casts and nested Concats between a Reshape or Expand and the pieces of its target.
+TARGET_NESTING = 3
+# Nodes of shape arithmetic (Gather, Unsqueeze, Mul...) between a Shape and a target piece.
+SHAPE_ARITHMETIC_DEPTH = 8
 
 
 def target_piece(node: gs.Node, entry: int, view: GraphView, free_needed: bool = True):
@@ -17,7 +22,7 @@ def target_piece(node: gs.Node, entry: int, view: GraphView, free_needed: bool =
     target = node.inputs[1]
     if isinstance(target, gs.Constant):
         return node, 1, int(np.asarray(target.values).reshape(-1)[entry]), entry
-    return _concat_piece(target, entry, view, free_needed, depth=3)
+    return _concat_piece(target, entry, view, free_needed, depth=TARGET_NESTING)
 
 
 def _concat_piece(target: gs.Tensor, entry: int, view: GraphView, free_needed: bool,
@@ -49,7 +54,8 @@ def own_target(node: gs.Node, change: Change) -> None:
     """Give a node its own copy of a shape computation (Concat, seen through Cast) that
     other nodes share, so that rewriting an entry for it leaves theirs alone."""
     chain, tensor = [], node.inputs[1]
-    while tensor.inputs and tensor.inputs[0].op in ("Cast", "Concat") and len(chain) < 3:
+    while tensor.inputs and tensor.inputs[0].op in ("Cast", "Concat") and \
+            len(chain) < TARGET_NESTING:
         chain.append(tensor.inputs[0])
         if chain[-1].op == "Concat":
             break
@@ -68,7 +74,7 @@ def own_target(node: gs.Node, change: Change) -> None:
 
 
 def set_target_entry(piece, value: int) -> None:
-    """Write one entry of a shape input found by `_target_piece`."""
+    """Write one entry of a shape input found by `target_piece`."""
     owner, index, known, offset = piece
     if known is None:
         owner.inputs[index] = gs.Constant(f"{owner.name}__in{index}", np.array([value], np.int64))

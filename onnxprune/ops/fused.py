@@ -6,6 +6,8 @@
   `qkv_hidden_sizes`) are rewritten.
 - MultiHeadAttention: separate 3-D query/key/value; blocks of each and of the output.
 - GroupQueryAttention: a key/value head goes with the query heads that share it.
+  The three attention ops cost their projections (packed Attention only) plus the
+  scores and the context.
 - SkipLayerNormalization, SkipSimplifiedLayerNormalization, EmbedLayerNormalization:
   the hidden axis, approximate (statistics change).
 - BiasGelu, FastGelu, Gelu, QuickGelu, BiasAdd: element-wise with a bias on the last
@@ -19,15 +21,17 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from ..core import Edges, GraphView, Role, Slot
-from .base import Change, Rule, register
+from ..depgraph.core import Edges, GraphView, Role, Slot
 from .elementwise import Broadcasting
+from .layer import elements
 from .norm import link_normalized
+from .registry import register
+from .rule import Change, Rule
 
 MS = "com.microsoft::"
 
-register(*(MS + op for op in ("BiasGelu", "FastGelu", "Gelu", "QuickGelu", "BiasAdd")))(
-    Broadcasting)
+register(*(MS + op for op in ("BiasGelu", "FastGelu", "Gelu", "QuickGelu", "BiasAdd")),
+         rule=Broadcasting())
 
 
 @dataclass
@@ -94,7 +98,6 @@ class _HeadRule(Rule):
         return None if kept is None else kept // parts[0].size
 
 
-@register(MS + "Attention")
 class Attention(_HeadRule):
     """input [B, S, hidden] · weights [hidden, q + k + v] + bias → output [B, S, v]."""
 
@@ -144,7 +147,6 @@ class Attention(_HeadRule):
             node.attrs["qkv_hidden_sizes"] = [s // heads * new_heads for s in sizes]
 
 
-@register(MS + "MultiHeadAttention")
 class MultiHeadAttention(_HeadRule):
     """query, key, value [B, S, heads·size] (+ packed bias) → output [B, S, heads·v]."""
 
@@ -174,7 +176,6 @@ class MultiHeadAttention(_HeadRule):
             node.attrs["num_heads"] = heads
 
 
-@register(MS + "GroupQueryAttention")
 class GroupQueryAttention(_HeadRule):
     """A key/value head and the num_heads / kv_num_heads query heads that share it."""
 
@@ -203,7 +204,6 @@ class GroupQueryAttention(_HeadRule):
             node.attrs["num_heads"] = kv_heads * share
 
 
-@register(MS + "SkipLayerNormalization", MS + "SkipSimplifiedLayerNormalization")
 class SkipLayerNorm(Rule):
     """input + skip (+ bias), normalized over the last axis; the sum may be an output."""
 
@@ -220,7 +220,6 @@ class SkipLayerNorm(Rule):
         link_normalized(node, slot, axis, rank - 1, data, view, edges)
 
 
-@register(MS + "EmbedLayerNormalization")
 class EmbedLayerNorm(Rule):
     """Word, position and segment tables share the hidden axis with gamma, beta and the
     output; ids and masks carry no channels."""
@@ -239,3 +238,30 @@ class EmbedLayerNorm(Rule):
             if other != slot:
                 role = Role.ACT if other.tensor in outputs else Role.PARAM
                 edges.same(slot, other, role)
+
+
+def _attention_macs(node: gs.Node, shape_of) -> int:
+    """Projections (packed Attention only) plus scores and context: per query position,
+    every key position costs one query-sized and one value-sized dot product."""
+    x, y = shape_of(node.inputs[0].name), shape_of(node.outputs[0].name)
+    if not x or not y:
+        return 0
+    batch, queries = x[0], x[1]
+    if node.op == "Attention":
+        w = shape_of(node.inputs[1].name)
+        projections = batch * queries * elements(w) if w else 0
+        q_size = (w[1] - y[2]) // 2 if w else y[2]
+        return projections + batch * queries * queries * (q_size + y[2])
+    key = shape_of(node.inputs[1].name) if len(node.inputs) > 1 and node.inputs[1].name else x
+    keys = key[1] if key else queries
+    return batch * queries * keys * (x[2] + y[2])
+
+
+register(MS + "Attention", rule=Attention(), compute=True, macs=_attention_macs)
+register(MS + "MultiHeadAttention", rule=MultiHeadAttention(), compute=True,
+         macs=_attention_macs)
+register(MS + "GroupQueryAttention", rule=GroupQueryAttention(), compute=True,
+         macs=_attention_macs)
+register(MS + "SkipLayerNormalization", MS + "SkipSimplifiedLayerNormalization",
+         rule=SkipLayerNorm())
+register(MS + "EmbedLayerNormalization", rule=EmbedLayerNorm())

@@ -1,13 +1,18 @@
 """Element-wise ops: unary ops pass every axis through; n-ary ops couple the
 aligned axes of their inputs under numpy broadcasting (a constant of size 1 on
-the axis stays broadcast, a per-channel constant is sliced with the channels)."""
+the axis stays broadcast, a per-channel constant is sliced with the channels).
+
+Cast and Identity are also weight views: a weight stored in another type, or behind
+an Identity, is seen through them with its axes unchanged."""
 
 from __future__ import annotations
 
 import onnx_graphsurgeon as gs
+from onnx import helper
 
-from ..core import Edges, GraphView, Role, Slot
-from .base import Rule, register
+from ..depgraph.core import Edges, GraphView, Role, Slot
+from .registry import WeightView, register
+from .rule import Rule
 
 UNARY = (
     "Relu", "LeakyRelu", "Elu", "Selu", "Celu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh",
@@ -27,7 +32,6 @@ BROADCASTING = (
 SIDE_INPUTS = {"Clip": {1, 2}, "CastLike": {1}, "Dropout": {1, 2}}
 
 
-@register(*UNARY)
 class Unary(Rule):
     """Output equals input shape: every axis maps to itself."""
 
@@ -42,7 +46,6 @@ class Unary(Rule):
                 edges.same(slot, Slot(name, slot.axis), Role.ACT)
 
 
-@register(*BROADCASTING)
 class Broadcasting(Rule):
     """Couple the aligned axis of every operand that is not broadcast on it."""
 
@@ -86,3 +89,21 @@ class Broadcasting(Rule):
             return
         role = Role.PARAM if view.is_const(name) else Role.ACT
         edges.same(slot, Slot(name, axis), role)
+
+
+def _same(values, attrs: dict, params):
+    return values
+
+
+def _cast(values, attrs: dict, params):
+    return values.astype(helper.tensor_dtype_to_np_dtype(attrs["to"]))
+
+
+VIEWS = {
+    "Cast": WeightView(True, _cast, _same, dtype=lambda stored, attrs: attrs["to"]),
+    "Identity": WeightView(True, _same, _same),
+}
+register(*(op for op in UNARY if op not in VIEWS), rule=Unary())
+register("Cast", rule=Unary(), view=VIEWS["Cast"])
+register("Identity", rule=Unary(), view=VIEWS["Identity"])
+register(*BROADCASTING, rule=Broadcasting())

@@ -7,13 +7,15 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from .core import GraphView
+from ..depgraph.core import GraphView
 
+# Nodes of a shape computation followed back from a value (as in `shape.py`).
+VALUE_DEPTH = 12
 ARITHMETIC = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": np.floor_divide,
               "Mod": np.mod, "Max": np.maximum, "Min": np.minimum}
 
 
-def static_value(name: str, view: GraphView, depth: int = 12) -> np.ndarray | None:
+def static_value(name: str, view: GraphView, depth: int = VALUE_DEPTH) -> np.ndarray | None:
     """Integer values of a tensor that every input size gives the same, or None."""
     value = _value(view.tensors.get(name), view, depth)
     if value is None or any(v is None for v in np.asarray(value, dtype=object).reshape(-1)):

@@ -8,11 +8,15 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from ..core import Edges, GraphView, Slot
-from .base import Rule, const_input, register
+from ..depgraph.core import Edges, GraphView, Slot
+from .registry import register
+from .rule import Rule, const_input
+
+# Nodes a shape value passes (Gather, Unsqueeze, Concat, Cast, arithmetic) before it
+# becomes a Reshape or Expand target or a Slice bound.
+SHAPE_VALUE_DEPTH = 12
 
 
-@register("Shape")
 class ShapeOnly(Rule):
     """Pass when no consumer of the shape reads the pruned axis's entry."""
 
@@ -45,7 +49,7 @@ def _reads_entry(consumer: gs.Node, entry: int, length: int, view: GraphView,
             return True
         picked = entry in (np.asarray(indices) % length).reshape(-1)
         return picked and not (np.size(indices) == 1 and _only_builds_targets(
-            consumer.outputs[0], view, 12, source))
+            consumer.outputs[0], view, SHAPE_VALUE_DEPTH, source))
     if consumer.op == "Slice":
         starts, ends = const_input(consumer, 1, view), const_input(consumer, 2, view)
         steps = const_input(consumer, 4, view)
@@ -75,9 +79,12 @@ def _only_builds_targets(value: gs.Tensor, view: GraphView, depth: int, source: 
     return True
 
 
-@register("Size")
 class Size(Rule):
     """The element count is a value that pruning any axis changes: block."""
 
     def propagate(self, node: gs.Node, slot: Slot, view: GraphView, edges: Edges) -> None:
         edges.block(slot, f"Size {node.name}: its value counts the indices of this axis")
+
+
+register("Shape", rule=ShapeOnly())
+register("Size", rule=Size())

@@ -7,8 +7,9 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from ..core import Edges, GraphView, Role, Slot
-from .base import Change, Rule, const_input, register, set_const_input
+from ..depgraph.core import Edges, GraphView, Role, Slot
+from .registry import register
+from .rule import Change, Rule, const_input, set_const_input
 
 REDUCE = ("ReduceMean", "ReduceMax", "ReduceMin", "ReduceSum", "ReduceProd", "ReduceL1",
           "ReduceL2", "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare")
@@ -16,7 +17,6 @@ REDUCE = ("ReduceMean", "ReduceMax", "ReduceMin", "ReduceSum", "ReduceProd", "Re
 STATISTICS = {"ReduceMean", "ReduceSum", "ReduceSumSquare", "ReduceL2"}
 
 
-@register(*REDUCE, "ArgMax", "ArgMin")
 class Reduce(Rule):
     """Reduced axes block; kept axes map to their (renumbered) output axes."""
 
@@ -86,7 +86,6 @@ def _recount(node: gs.Node, total: str, before: int, after: int, view: GraphView
         set_const_input(node, index, np.full(value.shape, new, value.dtype))
 
 
-@register("Softmax", "LogSoftmax", "Hardmax")
 class Softmax(Rule):
     """The softmax axis (and, before opset 13, every axis after it) is mixed."""
 
@@ -104,3 +103,7 @@ class Softmax(Rule):
                               "(channel-mixing)")
             return
         edges.same(slot, Slot(y if slot.tensor == x else x, slot.axis), Role.ACT)
+
+
+register(*REDUCE, "ArgMax", "ArgMin", rule=Reduce())
+register("Softmax", "LogSoftmax", "Hardmax", rule=Softmax())

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import onnx_graphsurgeon as gs
 
-from ..core import Edges, GraphView, Role, Slot
-from .base import Rule, register
+from ..depgraph.core import Edges, GraphView, Role, Slot
+from .registry import register
+from .rule import Rule
 
 
-@register("Gather")
 class Gather(Rule):
     """Y = data indexed by `indices` along `axis`: data axis b ≠ axis keeps its
     indices at output axis b (before `axis`) or b + rank(indices) − 1 (after)."""
@@ -36,3 +36,6 @@ class Gather(Rule):
         role = Role.PARAM if view.is_const(data) else Role.ACT
         other = Slot(y, out_axis) if slot.tensor == data else Slot(data, data_axis)
         edges.same(slot, other, Role.ACT if other.tensor == y else role)
+
+
+register("Gather", rule=Gather())

@@ -7,8 +7,9 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from ..core import Edges, GraphView, Role, Slot
-from .base import Change, Rule, const_input, register, set_const_input
+from ..depgraph.core import Edges, GraphView, Role, Slot
+from .registry import register
+from .rule import Change, Rule, const_input, set_const_input
 
 POOLS = ("MaxPool", "AveragePool", "LpPool", "GlobalAveragePool", "GlobalMaxPool",
          "GlobalLpPool", "MaxRoundingPool")
@@ -32,7 +33,6 @@ class _SizePreserving(Rule):
         edges.same(slot, Slot(y if slot.tensor == x else x, slot.axis), Role.ACT)
 
 
-@register(*POOLS)
 class Pool(_SizePreserving):
     """Batch and channel axes are kept; MaxPool's index output encodes channels."""
 
@@ -42,7 +42,6 @@ class Pool(_SizePreserving):
         return {0, 1}
 
 
-@register("Pad")
 class Pad(_SizePreserving):
     """Axes with zero padding on both sides pass through."""
 
@@ -58,7 +57,6 @@ class Pad(_SizePreserving):
         return set(range(rank)) - padded
 
 
-@register("Resize", "Upsample")
 class Resize(_SizePreserving):
     """Axes with scale 1 pass through; an explicit `sizes` entry is rewritten."""
 
@@ -96,3 +94,8 @@ class Resize(_SizePreserving):
         new = np.array([change.kept(y, a) or s for a, s in enumerate(sizes)], dtype=sizes.dtype)
         if not np.array_equal(new, sizes):
             set_const_input(node, 3, new)
+
+
+register(*POOLS, rule=Pool())
+register("Pad", rule=Pad())
+register("Resize", "Upsample", rule=Resize())

@@ -1,13 +1,13 @@
-"""The rule interface and the registry that maps op types to rules."""
+"""The rule interface: how one op family couples, rewrites and scores channels, and
+the view of a rewrite (`Change`) that rules fix their nodes by."""
 
 from __future__ import annotations
-
-from collections.abc import Callable
 
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from ..core import Edges, GraphView, Slot
+from ..depgraph.core import Edges, GraphView, Slot
+from .registry import family_for
 
 
 class Change:
@@ -54,6 +54,8 @@ class Change:
 class Rule:
     """How one op family couples, rewrites and scores channels."""
 
+    spans = False  # whether the rule follows slots of several axes taken as one
+
     def seeds(self, node: gs.Node, view: GraphView) -> list[Slot]:
         """Weight axes whose indices this op produces (the roots of groups)."""
         return []
@@ -66,26 +68,10 @@ class Rule:
         """Fix attributes and shape constants once tensors have been sliced."""
 
 
-RULES: dict[str, Rule] = {}
-
-
-def register(*op_types: str) -> Callable[[type[Rule]], type[Rule]]:
-    """Class decorator: one rule instance serves every listed op type."""
-
-    def wrap(cls: type[Rule]) -> type[Rule]:
-        instance = cls()
-        for op in op_types:
-            RULES[op] = instance
-        return cls
-
-    return wrap
-
-
 def rule_for(node: gs.Node) -> Rule | None:
     """The rule for a node's op type, or None when the op is not understood."""
-    if (node.domain or "") not in ("", "ai.onnx"):
-        return RULES.get(f"{node.domain}::{node.op}")
-    return RULES.get(node.op)
+    family = family_for(node)
+    return None if family is None else family.rule
 
 
 def set_const_input(node: gs.Node, index: int, values: np.ndarray) -> None:
