@@ -102,7 +102,7 @@ def group_reports(dep: DepGraph, plan: Plan) -> list[GroupReport]:
     for group in dep.groups:
         reason = plan.skipped.get(group.id)
         reports.append(GroupReport(
-            group.id, group.kind, group.units, plan.kept(group), group.channels,
+            group.id, group.kind, group.units, plan.kept(group), group.channels_per_unit,
             str(group.root), [name for name, _ in group.producers],
             blocked=group.blocked[0] if group.blocked else None,
             skipped=None if group.blocked else reason,

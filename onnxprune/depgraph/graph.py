@@ -48,11 +48,6 @@ class Group:
         return int(counts.max()) if counts.size else 1
 
     @property
-    def channels(self) -> int:
-        """The former name of `channels_per_unit`, kept while planning code moves."""
-        return self.channels_per_unit
-
-    @property
     def root(self) -> Slot:
         outs = [s for s, r in self.roles.items() if r == Role.OUT and s in self.members]
         return outs[0] if outs else next(iter(self.members))

@@ -29,7 +29,7 @@ def group_signature(group: Group, dep: DepGraph) -> str:
     weights = sorted(f"{group.roles[slot].value}{list(dep.view.shape(slot.tensor) or ())}"
                      f"@{slot.axis}" for slot in group.members
                      if group.roles.get(slot) in WEIGHT_ROLES and dep.view.is_weight(slot.tensor))
-    text = f"{group.kind}:{group.units}x{group.channels}:" + ",".join(weights)
+    text = f"{group.kind}:{group.units}x{group.channels_per_unit}:" + ",".join(weights)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -56,7 +56,7 @@ def document(dep: DepGraph, proto: ModelProto, plan: Plan, options: dict) -> dic
     """The plan file of a prune run: options, fingerprint, removed units per group."""
     keys = group_keys(dep)
     entries = [{"key": keys[gid], "kind": dep.groups[gid].kind, "units": dep.groups[gid].units,
-                "channels_per_unit": dep.groups[gid].channels,
+                "channels_per_unit": dep.groups[gid].channels_per_unit,
                 "producers": [name for name, _ in dep.groups[gid].producers],
                 "removed": [int(u) for u in units]}
                for gid, units in sorted(plan.removed.items()) if len(units)]

@@ -49,7 +49,7 @@ def _global_counts(groups: list[Group], scores: Scores, ratio: float,
                for unit, score in enumerate(scores[group.id])]
     entries.sort(key=lambda e: (e[0], e[1], e[2]))
     by_id = {g.id: g for g in groups}
-    budget = ratio * sum(g.units * g.channels for g in groups)
+    budget = ratio * sum(g.units * g.channels_per_unit for g in groups)
     cut: dict[int, int] = {}
     spent = 0.0
     for _, gid, _ in entries:
@@ -59,7 +59,7 @@ def _global_counts(groups: list[Group], scores: Scores, ratio: float,
         if cut.get(gid, 0) + 1 > options.max_ratio * group.units:
             continue
         cut[gid] = cut.get(gid, 0) + 1
-        spent += group.channels
+        spent += group.channels_per_unit
     return cut
 
 

@@ -147,4 +147,4 @@ def _rounding_candidates(analysis: Analysis, options: PlanOptions, price: Pricer
     dense = price(None).macs
     return [(g.id, g.units, dense - price({g.id: np.arange(1)}).macs)
             for g in eligible(analysis.dep, options)[0]
-            if g.kind in CHANNEL_KINDS and g.channels == 1 and g.units > 1]
+            if g.kind in CHANNEL_KINDS and g.channels_per_unit == 1 and g.units > 1]

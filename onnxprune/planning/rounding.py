@@ -17,7 +17,7 @@ def step_units(group: Group, round_to: int) -> int:
     channel shuffle splits a layer's channels by path) cannot make the layer's count a
     multiple anyway: it steps by the largest power-of-two fraction of the step that
     fits in it twice, so it can still lose channels."""
-    step = max(1, round_to // math.gcd(round_to, group.channels))
+    step = max(1, round_to // math.gcd(round_to, group.channels_per_unit))
     if group.units < step and _fragment(group):
         while step > 1 and 2 * step > group.units:
             step //= 2
@@ -36,7 +36,7 @@ def rounded_keep(group: Group, keep: float, options: PlanOptions, round_to: int)
     if keep >= group.units:
         return group.units
     kept = math.floor(keep / step + 0.5) * step
-    floor = max(step, math.ceil(options.min_channels / group.channels))
+    floor = max(step, math.ceil(options.min_channels / group.channels_per_unit))
     return int(min(group.units, max(kept, floor)))
 
 
