@@ -8,10 +8,12 @@ from .errors import InputError, ModelError, OnnxPruneError, VerificationError
 
 __version__ = "0.1.0"
 
-_API = {"Report", "SparsifyReport", "inspect", "prune", "sensitivity", "sparsify"}
+_API = {"PruneOptions", "Report", "SparsifyReport", "inspect", "prune", "prune_with",
+        "sensitivity", "sparsify"}
 
-__all__ = ["InputError", "ModelError", "OnnxPruneError", "Report", "VerificationError",
-           "SparsifyReport", "__version__", "inspect", "prune", "sensitivity", "sparsify"]
+__all__ = ["InputError", "ModelError", "OnnxPruneError", "PruneOptions", "Report",
+           "VerificationError", "SparsifyReport", "__version__", "inspect", "prune",
+           "prune_with", "sensitivity", "sparsify"]
 
 
 def __getattr__(name: str):

@@ -11,43 +11,26 @@ from dataclasses import asdict, dataclass
 from typing import Protocol
 
 import numpy as np
-import onnxruntime as ort
 from onnx import ModelProto
 
-from .errors import InputError, ModelError, first_line
+from .errors import InputError, first_line
 from .shapes import input_specs, sample_shapes
-from .verify import runtime_failure, sample_feeds, serialized
+from .targets.onnxruntime import CPU, Session, check_provider, session
+from .verify import sample_feeds
 
-CPU = "CPUExecutionProvider"
 Progress = Callable[[int], None] | None
 
 
-def check_provider(provider: str) -> None:
-    """Refuse an execution provider this onnxruntime build does not have."""
-    available = ort.get_available_providers()
-    if provider not in available:
-        raise InputError(f"execution provider {provider!r} is not available; this "
-                         f"onnxruntime has {', '.join(available)}")
-
-
 def timing_session(model: ModelProto, provider: str = CPU, threads: int = 0
-                   ) -> ort.InferenceSession:
+                   ) -> Session:
     """A session as a deployment would build it: full graph optimization, one
     inter-op thread, `threads` intra-op threads (0: onnxruntime's default)."""
     check_provider(provider)
-    options = ort.SessionOptions()
-    options.log_severity_level = 4  # failures are reported as one clear error line
-    options.inter_op_num_threads = 1
-    if threads:
-        options.intra_op_num_threads = threads
-    try:
-        with serialized(model) as data:
-            return ort.InferenceSession(data, options, providers=[provider])
-    except Exception as exc:
-        raise ModelError(runtime_failure(exc, model)) from None
+    return session(model, providers=[provider], optimization="all", threads=threads,
+                   inter_threads=1)
 
 
-def interleaved_times(sessions: list[ort.InferenceSession], feeds: dict[str, np.ndarray],
+def interleaved_times(sessions: list[Session], feeds: dict[str, np.ndarray],
                       runs: int, block: int = 10, pause: float = 0.05,
                       progress: Progress = None) -> list[list[float]]:
     """Seconds of each run of each session. Sessions take turns in blocks of `block`

@@ -222,12 +222,12 @@ def collect(model: ModelProto, slots: list[tuple[str, int]],
             ) -> dict[tuple[str, int], ChannelStats]:
     """Per-channel statistics of the slots' tensors over the calibration stream (and
     their channel Gram matrices when `gram`)."""
-    from .verify import session_for_outputs
+    from .targets.onnxruntime import session
 
     names = sorted({name for name, _ in slots})
     stats = {slot: ChannelStats() for slot in slots}
     for chunk in _passes(model, names, stream, budget):
-        sess = session_for_outputs(model, chunk)
+        sess = session(model, outputs=chunk)
         for feeds in stream():
             try:
                 values = sess.run(chunk, feeds)

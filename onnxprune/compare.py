@@ -16,7 +16,8 @@ from . import model as model_io
 from .cost import concrete, model_cost
 from .errors import InputError, ModelError, first_line
 from .shapes import concrete_shape_table, input_specs, sample_shapes
-from .verify import sample_feeds, session
+from .targets.onnxruntime import session
+from .verify import sample_feeds
 
 
 @dataclass

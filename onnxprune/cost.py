@@ -6,16 +6,16 @@ after pruning, and under a candidate plan (without rewriting anything).
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import onnx_graphsurgeon as gs
 
-ShapeOf = Callable[[str], tuple[int, ...] | None]
-GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
+from .ops import family_for
+from .ops.layer import elements as _prod
+from .ops.registry import ShapeOf
 
+__all__ = ["Cost", "ShapeOf", "concrete", "model_cost", "node_macs", "node_params", "shrunk"]
 
 @dataclass
 class Cost:
@@ -27,60 +27,11 @@ class Cost:
     activations: int = 0  # elements every node reads and writes that are not constants
 
 
-def _prod(shape) -> int:
-    return int(math.prod(shape)) if shape is not None else 0
-
-
 def node_macs(node: gs.Node, shape_of: ShapeOf) -> int:
-    """MACs of one node (0 for ops that do no multiply-accumulate work)."""
-    names = [t.name for t in node.inputs]
-    y = shape_of(node.outputs[0].name) if node.outputs else None
-    if node.op == "Conv":
-        w = shape_of(names[1])
-        return _prod(y) * _prod(w[1:]) if w else 0
-    if node.op == "ConvTranspose":
-        x, w = shape_of(names[0]), shape_of(names[1])
-        return _prod(x) * _prod(w[1:]) if w else 0
-    if node.op in ("Gemm", "MatMul"):
-        a = shape_of(names[0])
-        if not a or y is None:
-            return 0
-        k = a[0] if node.op == "Gemm" and node.attrs.get("transA", 0) else a[-1]
-        return _prod(y) * k
-    if node.op in GATES:
-        return _recurrent_macs(node, shape_of)
-    if node.domain == "com.microsoft" and node.op in ATTENTION:
-        return _attention_macs(node, shape_of)
-    return 0
-
-
-ATTENTION = ("Attention", "MultiHeadAttention", "GroupQueryAttention")
-
-
-def _attention_macs(node: gs.Node, shape_of: ShapeOf) -> int:
-    """Projections (packed Attention only) plus scores and context: per query position,
-    every key position costs one query-sized and one value-sized dot product."""
-    x, y = shape_of(node.inputs[0].name), shape_of(node.outputs[0].name)
-    if not x or not y:
-        return 0
-    batch, queries = x[0], x[1]
-    if node.op == "Attention":
-        w = shape_of(node.inputs[1].name)
-        projections = batch * queries * _prod(w) if w else 0
-        q_size = (w[1] - y[2]) // 2 if w else y[2]
-        return projections + batch * queries * queries * (q_size + y[2])
-    key = shape_of(node.inputs[1].name) if len(node.inputs) > 1 and node.inputs[1].name else x
-    keys = key[1] if key else queries
-    return batch * queries * keys * (x[2] + y[2])
-
-
-def _recurrent_macs(node: gs.Node, shape_of: ShapeOf) -> int:
-    x, w, r = (shape_of(t.name) for t in node.inputs[:3])
-    if not x or not w or not r:
-        return 0
-    steps_and_batch = x[0] * x[1]
-    directions, gates_hidden, inputs = w
-    return steps_and_batch * directions * gates_hidden * (inputs + r[2])
+    """MACs of one node (0 for ops that do no multiply-accumulate work): its family's
+    `macs` hook (see `ops/`)."""
+    family = family_for(node)
+    return family.macs(node, shape_of) if family is not None and family.macs else 0
 
 
 def _float_size(tensor: gs.Tensor, shape_of: ShapeOf) -> int:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from .api import Report
 from .depgraph import Group
+from .reporting import Report
 
 
 def _count(value: float) -> str:
@@ -28,7 +28,8 @@ def groups_table(groups: list[Group], console: Console | None = None) -> None:
         if len(group.producers) > 3:
             producers += f" +{len(group.producers) - 3}"
         status = "prunable" if group.prunable else f"blocked: {group.blocked[0]}"
-        size = str(group.units) + (f"×{group.channels}" if group.channels > 1 else "")
+        per = group.channels_per_unit
+        size = str(group.units) + (f"×{per}" if per > 1 else "")
         table.add_row(str(group.id), group.kind, size, str(len(group.members)),
                       producers or str(group.root), status)
     console.print(table)

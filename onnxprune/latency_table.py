@@ -1,7 +1,8 @@
-"""Latency tables: name-free descriptions of compute layers, the one-layer models they
-are timed as, and the on-disk cache of seconds per layer configuration
-(`$ONNXPRUNE_CACHE_DIR`, default `~/.cache/onnxprune`, /latency/: one JSON file per
-model fingerprint, provider, threads and input shapes)."""
+"""Latency tables: name-free descriptions of compute layers (the ops whose family has a
+`timed` hook, `ops/`), the one-layer models they are timed as, and the on-disk cache
+of seconds per layer configuration (`$ONNXPRUNE_CACHE_DIR`, default
+`~/.cache/onnxprune`, /latency/: one JSON file per model fingerprint, provider,
+threads and input shapes)."""
 
 from __future__ import annotations
 
@@ -19,8 +20,7 @@ from onnx import ModelProto, helper, numpy_helper
 from .bench import Timer
 from .cost import ShapeOf
 from .files import write_atomic
-
-TIMED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+from .ops import family_for
 
 
 def cache_dir() -> Path:
@@ -30,9 +30,8 @@ def cache_dir() -> Path:
 def layer_config(node: gs.Node, shape_of: ShapeOf) -> str | None:
     """A name-free description of a compute layer (op, attributes, input shapes,
     which inputs are constant), as JSON; None for other nodes or unknown shapes."""
-    if node.op not in TIMED_OPS or (node.domain or "") not in ("", "ai.onnx"):
-        return None
-    if len(node.inputs) < 2 or not isinstance(node.inputs[1], gs.Constant):
+    family = family_for(node)
+    if family is None or family.timed is None or not family.timed(node):
         return None
     inputs = []
     for tensor in node.inputs:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from .plan import CHANNEL_KINDS, PlanOptions
+from .planning import CHANNEL_KINDS, PlanOptions
 
 NOTHING = "the plan removes nothing: the model is written with its structure unchanged"
 LABELS = {CHANNEL_KINDS: "channel or neuron", ("head",): "attention head",

@@ -4,9 +4,14 @@ zeros (sizes do not depend on them), so the session is quick to build."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import onnx
 from onnx import ModelProto
+
+if TYPE_CHECKING:
+    from .targets.onnxruntime import Session
 
 # Float weights read only by these ops do not decide any size.
 VALUE_ONLY_READERS = {"Conv", "ConvTranspose", "MatMul", "Gemm", "Add", "Sub", "Mul", "Div",
@@ -14,22 +19,18 @@ VALUE_ONLY_READERS = {"Conv", "ConvTranspose", "MatMul", "Gemm", "Add", "Sub", "
                       "PRelu", "Gather", "Cast", "DequantizeLinear", "QuantizeLinear"}
 
 
-def probe_session(model: ModelProto, names: list[str]):
+def probe_session(model: ModelProto, names: list[str]) -> tuple[Session, ModelProto]:
     """An onnxruntime session that returns the named tensors, with the large float
     weights that only feed values made by ConstantOfShape; and the model it runs."""
-    import onnxruntime as ort
+    from .targets.onnxruntime import session
 
     probe = ModelProto()
     probe.CopyFrom(model)
     del probe.graph.output[:]
     probe.graph.output.extend(onnx.ValueInfoProto(name=name) for name in names)
     _generate_weights(probe.graph)
-    options = ort.SessionOptions()
-    options.log_severity_level = 4
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    session = ort.InferenceSession(probe.SerializeToString(), options,
-                                   providers=["CPUExecutionProvider"])
-    return session, probe
+    # Serialized whole: a probe past protobuf's 2 GB fails here, and nothing is probed.
+    return session(probe.SerializeToString(), optimization="none", explain=False), probe
 
 
 def _generate_weights(graph: onnx.GraphProto, smallest: int = 4096) -> None:

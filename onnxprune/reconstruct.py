@@ -5,6 +5,8 @@ consumer with weights W contributes, on average, W[:, c] · E[x_c] to every outp
 That mean contribution is folded into the consumer's bias — the Conv/Gemm bias, the
 bias Add after a MatMul, or the shift of a BatchNormalization right after a biasless
 Conv or ConvTranspose — so only the channel's fluctuation around its mean is lost.
+Which layers absorb channels, their bias carriers and the contribution's closed form
+are their op family's `sink` hook (`ops/`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import onnx_graphsurgeon as gs
 from .calibrate import ChannelStats
 from .criteria.activation import sink_activations
 from .depgraph import DepGraph, Group, Role, Slot
+from .ops import Sink, family_for
 
 
 def compensate_bias(dep: DepGraph, removed_units: dict[int, np.ndarray],
@@ -59,34 +62,25 @@ def sinks(group: Group, dep: DepGraph):
         for node in tensor.outputs:
             inputs = {t.name for t in node.inputs}
             mine = [a for a in acts if a.tensor in inputs]
-            if node.op in ("Conv", "ConvTranspose", "Gemm", "MatMul") and len(mine) == 1 and \
+            if _sink(node) is not None and len(mine) == 1 and \
                     len(group.members[mine[0]]) == len(group.members[weight]):
                 yield node, weight, mine[0]
+
+
+def _sink(node: gs.Node) -> Sink | None:
+    family = family_for(node)
+    return None if family is None else family.sink
 
 
 def _contribution(node: gs.Node, weight: Slot, idx: np.ndarray, means: np.ndarray,
                   dep: DepGraph) -> np.ndarray | None:
     """Per output channel: Σ over removed inputs of weight slice × mean input."""
     values = np.take(np.asarray(dep.view.const(weight.tensor), np.float64), idx, weight.axis)
-    if node.op in ("Conv", "ConvTranspose"):
-        if int(node.attrs.get("group", 1)) != 1:
-            return None
-        kernel = values.sum(axis=tuple(range(2, values.ndim)))
-        if node.op == "Conv":
-            return kernel @ means
-        # Each input pixel spreads over the kernel; an output pixel gets on average
-        # 1 / ∏strides of those taps.
-        strides = node.attrs.get("strides", [1] * (values.ndim - 2))
-        return means @ kernel / float(np.prod(strides))
-    if values.ndim != 2:
-        return None
-    delta = np.tensordot(means, values, axes=([0], [weight.axis]))
-    if node.op == "Gemm":
-        delta *= float(node.attrs.get("alpha", 1.0)) / float(node.attrs.get("beta", 1.0))
-    return delta
+    return _sink(node).contribution(node, values, weight.axis, means)
 
 
 def add_to_bias(node: gs.Node, delta: np.ndarray) -> bool:
+    """Add a per-output-channel shift to the node's bias carrier; False without one."""
     carrier = bias_of(node)
     if carrier is None:
         return False
@@ -98,39 +92,9 @@ def add_to_bias(node: gs.Node, delta: np.ndarray) -> bool:
     return True
 
 
-def _per_channel(shape: tuple, node: gs.Node, channels: int) -> bool:
-    """Whether a constant of this shape adds one value per output channel of the node
-    (channels on axis 1 of a Conv output, on the last axis of a matrix product)."""
-    trailing = len(node.inputs[1].shape) - 2 if node.op in ("Conv", "ConvTranspose") else 0
-    if len(shape) <= trailing or shape[len(shape) - trailing - 1] != channels:
-        return False
-    return int(np.prod(shape)) == channels
-
-
 def bias_of(node: gs.Node):
     """The unshared constant that adds per output channel after the node, with the
-    factor a unit of the node's output becomes in it."""
-    if node.op in ("Conv", "ConvTranspose", "Gemm") and len(node.inputs) > 2 and \
-            _own(node.inputs[2]):
-        return node.inputs[2], 1.0
-    users = node.outputs[0].outputs
-    if len(users) != 1:
-        return None
-    user = users[0]
-    if user.op == "BatchNormalization" and node.op in ("Conv", "ConvTranspose") and all(
-            isinstance(t, gs.Constant) for t in user.inputs[1:5]) and _own(user.inputs[2]):
-        scale, var = (np.asarray(user.inputs[i].values, np.float64) for i in (1, 4))
-        return user.inputs[2], scale / np.sqrt(var + float(user.attrs.get("epsilon", 1e-5)))
-    if user.op == "Add":
-        other = [t for t in user.inputs if t is not node.outputs[0]]
-        channels = {"Conv": lambda w: w[0], "ConvTranspose": lambda w: w[1] * int(
-            node.attrs.get("group", 1)), "MatMul": lambda w: w[-1]}.get(
-            node.op, lambda w: None)(node.inputs[1].shape)
-        if len(other) == 1 and _own(other[0]) and channels and _per_channel(
-                tuple(other[0].shape), node, channels):
-            return other[0], 1.0
-    return None
-
-
-def _own(tensor: gs.Tensor) -> bool:
-    return isinstance(tensor, gs.Constant) and len(tensor.outputs) == 1
+    factor a unit of the node's output becomes in it (None for a node that is not a
+    sink or has no such constant)."""
+    sink = _sink(node)
+    return None if sink is None else sink.bias(node)

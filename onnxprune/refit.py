@@ -1,6 +1,7 @@
 """Layer-by-layer least-squares refit of the layers that absorb channel groups.
 
-Each consumer (Conv, ConvTranspose, Gemm, MatMul) keeps its output close to the dense
+Each consumer that its op family says can be refit (the `sink` hook in `ops/`: Conv,
+ConvTranspose, Gemm, MatMul, Einsum) keeps its output close to the dense
 model's: with x the activations entering it in the model pruned so far (earlier
 layers already pruned and refit) and x_d those of the dense model, its kept weights
 W' and a bias shift δ minimize ‖W'·x + δ − W·x_d‖² + λ‖W' − W‖² over the
@@ -23,11 +24,11 @@ from onnx import ModelProto
 from .depgraph import DepGraph, Slot
 from .errors import InputError, first_line
 from .model import export
+from .ops import family_for
 from .reconstruct import add_to_bias, bias_of, sinks
 from .rewrite import mask_sinks
-from .verify import serialized, session_with, truncated
-
-REFIT_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+from .targets.onnxruntime import serialized, session
+from .verify import truncated
 
 
 @dataclass
@@ -71,9 +72,9 @@ def refit_layerwise(dep: DepGraph, removed_units: dict[int, np.ndarray], origina
         probe = truncated(dense, sorted({layer.act.tensor for layer in level}))
         kept = {t.name for t in probe.graph.initializer}
         with serialized(probe) as data:
-            reference = session_with(data, {})
-            current = session_with(data, {n: dep.view.tensors[n].values for n in changed
-                                          if n in kept})
+            reference = session(data, optimization="none", explain=False)
+            current = session(data, optimization="none", explain=False, initializers={
+                n: dep.view.tensors[n].values for n in changed if n in kept})
             moments = _moments(reference, current, level, stream, progress)
         for layer in level:
             names = _refit(dep, layer, moments[id(layer)], ridge)
@@ -91,21 +92,19 @@ def _layers(dep: DepGraph, removed_units: dict[int, np.ndarray]) -> list[Layer]:
             continue
         units = removed_units.get(group.id, np.zeros(0, np.int64))
         for node, weight, act in sinks(group, dep):
-            if _refittable(node, weight):
+            if _refittable(node, weight, dep.view):
                 layers.append(Layer(node, weight, act, ~np.isin(group.members[act], units),
                                     np.array(dep.view.const(weight.tensor), np.float64)))
     return layers
 
 
-def _refittable(node: gs.Node, weight: Slot) -> bool:
-    tensor = node.inputs[1] if len(node.inputs) > 1 else None
-    if node.op not in REFIT_OPS or not isinstance(tensor, gs.Constant) or \
-            tensor.name != weight.tensor or len(tensor.outputs) != 1:
+def _refittable(node: gs.Node, weight: Slot, view) -> bool:
+    """A float constant only this layer reads, that its family can refit."""
+    tensor = view.tensors.get(weight.tensor)
+    if not isinstance(tensor, gs.Constant) or len(tensor.outputs) != 1 or \
+            not np.issubdtype(np.asarray(tensor.values).dtype, np.floating):
         return False
-    values = np.asarray(tensor.values)
-    if not np.issubdtype(values.dtype, np.floating) or (node.op == "MatMul" and values.ndim != 2):
-        return False
-    return int(node.attrs.get("group", 1)) == 1
+    return family_for(node).sink.refittable(node, tensor)
 
 
 def _zero_removed(dep: DepGraph, removed_units: dict[int, np.ndarray]) -> set[str]:
@@ -214,11 +213,4 @@ def _solve(rows: np.ndarray, moments: Moments, kept: np.ndarray, ridge: float,
 
 def _output_shift(node: gs.Node, weight: np.ndarray, shift: np.ndarray) -> np.ndarray:
     """Per output channel: the bias shift, summed over kernel taps."""
-    per_output = shift.reshape(weight.shape[0], -1).sum(axis=1)
-    if node.op == "ConvTranspose":
-        strides = node.attrs.get("strides", [1] * (weight.ndim - 2))
-        return per_output / float(np.prod(strides))
-    if node.op == "Gemm":
-        return per_output * float(node.attrs.get("alpha", 1.0)) / float(
-            node.attrs.get("beta", 1.0))
-    return per_output
+    return family_for(node).sink.output_shift(node, weight, shift)

@@ -1,15 +1,126 @@
-"""The measurements a readable report needs beyond the prune report: latency of the
-dense and pruned models timed in turns, and fidelity on calibration data."""
+"""The prune report: what prune() did, in numbers (`Report`, built by `prune_report`),
+and the measurements a readable report adds: latency of the dense and pruned models
+timed in turns, and fidelity on calibration data."""
 
 from __future__ import annotations
 
-from dataclasses import asdict
+import time
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
+import onnx_graphsurgeon as gs
 from onnx import ModelProto
 
-from .api import Report
 from .bench import CPU, benchmark
+from .cost import Cost
+from .depgraph import DepGraph
+from .notices import cut_warnings, requested_cuts
+from .planfiles import prune as prune_plans
+from .planning import Plan, Planned
 
+if TYPE_CHECKING:
+    from .analysis import Analysis, Pricer
+    from .options import Decisions, PruneOptions
+
+
+@dataclass
+class GroupReport:
+    """One group's outcome."""
+
+    id: int
+    kind: str
+    size: int
+    kept: int
+    channels_per_unit: int
+    root: str
+    producers: list[str]
+    blocked: str | None = None
+    skipped: str | None = None
+    removed: list[int] = field(default_factory=list)
+
+
+@dataclass
+class Report:
+    """What prune() did, in numbers."""
+
+    macs_before: int
+    macs_after: int
+    params_before: int
+    params_after: int
+    seconds: float
+    criterion: str
+    reconstruct: str
+    ratio: float | None
+    head_ratio: float | None
+    hidden_ratio: float | None
+    round_to: int
+    input_shapes: dict[str, list[int]]
+    groups: list[GroupReport] = field(default_factory=list)
+    nodes: list[dict] = field(default_factory=list)
+    plan_document: dict | None = field(default=None, repr=False)
+    target: dict | None = None
+    sensitivity: list[dict] | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def macs_reduction(self) -> float:
+        return self.macs_before / max(self.macs_after, 1)
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data.pop("plan_document")
+        data["macs_reduction"] = self.macs_reduction
+        for group in data["groups"]:
+            for key in ("blocked", "skipped"):
+                if group[key] is None:
+                    del group[key]
+        return data
+
+
+def prune_report(analysis: Analysis, planned: Planned, price: Pricer, start: float,
+                 options: PruneOptions, decisions: Decisions) -> Report:
+    """The report of a prune run begun at `start` (perf_counter), with its plan file."""
+    plan, decided = planned.plan, decisions.planning.rounded_to(planned.round_to)
+    before, after = price(None), price(plan.removed)
+    report = Report(
+        before.macs, after.macs, before.params, after.params, time.perf_counter() - start,
+        decided.criterion, decisions.reconstruct, decided.ratio, options.head_ratio,
+        options.hidden_ratio, decided.rounding,
+        {k: list(v) for k, v in analysis.shapes.items()}, group_reports(analysis.dep, plan),
+        node_reports(analysis.dep.view.graph, before, after))
+    report.target = planned.target
+    report.warnings = cut_warnings(report.groups, requested_cuts(decisions.planning))
+    report.sensitivity = [asdict(c) for c in planned.curves] if planned.curves else None
+    report.plan_document = prune_plans.document(analysis.dep, analysis.proto, plan,
+                                                decisions.recorded(planned.round_to))
+    return report
+
+
+def group_reports(dep: DepGraph, plan: Plan) -> list[GroupReport]:
+    """Every group's outcome under a plan."""
+    reports = []
+    for group in dep.groups:
+        reason = plan.skipped.get(group.id)
+        reports.append(GroupReport(
+            group.id, group.kind, group.units, plan.kept(group), group.channels_per_unit,
+            str(group.root), [name for name, _ in group.producers],
+            blocked=group.blocked[0] if group.blocked else None,
+            skipped=None if group.blocked else reason,
+            removed=[int(u) for u in plan.removed.get(group.id, ())]))
+    return reports
+
+
+def node_reports(graph: gs.Graph, before: Cost, after: Cost) -> list[dict]:
+    """MACs and parameters before and after, for every node that has either."""
+    rows = []
+    for node in graph.nodes:
+        macs, params = before.per_node.get(node.name, (0, 0))
+        if macs or params:
+            new_macs, new_params = after.per_node.get(node.name, (0, 0))
+            rows.append({"name": node.name, "op": node.op, "macs_before": macs,
+                         "macs_after": new_macs, "params_before": params,
+                         "params_after": new_params})
+    return rows
 
 def measured_latency(original: ModelProto, pruned: ModelProto, report: Report,
                      runs: int = 30, provider: str = CPU, progress=None) -> dict:

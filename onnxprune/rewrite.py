@@ -7,7 +7,8 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from .depgraph import DepGraph, GraphView, Role, Slot
-from .depgraph.rules import Change, rule_for
+from .ops import family_of
+from .ops.rule import Change, rule_for
 
 
 def removed_slots(dep: DepGraph, removed_units: dict[int, np.ndarray]) -> dict[Slot, np.ndarray]:
@@ -71,21 +72,10 @@ def mask_sinks(dep: DepGraph, removed_units: dict[int, np.ndarray],
 
 
 def _zero_of(tensor: gs.Constant, shape: tuple[int, ...]) -> np.ndarray:
-    """What stands for zero in a stored weight: the zero point of the DequantizeLinear
-    that reads it (per tensor or per axis), else 0."""
+    """What stands for zero in a stored weight: as the weight view that alone reads it
+    says (a DequantizeLinear's zero point), else 0."""
     readers = tensor.outputs
     zero = np.zeros(shape, np.asarray(tensor.values).dtype)
-    if len(readers) != 1 or readers[0].op != "DequantizeLinear" or len(readers[0].inputs) < 3:
-        return zero
-    point = readers[0].inputs[2]
-    if not isinstance(point, gs.Constant):
-        return zero
-    values = np.asarray(point.values)
-    if values.size == 1:
-        return zero + values.reshape(()).astype(zero.dtype)
-    if values.ndim != 1:  # blocked quantization: leave it to zero
-        return zero
-    axis = int(readers[0].attrs.get("axis", 1)) % len(shape)
-    view = [1] * len(shape)
-    view[axis] = values.size
-    return zero + values.reshape(view).astype(zero.dtype)
+    family = family_of(readers[0].op) if len(readers) == 1 else None
+    view = None if family is None else family.view
+    return zero if view is None or view.zero is None else view.zero(readers[0], zero)

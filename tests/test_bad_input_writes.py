@@ -97,7 +97,13 @@ def test_ctrl_c_while_outputs_are_renamed_waits_until_all_are(folder, monkeypatc
         return real(source, target)
 
     monkeypatch.setattr(files.os, "replace", replace)
-    result = CliRunner().invoke(main, PRUNE + ["-o", "o.onnx", "--report", "r.json"])
+    # A shell that starts a job in the background makes it ignore SIGINT; this test
+    # wants Python's own Ctrl-C whatever started it.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        result = CliRunner().invoke(main, PRUNE + ["-o", "o.onnx", "--report", "r.json"])
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert sent and result.exit_code == 130, result.output
     assert lines_of(result.stderr) == ["onnxprune: interrupted"]
     onnx.checker.check_model(onnx.load("o.onnx"), full_check=True)
@@ -130,6 +136,12 @@ run()
 """
 
 
+def default_sigint() -> None:
+    """In the child: SIGINT as a terminal delivers it, even when this test runs in a job
+    a shell started in the background (such jobs inherit SIGINT ignored)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("program", [INTERRUPT_AT_IMPORT, INTERRUPT_AT_WRITE],
                          ids=["during-start-up", "between-outputs"])
 def test_ctrl_c_is_one_line_exit_130_and_leaves_nothing(folder, program):
@@ -137,7 +149,7 @@ def test_ctrl_c_is_one_line_exit_130_and_leaves_nothing(folder, program):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     done = subprocess.run(
         [sys.executable, "-c", program, *PRUNE, "-o", "existing.onnx", "--report", "r.json"],
-        capture_output=True, text=True, env=env, timeout=300)
+        capture_output=True, text=True, env=env, timeout=300, preexec_fn=default_sigint)
     assert done.returncode == 130, done.stderr
     assert lines_of(done.stderr) == ["onnxprune: interrupted"]
     assert snapshot(folder) == before

@@ -14,13 +14,14 @@ import pytest
 from click.testing import CliRunner
 from test_plan_file import renamed
 
-from onnxprune import InputError, latency, prune
+from onnxprune import InputError, prune
 from onnxprune import model as model_io
-from onnxprune.budget import EnergyModel
 from onnxprune.cli import main
 from onnxprune.cost import Cost, concrete, model_cost, node_macs
-from onnxprune.latency_search import next_step, pick_step, plan_chain, step_multiple
 from onnxprune.latency_table import layer_config
+from onnxprune.planning import latency
+from onnxprune.planning.budgets import EnergyModel
+from onnxprune.planning.latency_search import next_step, pick_step, plan_chain, step_multiple
 from onnxprune.shapes import concrete_shape_table
 
 DEMO = Path(__file__).resolve().parent.parent / "models" / "ppocr_mobile_cls.onnx"

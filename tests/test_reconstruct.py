@@ -13,14 +13,19 @@ from onnxprune.errors import InputError
 from onnxprune.verify import relative_error, run
 
 
-def mlp_with_constant_unit():
+def matmul(b: GraphBuilder, x: str, w: str) -> str:
+    return b.op("MatMul", [x, w])
+
+
+def mlp_with_constant_unit(product=matmul):
+    """x·W1 + b1, Relu, ·W2 + b2, the products written by `product(builder, x, w)`."""
     b = GraphBuilder(seed=1)
     x = b.input("x", ["n", 8])
     w1 = b.rng.standard_normal((8, 16)).astype(np.float32)
     b1 = b.rng.standard_normal(16).astype(np.float32)
     w1[:, 3], b1[3] = 0.0, 2.0  # unit 3 is always relu(2) = 2
-    h = b.op("Relu", [b.op("Add", [b.op("MatMul", [x, b.const(w1)]), b.const(b1)])])
-    y = b.op("Add", [b.op("MatMul", [h, b.weight(16, 4)]), b.weight(4)])
+    h = b.op("Relu", [b.op("Add", [product(b, x, b.const(w1)), b.const(b1)])])
+    y = b.op("Add", [product(b, h, b.weight(16, 4)), b.weight(4)])
     return b.build(y)
 
 
@@ -247,9 +252,9 @@ def test_truncated_model_computes_an_intermediate_with_fewer_nodes():
     model = b.build(y)
     part = truncated(model, [h])
     feeds = {"x": np.random.default_rng(1).standard_normal((2, 3, 8, 8)).astype(np.float32)}
-    from onnxprune.verify import session_for_outputs
+    from onnxprune.targets.onnxruntime import session
 
-    want = session_for_outputs(model, [h]).run([h], feeds)[0]
+    want = session(model, outputs=[h]).run([h], feeds)[0]
     assert [n.op_type for n in part.graph.node] == ["Conv", "Relu"]
     assert len(part.graph.initializer) == 2 and [o.name for o in part.graph.output] == [h]
     assert np.array_equal(run(part, feeds)[h], want)

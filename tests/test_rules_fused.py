@@ -40,7 +40,7 @@ def test_packed_attention_heads_and_num_heads():
     wo = b.weight(8, 6)
     model = build_ms(b, b.op("MatMul", [ctx, wo]), [2, 5, 6])
     group = head_group(analyze(model))
-    assert group.units == 4 and group.channels == 6  # q, k and v columns of one head
+    assert group.units == 4 and group.channels_per_unit == 6  # q, k and v columns of one head
     _, pruned = assert_mask_equivalent(model, {group.id: [1, 2]})
     assert weight_shapes(pruned)[w] == (8, 12) and weight_shapes(pruned)[bias] == (12,)
     assert weight_shapes(pruned)[wo] == (4, 6)
@@ -75,7 +75,7 @@ def test_group_query_attention_keeps_query_heads_with_their_key_value_head():
     wo = b.weight(32, 3)
     model = build_ms(b, b.op("MatMul", [ctx, wo]), [1, 6, 3])
     group = head_group(analyze(model))
-    assert group.units == 2 and group.channels == 16  # two query heads of 8 per unit
+    assert group.units == 2 and group.channels_per_unit == 16  # two query heads of 8 per unit
     _, pruned = assert_mask_equivalent(model, {group.id: [1]})
     shapes = weight_shapes(pruned)
     assert shapes[wq] == (8, 16) and shapes[wk] == shapes[wv] == (8, 8)

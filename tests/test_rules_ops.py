@@ -1205,7 +1205,7 @@ def test_gemm_unflattened_to_channels_makes_block_units():
     dep = analyze(model)
     group = only_group(dep, f)
     assert group is only_group(dep, r) and group.kind == "neuron"
-    assert group.units == 4 and group.channels == 4 and group.prunable
+    assert group.units == 4 and group.channels_per_unit == 4 and group.prunable
     _, pruned = assert_mask_equivalent(model, {group.id: [2]})
     assert node_input_values(pruned, "Reshape", 1).tolist() == [1, 3, 2, 2]
     shapes = weight_shapes(pruned)

@@ -60,7 +60,7 @@ def test_shuffle_maps_each_channel_to_its_shuffled_position(g):
     positions = shuffled(g * per, g)
     for k, part in enumerate(parts):
         group = only_group(dep, part)
-        assert group.units == per and group.channels == 1
+        assert group.units == per and group.channels_per_unit == 1
         owner = group.members[Slot(y, 1)]
         assert np.array_equal(np.flatnonzero(owner >= 0), np.sort(positions[k * per:][:per]))
         assert np.array_equal(owner[positions[k * per:][:per]], np.arange(per))

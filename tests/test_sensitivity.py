@@ -13,9 +13,9 @@ from helpers import GraphBuilder
 import onnxprune
 from onnxprune import model as model_io
 from onnxprune.cli import main
-from onnxprune.criteria.sensitivity import Curve, measure_curves
 from onnxprune.depgraph import build, view_of
 from onnxprune.errors import InputError
+from onnxprune.planning.curves import Curve, measure_curves
 from onnxprune.shapes import sample_shapes
 from onnxprune.verify import reference_model, relative_error, run
 

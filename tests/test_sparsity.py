@@ -11,10 +11,10 @@ from onnx import TensorProto, numpy_helper
 
 import onnxprune
 from onnxprune.errors import InputError
-from onnxprune.sparsity.criteria import sparsegpt, wanda
 from onnxprune.sparsity.layers import find_layers
 from onnxprune.sparsity.pattern import Pattern, keep_mask, parse_pattern, violations
 from onnxprune.sparsity.statistics import waves
+from onnxprune.sparsity.weight_criteria import sparsegpt, wanda
 from onnxprune.verify import run
 
 

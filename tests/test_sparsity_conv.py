@@ -10,8 +10,8 @@ import pytest
 from helpers import GraphBuilder, const_values
 
 import onnxprune
-from onnxprune.sparsity.criteria import sparsegpt
 from onnxprune.sparsity.pattern import parse_pattern, violations
+from onnxprune.sparsity.weight_criteria import sparsegpt
 
 KERNEL, STRIDE, PAD = 3, 2, 1
 

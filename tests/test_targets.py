@@ -59,7 +59,8 @@ def test_sparse_tactics_are_read_from_the_builder_log():
 
 def test_session_falls_back_to_cpu_and_runs_a_sparsified_model():
     sparse, _ = onnxprune.sparsify(small_model(), "2:4", all_layers=True)
-    sess = ort_target.session(sparse, threads=1)
+    sess = ort_target.session(sparse, providers=ort_target.providers(), optimization="all",
+                              threads=1, log_severity=ort_target.ERRORS)
     assert sess.get_providers()[-1] == "CPUExecutionProvider"
     x = np.ones((2, 16), np.float32)
     assert sess.run(None, {"x": x})[0].shape == (2, 8)

@@ -69,7 +69,7 @@ def test_minilm_lists_head_and_neuron_groups():
     heads = [g for g in groups if g.kind == "head"]
     neurons = [g for g in groups if g.kind == "neuron" and g.prunable]
     assert sum(g.units for g in heads) == 36 and all(g.units == 12 for g in heads)
-    assert all(g.prunable and g.channels == 32 for g in heads)
+    assert all(g.prunable and g.channels_per_unit == 32 for g in heads)
     assert [g.units for g in neurons] == [1536, 1536, 1536]
 
 
@@ -213,7 +213,7 @@ def tampered_apply(monkeypatch, name: str, change, everywhere: bool):
     """Make the rewrite change constant `name` whenever it slices it: in the pruned
     model only (a faulty channel rule), or in every rewrite, the exact reference's too
     (a faulty hidden rule, which that reference cannot catch)."""
-    from onnxprune import api, rewrite
+    from onnxprune import analysis, rewrite
 
     real = rewrite.apply
 
@@ -224,7 +224,7 @@ def tampered_apply(monkeypatch, name: str, change, everywhere: bool):
             tensor.values = change(np.array(tensor.values))
         return out
 
-    monkeypatch.setattr(api, "apply", apply)
+    monkeypatch.setattr(analysis, "apply", apply)
     if everywhere:
         monkeypatch.setattr(rewrite, "apply", apply)
 

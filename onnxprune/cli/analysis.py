@@ -44,7 +44,7 @@ def _group_dict(group) -> dict:
         "id": group.id,
         "kind": group.kind,
         "size": group.units,
-        "channels_per_unit": group.channels,
+        "channels_per_unit": group.channels_per_unit,
         "prunable": group.prunable,
         "blocked": group.blocked[0] if group.blocked else None,
         "blocked_all": group.blocked,

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..depgraph import GraphView, Group, Role, Slot
-from ..depgraph.core import WEIGHT_VIEWS
+from ..ops.registry import VIEW_DEPTH, is_axis_view
 from .magnitude import _atom_reduce, _mean_normalized, _per_unit, l2
 
 
@@ -30,9 +30,9 @@ def sink_activations(group: Group, view: GraphView) -> list[Slot]:
     return [s for s in group.members if group.roles.get(s) == Role.ACT and s.tensor in names]
 
 
-def _consumers(view: GraphView, name: str, depth: int = 4):
+def _consumers(view: GraphView, name: str, depth: int = VIEW_DEPTH):
     for node in view.tensors[name].outputs if name in view.tensors else []:
-        if node.op in WEIGHT_VIEWS and depth:
+        if is_axis_view(node.op) and depth:
             yield from _consumers(view, node.outputs[0].name, depth - 1)
         else:
             yield node

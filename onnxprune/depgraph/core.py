@@ -9,9 +9,8 @@ from enum import Enum
 import numpy as np
 import onnx_graphsurgeon as gs
 
+from ..ops.registry import VIEW_DEPTH, is_axis_view
 from ..shapes import Shape
-
-WEIGHT_VIEWS = ("Cast", "Identity", "DequantizeLinear", "QuantizeLinear")
 
 
 @dataclass(frozen=True, order=True)
@@ -198,14 +197,14 @@ class GraphView:
         return isinstance(self.tensors.get(name), gs.Constant)
 
     def is_weight(self, name: str) -> bool:
-        """A constant, or a constant seen through Cast, Identity, QuantizeLinear or
-        DequantizeLinear (weights stored in float16 or int8)."""
+        """A constant, or a constant seen through weight views that keep its axes (Cast,
+        Identity, QuantizeLinear, DequantizeLinear: weights stored in float16 or int8)."""
         tensor = self.tensors.get(name)
-        for _ in range(4):
+        for _ in range(VIEW_DEPTH):
             if isinstance(tensor, gs.Constant):
                 return True
             producer = tensor.inputs[0] if tensor is not None and tensor.inputs else None
-            if producer is None or producer.op not in WEIGHT_VIEWS:
+            if producer is None or not is_axis_view(producer.op):
                 return False
             tensor = producer.inputs[0]
         return False

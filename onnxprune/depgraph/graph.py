@@ -13,12 +13,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx_graphsurgeon as gs
 
+from ..ops.registry import VIEW_DEPTH, families, family_of, is_axis_view
+from ..ops.rule import rule_for
 from .atoms import Rows, atom_pairs, components
 from .atoms import rows as atom_rows
-from .core import WEIGHT_VIEWS, Choice, Edges, GraphView, Role, Slot
-from .rules import rule_for
-
-SPAN_OPS = ("Reshape", "Flatten", "Transpose")  # the rules that follow several axes as one
+from .core import Choice, Edges, GraphView, Role, Slot
 
 
 @dataclass
@@ -43,7 +42,7 @@ class Group:
         return not self.blocked
 
     @property
-    def channels(self) -> int:
+    def channels_per_unit(self) -> int:
         """Indices per unit on the group's first output slot (1 for plain channels)."""
         counts = np.bincount(self.members[self.root][self.members[self.root] >= 0])
         return int(counts.max()) if counts.size else 1
@@ -191,9 +190,10 @@ def _apply(node: gs.Node, slot: Slot, view: GraphView, edges: Edges) -> None:
     if rule is None:
         edges.block(slot, f"{node.op} {node.name}: no rule for this op")
         return
-    if slot.span > 1 and node.op not in SPAN_OPS:
+    if slot.span > 1 and not rule.spans:
+        spanning = sorted(op for op, family in families().items() if family.rule.spans)
         edges.block(slot, f"{node.op} {node.name}: axes {slot} are followed only through "
-                          "Reshape, Flatten and Transpose")
+                          f"{', '.join(spanning[:-1])} and {spanning[-1]}")
         return
     rule.propagate(node, slot, view, edges)
 
@@ -244,8 +244,8 @@ def _make_group(gid, slots, unit_labels, found: _Found, rows: Rows, labels) -> G
 
 
 def _roles(slots: list[Slot], found: _Found) -> dict[Slot, Role]:
-    """Each slot's role; a constant seen through Cast, Identity or DequantizeLinear
-    takes the weight role of the view it feeds."""
+    """Each slot's role; a constant seen through weight views that keep its axes (Cast,
+    Identity, DequantizeLinear) takes the weight role of the view it feeds."""
     roles = {s: found.edges.roles.get(s, Role.ACT) for s in slots}
     for slot in slots:
         if roles[slot] == Role.ACT and found.view.is_const(slot.tensor):
@@ -255,9 +255,9 @@ def _roles(slots: list[Slot], found: _Found) -> dict[Slot, Role]:
 
 def _viewed_role(slot: Slot, found: _Found) -> Role | None:
     name = slot.tensor
-    for _ in range(4):
+    for _ in range(VIEW_DEPTH):
         users = found.view.tensors[name].outputs
-        if len(users) != 1 or users[0].op not in WEIGHT_VIEWS:
+        if len(users) != 1 or not is_axis_view(users[0].op):
             return None
         name = users[0].outputs[0].name
         role = found.edges.roles.get(Slot(name, slot.axis))
@@ -273,7 +273,7 @@ def _kind(tags: set[str], approximate: list[str], producers: list[tuple[str, str
         return "hidden"
     if {"split", "attention"} <= tags:
         return "head"
-    products = [op for _, op in producers if op not in WEIGHT_VIEWS]
-    if products and all(op in ("MatMul", "Gemm") for op in products):
+    products = [family_of(op) for _, op in producers if not is_axis_view(op)]
+    if products and all(family is not None and family.products for family in products):
         return "neuron"
     return "channel"

@@ -1,4 +1,4 @@
-"""N:M and unstructured weight sparsity for Conv, MatMul and Gemm layers."""
+"""N:M and unstructured weight sparsity for Conv, MatMul, Gemm and Einsum layers."""
 
 from .pattern import PATTERNS, Pattern, parse_pattern
 from .pipeline import LayerReport, SparsifyReport, sparsify

@@ -1,8 +1,9 @@
 """The weights sparse kernels read, found on the ONNX graph as stored.
 
-A *layer* is a Conv, MatMul or Gemm operand that is a constant weight, possibly
-seen through Transpose, Cast, DequantizeLinear or Identity. Its *effective*
-weight is the tensor the layer reads; its grouped axis is the one TensorRT
+A *layer* is an operand of a node whose op family has a `sparse` hook (`ops/`: Conv,
+MatMul, Gemm, Einsum) that is a constant weight, possibly seen through weight views
+the sparsifier can write through (Transpose, Cast, DequantizeLinear, Identity). Its
+*effective* weight is the tensor the layer reads; its grouped axis is the one TensorRT
 checks: Conv `W[K, C/g, R, S]` along C, MatMul `B[K, N]` along K (a constant
 left operand `A[M, K]` along K), Gemm B along axis 0, or 1 when `transB=1`.
 The *matrix view* moves the grouped axis last and keeps the output axis first:
@@ -18,16 +19,14 @@ import numpy as np
 import onnx
 from onnx import ModelProto, NodeProto, helper, numpy_helper
 
-LAYER_OPS = ("Conv", "MatMul", "Gemm")
-VIEW_OPS = ("Transpose", "Cast", "DequantizeLinear", "Identity")
+from ..ops import SparseLayer, WeightView, families, family_of
+
 FLOAT_TYPES = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE)
-QUANT_TYPES = (onnx.TensorProto.INT8, onnx.TensorProto.UINT8, onnx.TensorProto.INT16,
-               onnx.TensorProto.UINT16)
 
 
 @dataclass
 class Layer:
-    """One weight operand of a Conv, MatMul or Gemm node, eligible or not."""
+    """One weight operand of a layer node (Conv, MatMul, Gemm, Einsum), eligible or not."""
 
     node: str
     op: str
@@ -70,13 +69,14 @@ class WeightStore:
 
 
 def find_layers(model: ModelProto) -> list[Layer]:
-    """Every Conv, MatMul and Gemm weight operand of the main graph, traced to storage."""
+    """Every weight operand of the main graph's layer nodes, traced to storage."""
     store = WeightStore(model)
     graph = Graph(model, store)
     layers = []
     for node in model.graph.node:
-        if node.op_type in LAYER_OPS:
-            layers += _layers_of(node, graph, store)
+        family = family_of(node.op_type, node.domain)
+        if family is not None and family.sparse is not None:
+            layers += _layers_of(node, family.sparse, graph, store)
     return layers
 
 
@@ -103,27 +103,21 @@ class Graph:
                 self.constant.update(node.output)
 
 
-def _operands(node: NodeProto) -> list[tuple[int, int]]:
-    """(input index, grouped axis of a 2-D operand) for the operands a weight may be."""
-    if node.op_type == "Conv":
-        return [(1, 1)]
-    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-    if node.op_type == "Gemm":
-        return [(1, 1 if attrs.get("transB", 0) else 0), (0, 0 if attrs.get("transA", 0) else 1)]
-    return [(1, 0), (0, 1)]
+def _attrs(node: NodeProto) -> dict:
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
 
 
-def _layers_of(node: NodeProto, graph: Graph, store: WeightStore) -> list[Layer]:
+def _layers_of(node: NodeProto, sparse: SparseLayer, graph: Graph, store: WeightStore
+               ) -> list[Layer]:
     found = []
-    for index, axis in _operands(node):
+    for index, axis in sparse.operands(_attrs(node)):
         if index >= len(node.input) or node.input[index] not in graph.constant:
             continue
-        other = node.input[1 - index] if node.op_type != "Conv" else node.input[0]
-        layer = Layer(node.name, node.op_type, index, other, axis=axis,
-                      attrs={a.name: helper.get_attribute_value(a) for a in node.attribute})
+        layer = Layer(node.name, node.op_type, index, node.input[1 - index], axis=axis,
+                      attrs=_attrs(node))
         _trace(layer, node.input[index], graph, store)
         if layer.reason is None:
-            _describe(layer, node, store)
+            _describe(layer, sparse, store)
         found.append(layer)
     if not found:
         found.append(Layer(node.name, node.op_type, None, None,
@@ -131,15 +125,26 @@ def _layers_of(node: NodeProto, graph: Graph, store: WeightStore) -> list[Layer]
     return found
 
 
+def _view(step: NodeProto) -> WeightView | None:
+    family = family_of(step.op_type, step.domain)
+    return None if family is None else family.view
+
+
+def _writable_views() -> list[str]:
+    return sorted(op for op, family in families().items()
+                  if family.view is not None and family.view.writable)
+
+
 def _trace(layer: Layer, name: str, graph: Graph, store: WeightStore) -> None:
     """Follow view ops back to the stored constant; every step must be private."""
     chain: list[NodeProto] = []
     while name not in store:
         producer = graph.producers.get(name)
-        if producer is None or producer.op_type not in VIEW_OPS:
+        view = None if producer is None else _view(producer)
+        if view is None or not view.writable:
             op = producer.op_type if producer is not None else "a graph input"
             layer.reason = (f"weight computed through {op} (followed: "
-                            f"{', '.join(VIEW_OPS)})")
+                            f"{', '.join(_writable_views())})")
             return
         chain.append(producer)
         if not _private(name, graph, 1):
@@ -157,7 +162,7 @@ def _private(name: str, graph: Graph, readers: int) -> bool:
     return len(graph.consumers.get(name, [])) == readers and name not in graph.outputs
 
 
-def _describe(layer: Layer, node: NodeProto, store: WeightStore) -> None:
+def _describe(layer: Layer, sparse: SparseLayer, store: WeightStore) -> None:
     """Effective shape, outputs × reduction, and dtype or view problems."""
     problem = _chain_problem(layer.chain, store)
     tensor = store.tensors[layer.weight]
@@ -170,36 +175,41 @@ def _describe(layer: Layer, node: NodeProto, store: WeightStore) -> None:
     layer.shape = shape
     if 0 in shape:
         layer.reason = f"empty weight of shape {list(shape)}: nothing to sparsify"
-    elif node.op_type != "Conv" and len(shape) != 2:
-        layer.reason = f"weight of rank {len(shape)} (2-D weights supported)"
-    elif node.op_type == "Conv" and len(shape) < 3:
-        layer.reason = f"Conv weight of rank {len(shape)}"
+    elif sparse.shape_problem(shape):
+        layer.reason = sparse.shape_problem(shape)
     else:
-        layer.outputs = shape[0] if node.op_type == "Conv" else shape[1 - layer.axis]
+        layer.outputs = sparse.outputs(shape, layer.axis)
         layer.reduction = int(np.prod(shape)) // layer.outputs
 
 
 def _effective_type(stored: int, chain: list[NodeProto]) -> int:
     for step in chain:
-        if step.op_type == "Cast":
-            stored = helper.get_attribute_value(step.attribute[0])
-        elif step.op_type == "DequantizeLinear":
-            stored = onnx.TensorProto.FLOAT
+        stored = _view(step).dtype(stored, _attrs(step))
     return stored
 
 
 def _chain_problem(chain: list[NodeProto], store: WeightStore) -> str | None:
     for step in chain:
-        if step.op_type != "DequantizeLinear":
-            continue
-        attrs = {a.name: helper.get_attribute_value(a) for a in step.attribute}
-        if attrs.get("block_size", 0):
-            return "block-quantized weight (DequantizeLinear block_size)"
-        if any(name and name not in store for name in step.input):
-            return "quantized weight, scale or zero point computed at run time"
-        if store.tensors[step.input[0]].data_type not in QUANT_TYPES:
-            return "quantized weight type not supported (8 and 16-bit integers are)"
+        problem = _view(step).problem(_attrs(step), [store.tensors.get(name)
+                                                     for name in step.input if name])
+        if problem:
+            return problem
     return None
+
+
+def dequantized(layer: Layer) -> bool:
+    """Whether the weight is stored quantized (a view dequantizes it)."""
+    return any(_view(step).dequantizes for step in layer.chain)
+
+
+def _params(step: NodeProto, store: WeightStore):
+    """A view op's i-th input as stored (None when absent)."""
+
+    def param(index: int) -> np.ndarray | None:
+        present = index < len(step.input) and step.input[index]
+        return store.get(step.input[index]) if present else None
+
+    return param
 
 
 def effective(layer: Layer, store: WeightStore) -> np.ndarray:
@@ -211,27 +221,7 @@ def effective(layer: Layer, store: WeightStore) -> np.ndarray:
 
 
 def _apply(step: NodeProto, values: np.ndarray, store: WeightStore) -> np.ndarray:
-    attrs = {a.name: helper.get_attribute_value(a) for a in step.attribute}
-    if step.op_type == "Transpose":
-        return np.transpose(values, attrs.get("perm"))
-    if step.op_type == "Cast":
-        return values.astype(helper.tensor_dtype_to_np_dtype(attrs["to"]))
-    if step.op_type == "DequantizeLinear":
-        scale, zero = _quant_params(step, values, store, attrs)
-        return ((values.astype(np.float32) - zero) * scale).astype(scale.dtype)
-    return values
-
-
-def _quant_params(step: NodeProto, values: np.ndarray, store: WeightStore, attrs: dict):
-    """Scale and zero point broadcast against the quantized values."""
-    scale = store.get(step.input[1])
-    zero = store.get(step.input[2]) if len(step.input) > 2 and step.input[2] \
-        else np.zeros_like(scale, dtype=values.dtype)
-    if scale.ndim == 1 and values.ndim > 1:
-        shape = [1] * values.ndim
-        shape[attrs.get("axis", 1) % values.ndim] = -1
-        scale, zero = scale.reshape(shape), zero.reshape(shape)
-    return scale, zero.astype(np.float32)
+    return _view(step).apply(values, _attrs(step), _params(step, store))
 
 
 def store_effective(layer: Layer, store: WeightStore, values: np.ndarray) -> None:
@@ -243,16 +233,7 @@ def store_effective(layer: Layer, store: WeightStore, values: np.ndarray) -> Non
 
 
 def _invert(step: NodeProto, values: np.ndarray, store: WeightStore) -> np.ndarray:
-    attrs = {a.name: helper.get_attribute_value(a) for a in step.attribute}
-    if step.op_type == "Transpose":
-        perm = attrs.get("perm") or list(range(values.ndim))[::-1]
-        return np.transpose(values, np.argsort(perm))
-    if step.op_type == "DequantizeLinear":
-        stored = store.get(step.input[0])
-        scale, zero = _quant_params(step, stored, store, attrs)
-        info = np.iinfo(stored.dtype)
-        return np.clip(np.round(values / scale) + zero, info.min, info.max)
-    return values
+    return _view(step).invert(values, _attrs(step), _params(step, store))
 
 
 def to_matrix(values: np.ndarray, axis: int) -> np.ndarray:

@@ -10,12 +10,11 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from onnx import ModelProto
 
-from .. import calibrate, planfile
+from .. import calibrate, planfiles
 from .. import model as model_io
 from ..errors import InputError, ModelError
-from . import plans
+from ..planfiles import sparsify as sparsify_plans
 from .check import verify_written
-from .criteria import DATA_AWARE, check_criterion, magnitude, sparsegpt, wanda
 from .layers import (
     Layer,
     WeightStore,
@@ -29,6 +28,7 @@ from .layers import (
 from .pattern import Pattern, parse_pattern
 from .statistics import measurable, measure, waves
 from .storage import INDEX_TYPES, to_fp16, to_initializers, to_sparse
+from .weight_criteria import DATA_AWARE, check_criterion, magnitude, sparsegpt, wanda
 
 ModelLike = ModelProto | str | os.PathLike
 MIN_SIZE = 256  # outputs and reduction length from which sparse kernels can win
@@ -94,21 +94,19 @@ def sparsify(model: ModelLike, pattern: str = "2:4", *, sparsity: float | None =
              damp: float = 0.01, progress: Callable[[int], None] | None = None,
              plan: str | os.PathLike | dict | None = None
              ) -> tuple[ModelProto, SparsifyReport]:
-    """Zero weights of Conv, MatMul and Gemm layers in an N:M or unstructured pattern
+    """Zero weights of Conv, MatMul, Gemm and Einsum layers in an N:M or unstructured pattern
     and return the verified model and a report. By default only layers with at least
     `min_size` outputs and reduction length (256 for N:M, where sparse kernels can
     win; 0 for unstructured) are sparsified; `all_layers` takes every eligible one.
     `plan`: a plan file (`report.plan_document`) whose zero masks are applied instead
     of choosing (pattern and sparsity come from it; refused on another network)."""
-    document = planfile.read(plan, plans.KIND) if plan is not None else None
+    document = planfiles.read(plan, sparsify_plans.KIND) if plan is not None else None
     if document is not None:
         recorded = document.get("options") or {}
         pattern, sparsity = recorded.get("pattern", pattern), recorded.get("sparsity")
         criterion, calib = "magnitude", None
     spec = parse_pattern(pattern, sparsity)
-    _check_options(criterion, calib, storage, sparse_indices, min_size, damp)
-    if seed < 0:
-        raise InputError(f"--seed must be at least 0, got {seed}")
+    _check_options(criterion, calib, storage, sparse_indices, min_size, damp, seed)
     min_size = (MIN_SIZE if spec.structured else 0) if min_size is None else min_size
     start = time.perf_counter()
     original = model_io.load(model)
@@ -126,7 +124,7 @@ def sparsify(model: ModelLike, pattern: str = "2:4", *, sparsity: float | None =
         used = _zero_weights(work, chosen, spec, criterion, calib, calib_samples, batch_size,
                              images, seed, damp, progress)
     zeros = _zero_fractions(work, chosen)
-    saved = plans.document(layers, chosen, work, original, {
+    saved = sparsify_plans.document(layers, chosen, work, original, {
         "pattern": spec.name, "sparsity": spec.sparsity, "criterion": criterion,
         "min_size": min_size, "all_layers": all_layers, "ignore": list(ignore)})
     written, stored = _store(work, chosen, fp16, storage, sparse_indices)
@@ -141,7 +139,7 @@ def sparsify(model: ModelLike, pattern: str = "2:4", *, sparsity: float | None =
 
 def _replayed(document: dict, layers: list[Layer], work: ModelProto):
     """Apply a plan's masks: the layers it sparsified, and what decided each."""
-    chosen = plans.replay(document, layers, work)
+    chosen = sparsify_plans.replay(document, layers, work)
     picked = {id(layer) for layer in chosen}
     for layer in layers:
         if id(layer) not in picked:
@@ -152,7 +150,7 @@ def _replayed(document: dict, layers: list[Layer], work: ModelProto):
 
 
 def _check_options(criterion: str, calib, storage: str, sparse_indices: str,
-                   min_size: int | None, damp: float) -> None:
+                   min_size: int | None, damp: float, seed: int) -> None:
     check_criterion(criterion)
     if criterion in DATA_AWARE and calib is None:
         raise InputError(f"criterion {criterion!r} needs calibration data (--calib DATA)")
@@ -166,6 +164,8 @@ def _check_options(criterion: str, calib, storage: str, sparse_indices: str,
         raise InputError(f"--min-size must be at least 0, got {min_size}")
     if not 0 < damp < 1:
         raise InputError(f"damping must be in (0, 1), got {damp}")
+    if seed < 0:
+        raise InputError(f"--seed must be at least 0, got {seed}")
 
 
 def _skip_reason(layer: Layer, pattern: Pattern, min_size: int, all_layers: bool,

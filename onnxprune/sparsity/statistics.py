@@ -15,9 +15,8 @@ import numpy as np
 from onnx import ModelProto
 
 from ..errors import InputError, first_line
+from ..ops import SparseLayer, family_of
 from .layers import Layer
-
-IM2COL_ROWS = 4096  # positions sampled per batch for a convolution's Gram matrix
 
 
 @dataclass
@@ -55,52 +54,18 @@ class InputStats:
         return None if self.cross is None else self.cross / max(self.count, 1)
 
 
+def _sparse(layer: Layer) -> SparseLayer:
+    return family_of(layer.op).sparse
+
+
 def measurable(layer: Layer, gram: bool) -> str | None:
     """Why a layer's input cannot be measured (its criterion falls back to magnitude)."""
-    if layer.input_index != 1:
-        return "weight is the left operand"
-    if layer.op == "Conv" and gram and (layer.attrs.get("group", 1) != 1 or len(layer.shape) != 4):
-        return "grouped or non-2-D convolution"
-    return None
+    return _sparse(layer).unmeasurable(layer, gram)
 
 
 def input_rows(layer: Layer, value: np.ndarray, seed: int) -> np.ndarray:
     """The layer's input as rows of its matrix view's columns."""
-    if layer.op == "MatMul":
-        return value.reshape(-1, value.shape[-1])
-    if layer.op == "Gemm":
-        return value.T if layer.attrs.get("transA", 0) else value
-    return _im2col(layer, value, np.random.default_rng(seed))
-
-
-def channel_sq(layer: Layer, value: np.ndarray) -> np.ndarray:
-    """Σx² of a convolution's input per matrix-view entry [K, R·S·C/g]: each channel's
-    sum repeated for every kernel position, each output row seeing its own group."""
-    groups = layer.attrs.get("group", 1)
-    per_channel = np.square(value, dtype=np.float64).sum(axis=tuple(
-        a for a in range(value.ndim) if a != 1))
-    per_group = np.tile(per_channel.reshape(groups, -1), (1, int(np.prod(layer.shape[2:]))))
-    return np.repeat(per_group, layer.shape[0] // groups, axis=0)
-
-
-def _im2col(layer: Layer, value: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Sampled input patches of a 2-D convolution, columns in (r, s, c) order."""
-    kernel = layer.shape[2:]
-    strides = layer.attrs.get("strides", [1, 1])
-    dilations = layer.attrs.get("dilations", [1, 1])
-    pads = layer.attrs.get("pads", [0, 0, 0, 0])
-    if layer.attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
-        raise InputError(f"{layer.node}: auto_pad convolutions are not measured")
-    padded = np.pad(value, ((0, 0), (0, 0), (pads[0], pads[2]), (pads[1], pads[3])))
-    span = [d * (k - 1) + 1 for k, d in zip(kernel, dilations, strict=True)]
-    windows = np.lib.stride_tricks.sliding_window_view(padded, span, axis=(2, 3))
-    windows = windows[:, :, ::strides[0], ::strides[1], ::dilations[0], ::dilations[1]]
-    n, c, oh, ow = windows.shape[:4]
-    picks = rng.choice(n * oh * ow, min(IM2COL_ROWS, n * oh * ow), replace=False)
-    b, rest = np.divmod(picks, oh * ow)
-    y, x = np.divmod(rest, ow)
-    patches = windows[b, :, y, x]  # [P, C, R, S]
-    return np.moveaxis(patches, 1, -1).reshape(len(picks), -1)
+    return _sparse(layer).input_rows(layer, value, seed)
 
 
 def waves(layers: list[Layer], model: ModelProto) -> list[list[Layer]]:
@@ -155,17 +120,14 @@ def measure(model: ModelProto, wave: list[Layer], stream: Callable[[], Iterator[
 
 def _input_key(layer: Layer) -> tuple:
     """Layers with equal keys see the same input matrix."""
-    if layer.op == "Conv":
-        return (layer.activation, "Conv", tuple(layer.shape),
-                tuple(sorted((k, str(v)) for k, v in layer.attrs.items())))
-    return (layer.activation, layer.op, layer.attrs.get("transA", 0))
+    return _sparse(layer).input_key(layer)
 
 
 def _fetcher(model: ModelProto, names: list[str]) -> Callable[[dict], dict]:
     """feeds → the feeds and the named tensors of one run."""
-    from ..verify import session_for_outputs
+    from ..targets.onnxruntime import session
 
-    sess = session_for_outputs(model, names) if names else None
+    sess = session(model, outputs=names) if names else None
 
     def fetch(feeds: dict) -> dict:
         values = dict(feeds)
@@ -181,8 +143,9 @@ def _fetcher(model: ModelProto, names: list[str]) -> Callable[[dict], dict]:
 
 def _accumulate(stats: InputStats, layer: Layer, value: np.ndarray, gram: bool, seed: int,
                 dense_value: np.ndarray | None) -> None:
-    if layer.op == "Conv" and not gram:
-        stats.add_sq(channel_sq(layer, value), value.size // value.shape[1])
+    entry_sq = _sparse(layer).entry_sq
+    if entry_sq is not None and not gram:
+        stats.add_sq(*entry_sq(layer, value))
         return
     dense_rows = None if dense_value is None else input_rows(layer, dense_value, seed)
     stats.add(input_rows(layer, value, seed), gram, dense_rows)

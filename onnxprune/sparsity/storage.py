@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 from onnx import ModelProto, helper, numpy_helper
 
-from .layers import Layer, WeightStore
+from .layers import Layer, WeightStore, dequantized
 
 INDEX_TYPES = {"int64": np.int64, "int16": np.int16}
 CHUNK = int(np.iinfo(np.int16).max)
@@ -91,7 +91,7 @@ def to_sparse(model: ModelProto, layers: list[Layer], indices: str = "int64"
     done = {}
     for layer in layers:
         tensor = initializers.get(layer.weight)
-        if tensor is None or any(s.op_type == "DequantizeLinear" for s in layer.chain):
+        if tensor is None or dequantized(layer):
             done[layer.weight] = "dense (not a float initializer)"
             continue
         values = store.get(layer.weight)
