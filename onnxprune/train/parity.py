@@ -60,7 +60,7 @@ def reference(model: ModelProto, feeds: dict[str, np.ndarray], names: list[str] 
     if names:
         del probe.graph.output[:]
         probe.graph.output.extend(type(model.graph.output[0])(name=n) for n in names)
-    session = target.session(probe, ["CPUExecutionProvider"], optimization="basic")
+    session = target.session(probe, optimization="basic")
     wanted = [o.name for o in session.get_outputs()]
     return dict(zip(wanted, session.run(wanted, feeds), strict=True))
 
