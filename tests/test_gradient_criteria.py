@@ -272,3 +272,17 @@ def test_cli_refuses_gradient_criteria_without_jax_or_data(tmp_path, monkeypatch
                     *criterion)
     assert result.exit_code == 2 and "onnxprune[train]" in result.output
     assert len(result.output.strip().splitlines()) == 1 and not out.exists()
+
+
+def test_output_kinds_follow_the_producing_op():
+    from onnxprune.train import translate
+    from onnxprune.train.saliency import output_kinds
+
+    b = GraphBuilder(seed=1)
+    x = b.input("x", [4, 4])
+    logits = b.op("MatMul", [x, b.weight(4, 3)])
+    probs = b.op("Softmax", [logits], axis=-1)
+    pooled = b.op("ReduceMean", [b.op("MatMul", [x, b.weight(4, 6)])], axes=[1], keepdims=1)
+    flat = b.op("Flatten", [logits])
+    kinds = output_kinds(translate(b.build([logits, probs, pooled, flat])))
+    assert list(kinds.values()) == ["logits", "probabilities", "values", "logits"]

@@ -6,9 +6,10 @@ multiplicative masks or additive perturbations placed on chosen edges of the gra
 The loss of sample s (seeded by `seed` and the sample's index in the stream) adds, over
 the float outputs y of the model:
 
-- an output of shape [N, C] with C ≥ 2 (classification-like; the last axis is taken as
-  logits z): a pseudo-label c_s drawn from softmax(z) and the cross-entropy
-  −log softmax(z)[c_s];
+- a classification-like output: of shape [N, C] with C ≥ 2, computed (through
+  Identity, Reshape, Flatten, Squeeze) by Gemm, MatMul or Add (a linear head: y are
+  logits z), LogSoftmax (z = y) or Softmax (z = log y): a pseudo-label c_s drawn from
+  softmax(z) and the cross-entropy −log softmax(z)[c_s];
 - any other float output: ⟨ε_s, y⟩ with ε_s ~ N(0, I) of y's shape, drawn per sample.
   Its gradient is that of ½‖y − stopgrad(y) − ε_s‖² (a unit-variance Gaussian
   likelihood with a label sampled from it), so E[(∂ℓ_s/∂θ)²] = ‖∂y/∂θ‖².
@@ -41,18 +42,40 @@ class MaskTap:
     index: np.ndarray
 
 
-def pseudo_loss(outputs: dict[str, jax.Array], key: jax.Array) -> jax.Array:
+LINEAR_HEADS = {"Gemm", "MatMul", "Add", "LogSoftmax"}
+SHAPE_ONLY = {"Identity", "Reshape", "Flatten", "Squeeze"}
+
+
+def output_kinds(translated: Translated) -> dict[str, str]:
+    """Per graph output: "logits", "probabilities" (a Softmax) or "values"."""
+    producer = {name: step for step in translated.program.steps for name in step.outputs}
+    kinds = {}
+    for name in translated.program.outputs:
+        step = producer.get(name)
+        while step is not None and step.op in SHAPE_ONLY:
+            step = producer.get(step.inputs[0])
+        op = step.op if step is not None else ""
+        kinds[name] = ("probabilities" if op == "Softmax" else
+                       "logits" if op in LINEAR_HEADS else "values")
+    return kinds
+
+
+def pseudo_loss(outputs: dict[str, jax.Array], key: jax.Array,
+                kinds: dict[str, str] | None = None) -> jax.Array:
     """The loss of one sample from the model's own predictive distribution (module
-    docstring)."""
+    docstring); `kinds`: `output_kinds` (default: every output "values")."""
     total = jnp.zeros((), jnp.float32)
     for number, name in enumerate(sorted(outputs)):
         y = outputs[name]
         if not jnp.issubdtype(y.dtype, jnp.floating):
             continue
         draw = jax.random.fold_in(key, number)
-        if y.ndim == 2 and y.shape[-1] >= 2:
-            label = jax.random.categorical(draw, jax.lax.stop_gradient(y), axis=-1)
-            picked = jnp.take_along_axis(jax.nn.log_softmax(y, -1), label[:, None], -1)
+        kind = (kinds or {}).get(name, "values")
+        if y.ndim == 2 and y.shape[-1] >= 2 and kind != "values":
+            z = jnp.log(jnp.maximum(y, jnp.finfo(y.dtype).tiny)) if kind == "probabilities" \
+                else y
+            label = jax.random.categorical(draw, jax.lax.stop_gradient(z), axis=-1)
+            picked = jnp.take_along_axis(jax.nn.log_softmax(z, -1), label[:, None], -1)
             total = total - jnp.sum(picked.astype(jnp.float32))
         else:
             noise = jax.random.normal(draw, y.shape, jnp.float32)
@@ -98,11 +121,12 @@ def _sample_loss(translated: Translated, taps_of: Callable[[object], dict], seed
     """(variables, params, sample, index) → the loss of one sample; `taps_of(variables)`
     places the variables on the graph."""
     program, options, key = translated.program, translated.options, jax.random.PRNGKey(seed)
+    kinds = output_kinds(translated)
 
     def loss(variables, params, sample, index):
         inputs = {name: value[None] for name, value in sample.items()}
         outputs = run(program, params, inputs, None, options, taps_of(variables))
-        return pseudo_loss(outputs, jax.random.fold_in(key, index))
+        return pseudo_loss(outputs, jax.random.fold_in(key, index), kinds)
     return loss
 
 
