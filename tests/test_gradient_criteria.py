@@ -26,11 +26,12 @@ from onnxprune.verify import run  # noqa: E402
 SEED = 7
 
 
-def mlp(rank3: bool = True, zero_row: int | None = None, det: bool = False):
-    """x → MatMul W1 [4, 8] → Relu → MatMul W2 [8, 3]; outputs [4, 1, 3] (real-valued)
-    or [4, 3] (logits); optionally W2's row `zero_row` zero and a Det side output."""
+def mlp(rank3: bool = True, zero_row: int | None = None, det: bool = False,
+        batch: int | str = "N"):
+    """x → MatMul W1 [4, 8] → Relu → MatMul W2 [8, 3]; outputs [N, 1, 3] (real-valued)
+    or [N, 3] (logits); optionally W2's row `zero_row` zero and a Det side output."""
     b = GraphBuilder(seed=3)
-    x = b.input("x", [4, 1, 4] if rank3 else [4, 4])
+    x = b.input("x", [batch, 1, 4] if rank3 else [batch, 4])
     h = b.op("Relu", [b.op("MatMul", [x, b.weight(4, 8)])])
     w2 = b.rng.standard_normal((8, 3)).astype(np.float32)
     if zero_row is not None:
@@ -44,7 +45,7 @@ def mlp(rank3: bool = True, zero_row: int | None = None, det: bool = False):
 
 def feeds_for(model, seed: int = 0) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
-    shape = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+    shape = [d.dim_value or 4 for d in model.graph.input[0].type.tensor_type.shape.dim]
     return {model.graph.input[0].name: rng.standard_normal(shape).astype(np.float32)}
 
 
@@ -85,6 +86,17 @@ def test_fisher_and_taylor_match_the_mask_gradient_formula():
     taylor = mask_scores("taylor", groups, analysis, SEED)[group.id]
     np.testing.assert_allclose(fisher, (per_sample ** 2).sum(0), rtol=1e-4)
     np.testing.assert_allclose(taylor, np.abs(per_sample).sum(0), rtol=1e-4)
+
+
+def test_a_fixed_batch_is_differentiated_one_batch_at_a_time():
+    model = mlp(batch=4)
+    feeds = feeds_for(model)
+    analysis, groups = prunable(model, feeds)
+    _, _, r, _, w2, _ = mlp_terms(model, feeds)
+    eps = noise(0, (4, 1, 3))[:, 0]  # one draw for the batch, numbered 0
+    batch_grad = (r * (eps @ w2.T)).sum(0)
+    fisher = mask_scores("fisher", groups, analysis, SEED)[groups[0].id]
+    np.testing.assert_allclose(fisher, batch_grad ** 2, rtol=1e-4)
 
 
 def test_snip_matches_the_weight_gradient_formula():
@@ -167,7 +179,7 @@ def attention_block(b: GraphBuilder, x: str, scale_heads: float = 1.0) -> str:
 def transformer(blocks: int = 1, quiet_last: bool = False):
     """`blocks` attention blocks; `quiet_last`: the last block's values are 100× smaller."""
     b = GraphBuilder(seed=5)
-    y = b.input("x", [4, 5, 8])
+    y = b.input("x", ["N", 5, 8])
     for index in range(blocks):
         y = attention_block(b, y, 0.01 if quiet_last and index == blocks - 1 else 1.0)
     return b.build(y)

@@ -24,7 +24,7 @@ import numpy as np
 
 from ..depgraph import GraphView, Group, Role, Slot
 from ..train import check_translation
-from ..train.saliency import MaskTap, edge_gradients, mask_gradients, readers
+from ..train.saliency import MaskTap, edge_gradients, mask_gradients, per_sample, readers
 from .activation import _consumers
 from .magnitude import _atom_reduce, _per_unit, l2
 
@@ -75,7 +75,8 @@ def mask_scores(name: str, groups: list[Group], analysis, seed: int
     summed = np.zeros(total)
     if taps:
         translated = _checked(analysis)
-        for grads in mask_gradients(translated, analysis.stream(), taps, total, seed):
+        for grads in mask_gradients(translated, analysis.stream(), taps, total, seed,
+                                    per_sample(analysis.proto)):
             summed += (grads ** 2 if name == "fisher" else np.abs(grads)).sum(axis=0)
     return {g.id: summed[offsets[g.id]:offsets[g.id] + g.units] if g.id in offsets
             else l2(g, view, None) for g in groups}
@@ -95,8 +96,8 @@ def snip_scores(groups: list[Group], analysis, seed: int) -> dict[int, np.ndarra
         translated = _checked(analysis)
         edges = {edge: view.const(name).shape for name in tensors
                  for edge in readers(translated, name)}
-        for (_, name), grad in edge_gradients(translated, analysis.stream(), edges,
-                                              seed).items():
+        for (_, name), grad in edge_gradients(translated, analysis.stream(), edges, seed,
+                                              per_sample(analysis.proto)).items():
             grads[name] = grads.get(name, 0) + grad
     scores = {}
     for group in groups:

@@ -11,7 +11,7 @@ import numpy as np
 from onnx import ModelProto
 
 from ..train import check_translation
-from ..train.saliency import edge_gradients
+from ..train.saliency import edge_gradients, per_sample
 from .layers import Layer, WeightStore, effective
 
 Edge = tuple[str, str]
@@ -35,5 +35,5 @@ def weight_gradients(model: ModelProto, layers: list[Layer],
     store = WeightStore(model)
     edges = {id(layer): layer_edge(model, layer) for layer in layers}
     shapes = {edges[id(layer)]: effective(layer, store).shape for layer in layers}
-    grads = edge_gradients(translated, stream(), shapes, seed)
+    grads = edge_gradients(translated, stream(), shapes, seed, per_sample(model))
     return {key: grads[edge] for key, edge in edges.items()}

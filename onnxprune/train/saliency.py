@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import jax
 import jax.numpy as jnp
 import numpy as np
+import onnx
 
 from .program import Edge, run
 from .translate import Translated
@@ -117,41 +118,61 @@ def _perturbed(deltas: dict[Edge, jax.Array]) -> dict:
             for edge, delta in deltas.items()}
 
 
-def _sample_loss(translated: Translated, taps_of: Callable[[object], dict], seed: int):
-    """(variables, params, sample, index) → the loss of one sample; `taps_of(variables)`
-    places the variables on the graph."""
+def _sample_loss(translated: Translated, taps_of: Callable[[object], dict], seed: int,
+                 per_sample: bool = True):
+    """(variables, params, sample, index) → the loss of one sample (or, not
+    `per_sample`, of one whole batch); `taps_of(variables)` places the variables on the
+    graph."""
     program, options, key = translated.program, translated.options, jax.random.PRNGKey(seed)
     kinds = output_kinds(translated)
 
     def loss(variables, params, sample, index):
-        inputs = {name: value[None] for name, value in sample.items()}
+        inputs = {name: value[None] if per_sample else value for name, value in sample.items()}
         outputs = run(program, params, inputs, None, options, taps_of(variables))
         return pseudo_loss(outputs, jax.random.fold_in(key, index), kinds)
     return loss
 
 
-def _indexed(batches: Iterable[Feeds]) -> Iterator[tuple[Feeds, np.ndarray]]:
+def per_sample(model: onnx.ModelProto) -> bool:
+    """Whether the model runs one sample at a time: no input fixes a batch above 1 (a
+    model that does is differentiated one calibration batch at a time)."""
+    for value in model.graph.input:
+        dims = value.type.tensor_type.shape.dim
+        if dims and dims[0].HasField("dim_value") and dims[0].dim_value > 1:
+            return False
+    return True
+
+
+def _indexed(batches: Iterable[Feeds], single: bool) -> Iterator[tuple[Feeds, np.ndarray]]:
+    """Each batch with the stream positions of its samples, or (not `single`) as one
+    sample numbered by the batch."""
     seen = 0
-    for feeds in batches:
+    for number, feeds in enumerate(batches):
+        if not single:
+            yield {name: value[None] for name, value in feeds.items()}, \
+                np.array([number], np.uint32)
+            continue
         count = len(next(iter(feeds.values())))
         yield feeds, np.arange(seen, seen + count, dtype=np.uint32)
         seen += count
 
 
 def mask_gradients(translated: Translated, batches: Iterable[Feeds], taps: list[MaskTap],
-                   units: int, seed: int) -> Iterator[np.ndarray]:
-    """Per batch, [samples, units]: ∂ℓ_s/∂m_u at m = 1 for every sample s."""
-    loss = _sample_loss(translated, _masked(taps, units), seed)
+                   units: int, seed: int, single: bool = True) -> Iterator[np.ndarray]:
+    """Per batch, [samples, units]: ∂ℓ_s/∂m_u at m = 1 for every sample s (not
+    `single`: [1, units], the batch's loss)."""
+    loss = _sample_loss(translated, _masked(taps, units), seed, single)
     grads = jax.jit(jax.vmap(jax.grad(loss), in_axes=(None, None, 0, 0)))
     ones = jnp.ones(units, jnp.float32)
-    for feeds, index in _indexed(batches):
+    for feeds, index in _indexed(batches, single):
         yield np.asarray(grads(ones, translated.params, feeds, index), np.float64)
 
 
 def edge_gradients(translated: Translated, batches: Iterable[Feeds],
-                   shapes: dict[Edge, tuple[int, ...]], seed: int) -> dict[Edge, np.ndarray]:
+                   shapes: dict[Edge, tuple[int, ...]], seed: int, single: bool = True
+                   ) -> dict[Edge, np.ndarray]:
     """∂L/∂v of the value v read on each edge, L = Σ_s ℓ_s over every sample."""
-    loss = _sample_loss(translated, _perturbed, seed)
+    loss = _sample_loss(translated, _perturbed, seed, single)
 
     def batch_loss(deltas, params, feeds, index):
         return jnp.sum(jax.vmap(loss, in_axes=(None, None, 0, 0))(deltas, params, feeds, index))
@@ -159,7 +180,7 @@ def edge_gradients(translated: Translated, batches: Iterable[Feeds],
     grads = jax.jit(jax.grad(batch_loss))
     zeros = {edge: jnp.zeros(shape, jnp.float32) for edge, shape in shapes.items()}
     total = {edge: np.zeros(shape, np.float64) for edge, shape in shapes.items()}
-    for feeds, index in _indexed(batches):
+    for feeds, index in _indexed(batches, single):
         for edge, grad in grads(zeros, translated.params, feeds, index).items():
             total[edge] += np.asarray(grad, np.float64)
     return total
