@@ -158,15 +158,14 @@ def test_a_unit_with_zero_weights_scores_zero(name):
     assert np.all(np.delete(scores, 5) > 0)
 
 
-def attention_block(b: GraphBuilder, x: str, scale_heads: float = 1.0) -> str:
+def attention_block(b: GraphBuilder, x: str) -> str:
     """Multi-head attention (4 heads of 2) then a ReLU FFN of 6 neurons; [4, 5, 8]."""
     def heads(t: str, perm) -> str:
         return b.op("Transpose", [b.op("Reshape", [t, b.const(np.array([0, 0, 4, 2]))])],
                     perm=perm)
     q = heads(b.op("MatMul", [x, b.weight(8, 8)]), [0, 2, 1, 3])
     k = heads(b.op("MatMul", [x, b.weight(8, 8)]), [0, 2, 3, 1])
-    v_weight = b.const(b.rng.standard_normal((8, 8)).astype(np.float32) * scale_heads)
-    v = heads(b.op("MatMul", [x, v_weight]), [0, 2, 1, 3])
+    v = heads(b.op("MatMul", [x, b.weight(8, 8)]), [0, 2, 1, 3])
     p = b.op("Softmax", [b.op("Mul", [b.op("MatMul", [q, k]), b.const(np.float32(0.7))])],
              axis=-1)
     o = b.op("Transpose", [b.op("MatMul", [p, v])], perm=[0, 2, 1, 3])
@@ -176,12 +175,11 @@ def attention_block(b: GraphBuilder, x: str, scale_heads: float = 1.0) -> str:
                            b.weight(6, 8)])
 
 
-def transformer(blocks: int = 1, quiet_last: bool = False):
-    """`blocks` attention blocks; `quiet_last`: the last block's values are 100× smaller."""
+def transformer(blocks: int = 1):
     b = GraphBuilder(seed=5)
     y = b.input("x", ["N", 5, 8])
-    for index in range(blocks):
-        y = attention_block(b, y, 0.01 if quiet_last and index == blocks - 1 else 1.0)
+    for _ in range(blocks):
+        y = attention_block(b, y)
     return b.build(y)
 
 
@@ -227,18 +225,29 @@ def invoke(*args):
     return CliRunner().invoke(main, [str(a) for a in args])
 
 
-def test_cli_global_fisher_ranks_heads_across_blocks(tmp_path):
-    model, out, calib = transformer(2, quiet_last=True), tmp_path / "out.onnx", tmp_path / "c.npz"
+def test_cli_global_fisher_ranks_neurons_of_every_layer_on_one_scale(tmp_path):
+    model, out, calib = transformer(2), tmp_path / "out.onnx", tmp_path / "c.npz"
     onnx.save(model, tmp_path / "m.onnx")
-    np.savez(calib, **feeds_for(model))
+    feeds = feeds_for(model)
+    np.savez(calib, **feeds)
     result = invoke("prune", tmp_path / "m.onnx", "-o", out, "--criterion", "fisher",
                     "--global", "--head-ratio", "0.5", "--ratio", "0.5", "--round-to", "1",
                     "--calib", calib, "--reconstruct", "none", "--json")
     assert result.exit_code == 0, result.output
-    heads = [g for g in json.loads(result.output)["groups"] if g["kind"] == "head"]
-    # 4 of 8 heads go, lowest Fisher first: 3 of the quiet block's (at most 0.9 of a block)
-    assert [len(g["removed"]) for g in heads] == [1, 3]
     onnx.checker.check_model(onnx.load(out), full_check=True)
+    report = {g["id"]: g for g in json.loads(result.output)["groups"]}
+    analysis, groups = prunable(model, feeds)
+    scores = mask_scores("fisher", groups, analysis, int(np.random.default_rng(0).integers(
+        2 ** 31)))
+    assert [len(report[g.id]["removed"]) for g in groups if g.kind == "head"] == [2, 2]
+    removed, kept = [], []
+    for group in (g for g in groups if g.kind != "head"):
+        cut = set(report[group.id]["removed"])
+        removed += [scores[group.id][u] for u in cut]
+        if len(cut) + 1 <= 0.9 * group.units:  # below the --max-ratio cap
+            kept += [scores[group.id][u] for u in range(group.units) if u not in cut]
+    assert len({len(report[g.id]["removed"]) for g in groups if g.kind != "head"}) > 1
+    assert max(removed) <= min(kept)
 
 
 def test_cli_sparsify_snip_keeps_the_highest_connection_sensitivity(tmp_path):

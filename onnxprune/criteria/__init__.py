@@ -26,15 +26,13 @@ Measure = Callable[[list[Group], object, np.random.Generator], object]
 class Criterion:
     """A named score per unit; `needs_data`: it reads calibration data, through
     `measure` when given (else activation statistics); `extra`: the optional
-    dependency it needs; `comparable`: its scores share one scale across groups (not
-    normalized per group), so `--global` ranks heads across attention blocks too."""
+    dependency it needs."""
 
     name: str
     score: Score
     needs_data: bool = False
     measure: Measure | None = None
     extra: str | None = None
-    comparable: bool = False
 
 
 def _gradients(name: str) -> Measure:
@@ -51,8 +49,7 @@ def _measured(group: Group, view: GraphView, rng, evidence: dict) -> np.ndarray:
 
 
 def _gradient(name: str) -> Criterion:
-    return Criterion(name, _measured, needs_data=True, measure=_gradients(name), extra="train",
-                     comparable=True)
+    return Criterion(name, _measured, needs_data=True, measure=_gradients(name), extra="train")
 
 
 CRITERIA: dict[str, Criterion] = {c.name: c for c in (

@@ -9,7 +9,6 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .. import criteria
 from ..depgraph import Group
 from .options import PlanOptions
 from .problem import Problem, Removed
@@ -81,15 +80,9 @@ def zero_cut(groups: list[Group], scores: Scores, options: PlanOptions,
 
 
 def fixed_cut(problem: Problem) -> Removed:
-    """Heads and hidden groups at their own ratios, whatever plans the channels. With
-    `--global` and a criterion whose scores share one scale across groups (gradient
-    criteria), heads are ranked across attention blocks too (`head_ratio` of all heads,
-    at most `max_ratio` of a block's)."""
+    """Heads and hidden groups at their own ratios, whatever plans the channels."""
     options, scores = problem.options, problem.scores
-    known = criteria.CRITERIA.get(options.criterion)
-    head_cut = global_cut if options.global_ranking and known and known.comparable \
-        else uniform_cut
-    fixed = head_cut(problem.of_kind("head"), scores, options.head_ratio or 0.0, options, 1)
+    fixed = uniform_cut(problem.of_kind("head"), scores, options.head_ratio or 0.0, options, 1)
     fixed |= uniform_cut(problem.of_kind("hidden"), scores, options.hidden_ratio or 0.0,
                          options, problem.round_to)
     return fixed
