@@ -40,8 +40,9 @@ def prune(model: ModelLike, ratio: float | None = None, **keywords) -> tuple[Mod
     The keywords are the fields of `PruneOptions` (see there): e.g. `target_macs`,
     `head_ratio`, `criterion`, `global_ranking`, `round_to`, `calib`, `reconstruct`,
     `plan`. `calib`: calibration data for the data-aware criteria (activation, apoz,
-    variance, wanda): an .npz path, a directory of .npz files, an iterable of feed dicts,
-    or an onnxruntime CalibrationDataReader. `reconstruct="bias"` folds the removed
+    variance, wanda; taylor, fisher, snip with the train extra): an .npz path, a
+    directory of .npz files, an iterable of feed dicts, or an onnxruntime
+    CalibrationDataReader. `reconstruct="bias"` folds the removed
     channels' mean contributions into their consumers' biases; `"lsq"` refits the kept
     weights by ridge regression (damping `ridge` × mean channel variance; both need
     `calib`). `criterion="sensitivity"` ranks units by wanda and gives each group its own

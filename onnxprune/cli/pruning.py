@@ -45,7 +45,8 @@ from .common import (
               help="Intra-op threads for --target-latency (0: onnxruntime's default).")
 @click.option("--criterion", help="l1, l2, bn_scale, random, zero; with --calib: activation, "
               "apoz, variance, wanda, sensitivity (per-group ratios from measured output "
-              "error) [default: l1, or wanda with --calib].")
+              "error), and with the train extra taylor, fisher, snip (gradients) "
+              "[default: l1, or wanda with --calib].")
 @click.option("--global", "global_ranking", is_flag=True,
               help="Rank channels across groups instead of per group.")
 @click.option("--max-ratio", type=float, default=0.9, show_default=True,

@@ -9,7 +9,7 @@ holds only static shapes.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +20,8 @@ from onnx import helper, numpy_helper
 
 from ..errors import InputError, OnnxPruneError, first_line
 from .registry import ONNX_DOMAINS, REFUSED, Node, Translation, key, lookup
+
+Edge = tuple[str, str]  # (first output of the step that reads a tensor, that tensor)
 
 
 @dataclass(frozen=True)
@@ -99,10 +101,12 @@ def is_constant(value: Any) -> bool:
 
 
 def run(program: Program, params: dict[str, Any], inputs: dict[str, Any],
-        outputs: Iterable[str] | None = None, options: dict[str, Any] | None = None
-        ) -> dict[str, Any]:
+        outputs: Iterable[str] | None = None, options: dict[str, Any] | None = None,
+        taps: dict[Edge, Callable[[Any], Any]] | None = None) -> dict[str, Any]:
     """The values of `outputs` (the graph outputs by default) for these parameters
-    and inputs; a pure function of its arguments, fit for `jax.jit` and `jax.grad`."""
+    and inputs; a pure function of its arguments, fit for `jax.jit` and `jax.grad`.
+    `taps`: per edge (first output of the reading step, tensor read) a function
+    applied to the value that step reads (masks and perturbations for gradients)."""
     outputs = tuple(outputs or program.outputs)
     missing = [name for name in program.inputs if name not in inputs]
     if missing:
@@ -112,6 +116,9 @@ def run(program: Program, params: dict[str, Any], inputs: dict[str, Any],
     values.update({name: jnp.asarray(value) for name, value in inputs.items()})
     for step in needed(program.steps, outputs):
         args = [values[name] if name else None for name in step.inputs]
+        if taps:
+            args = [taps[(step.outputs[0], name)](arg) if (step.outputs[0], name) in taps
+                    else arg for name, arg in zip(step.inputs, args, strict=True)]
         results = apply(step, args, program.opset, options or {})
         values.update(zip(step.outputs, results, strict=False))
     return {name: values[name] for name in outputs}
