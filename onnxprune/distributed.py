@@ -35,7 +35,8 @@ class Executor(Protocol):
 
     workers: int
 
-    def map(self, fn: Callable[[S, T], R], items: Sequence[T], shared: S = None) -> list[R]:
+    def map(self, fn: Callable[[S, T], R], items: Sequence[T], shared: S = None,
+            done: Callable[[int], None] | None = None) -> list[R]:
         ...
 
 
@@ -53,9 +54,15 @@ class InProcess:
 
     workers = 1
 
-    def map(self, fn: Callable[[S, T], R], items: Sequence[T], shared: S = None) -> list[R]:
-        """`[fn(shared, item) for item in items]`."""
-        return [fn(shared, item) for item in items]
+    def map(self, fn: Callable[[S, T], R], items: Sequence[T], shared: S = None,
+            done: Callable[[int], None] | None = None) -> list[R]:
+        """`[fn(shared, item) for item in items]`; `done(1)` after each."""
+        results = []
+        for item in items:
+            results.append(fn(shared, item))
+            if done:
+                done(1)
+        return results
 
 
 class RayExecutor:
@@ -65,12 +72,14 @@ class RayExecutor:
         self.ray, self.workers, self.stats = ray_module, workers, Stats()
         self._task = ray_module.remote(num_cpus=1, max_retries=0)(_run)
 
-    def map(self, fn: Callable[[S, T], R], items: Sequence[T], shared: S = None) -> list[R]:
-        """Submit every item as a task, then gather the results in order (the first
-        failing task's error is raised as it was)."""
+    def map(self, fn: Callable[[S, T], R], items: Sequence[T], shared: S = None,
+            done: Callable[[int], None] | None = None) -> list[R]:
+        """Submit every item as a task, then gather the results in the items' order
+        (`done(n)` as n more finish; a failing task's error is raised as it was)."""
         box = [self.ray.put(shared)]  # boxed: Ray passes it on as a reference
         refs = [self._task.remote(fn, box, item) for item in items]
         try:
+            self._wait(refs, done)
             answers = self.ray.get(refs)
         except self.ray.exceptions.RayTaskError as exc:
             cause = getattr(exc, "cause", None)
@@ -78,6 +87,12 @@ class RayExecutor:
         self.stats.tasks += len(answers)
         self.stats.fetches += [pid for _, pid in answers if pid is not None]
         return [result for result, _ in answers]
+
+    def _wait(self, refs: list, done: Callable[[int], None] | None) -> None:
+        pending = list(refs)
+        while done and pending:
+            finished, pending = self.ray.wait(pending, num_returns=1)
+            done(len(finished))
 
 
 def _run(fn: Callable, box: list, item) -> tuple[Any, int | None]:

@@ -11,6 +11,7 @@ from ..errors import InputError
 from ..files import check_outputs, output_directory, transaction
 from . import main
 from .common import (
+    distributed_flags,
     handle_errors,
     image_flags,
     image_options,
@@ -21,16 +22,6 @@ from .common import (
 )
 
 TABLE_FILES = ("sweep.json", "sweep.csv", "sweep.html", "sweep.png")
-
-
-def distributed_flags(func):
-    """--workers and --ray-address: where independent tasks run."""
-    func = click.option("--ray-address", help="Run the tasks on the Ray cluster at this "
-                        "address (host:port of `ray start --head`; needs the distributed "
-                        "extra).")(func)
-    return click.option("--workers", type=int, default=1, show_default=True,
-                        help="1: everything in this process; N > 1: a local Ray runtime "
-                             "of N CPUs (needs the distributed extra).")(func)
 
 
 @main.command()
