@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -42,7 +43,7 @@ def _listening(port: int) -> bool:
 def _stop(process: subprocess.Popen) -> None:
     """SIGTERM to the cluster's process group (made by this fixture), then SIGKILL to
     whatever is left of it."""
-    for sig, wait in ((signal.SIGTERM, 30), (signal.SIGKILL, 10)):
+    for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 10)):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, sig)
         with contextlib.suppress(subprocess.TimeoutExpired):
@@ -51,11 +52,10 @@ def _stop(process: subprocess.Popen) -> None:
                 time.sleep(2)  # the reaper stops the rest
 
 
-@pytest.fixture(scope="session")
-def ray_cluster():
-    """The address (127.0.0.1:PORT) of a Ray head started for this session."""
-    pytest.importorskip("ray", reason="Ray is not installed: pip install "
-                                      "'onnxprune[distributed]'")
+@contextlib.contextmanager
+def cluster() -> Iterator[str]:
+    """Start a Ray head on 127.0.0.1 (2 CPUs, small object store); yield its address;
+    stop it."""
     port = free_port()
     folder = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's socket paths
     ray = str(Path(sys.executable).parent / "ray")
@@ -78,3 +78,12 @@ def ray_cluster():
         _stop(process)
         log.close()
         shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """The address (127.0.0.1:PORT) of a Ray head started for this session."""
+    pytest.importorskip("ray", reason="Ray is not installed: pip install "
+                                      "'onnxprune[distributed]'")
+    with cluster() as address:
+        yield address
