@@ -59,10 +59,12 @@ class Outcome:
 def split(source, model: onnx.ModelProto, held_out: int | None, samples: int | None,
           batch_size: int, images=None) -> tuple[list[Feeds], list[Feeds]]:
     """(calibration batches, held-out batches): the last `held_out` samples (default:
-    a quarter, at least one) are held out; at least one sample must remain."""
+    a quarter, at least one) are held out; at least one sample must remain. Batches
+    are as the calibration stream makes them (a fixed batch size of the model wins)."""
     stream = calibrate.batches(source, model, samples, batch_size, images)
     batches = list(stream())
     arrays = {name: np.concatenate([b[name] for b in batches]) for name in batches[0]}
+    batch_size = len(next(iter(batches[0].values())))  # a model's fixed batch size rules
     total = len(next(iter(arrays.values())))
     count = max(total // 4, 1) if held_out is None else held_out
     if count < 1 or count >= total:
