@@ -6,7 +6,12 @@ not installed.
 It runs with `--block`: the `ray start` process supervises the cluster's processes
 (its reaper kills them when it ends), so stopping it — and its process group, which
 this fixture made — stops exactly this cluster, not another Ray on the machine (as
-`ray stop`, which stops every Ray process of the user, would)."""
+`ray stop`, which stops every Ray process of the user, would).
+
+Ray enables token authentication for a cluster when `~/.ray/auth_token` exists, and a
+client given an explicit address sends it only with `RAY_AUTH_MODE=token` set before
+Ray is imported; this loopback-only cluster runs with `RAY_AUTH_MODE=disabled`, so the
+tests need no token and change nothing in the home folder."""
 
 from __future__ import annotations
 
@@ -65,7 +70,8 @@ def cluster() -> Iterator[str]:
          "--port", str(port), "--num-cpus", "2", "--object-store-memory",
          str(OBJECT_STORE_BYTES), "--include-dashboard", "false", "--temp-dir", folder,
          "--disable-usage-stats"],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        env=dict(os.environ, RAY_AUTH_MODE="disabled"))
     try:
         deadline = time.monotonic() + START_SECONDS
         while not _listening(port):

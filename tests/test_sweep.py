@@ -211,3 +211,19 @@ def test_shared_value_travels_once_per_worker(ray_cluster):  # noqa: F811
     pids = {r[2] for r in results}
     assert runner.stats.tasks == 8
     assert sorted(runner.stats.fetches) == sorted(pids)
+
+
+def test_sensitivity_cuts_on_a_ray_cluster_equal_in_process(calib, ray_cluster):  # noqa: F811
+    from onnxprune import api
+
+    def curves(runner=None):
+        found = api.sensitivity(DEMO, str(calib["path"]), ratios=(0.5,), samples=2,
+                                input_shapes={"x": (1, 3, 48, 192)}, calib_samples=2,
+                                executor=runner)
+        return [(c.group, c.removed, c.errors) for c in found]
+
+    with distributed.executor(address=ray_cluster) as runner:
+        on_ray = curves(runner)
+    assert runner.stats.tasks == len(on_ray) and len(on_ray) > 1
+    assert on_ray == curves()
+    assert any(errors[0] > 0 for _, _, errors in on_ray)
