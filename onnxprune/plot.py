@@ -46,7 +46,7 @@ def pareto_png(rows: list[dict], title: str = "Sweep") -> bytes:
         axes.scatter(xs, ys, s=18, color="#2b6cb0")
         front = sorted((r[key], r["relative_l2"]) for r in rows if r[flag])
         axes.plot([p[0] for p in front], [p[1] for p in front], color="#e05252",
-                  linewidth=1, label="Pareto front")
+                  drawstyle="steps-post", linewidth=1, label="Pareto front")
         for index, (x, y) in enumerate(zip(xs, ys, strict=True)):
             axes.annotate(str(index), (x, y), fontsize=7, xytext=(3, 2),
                           textcoords="offset points")
