@@ -110,6 +110,7 @@ CASES = [
     ("sensitivity tiny.onnx -o t.npz " + TINY_CALIB, 2, INPUT),
     ("sensitivity tiny.onnx -o s.json --plot s.json " + TINY_CALIB, 2, SAME),
     ("sensitivity tiny.onnx -o '' " + TINY_CALIB, 2, "empty"),
+    ("sensitivity tiny.onnx --workers 0 " + TINY_CALIB, 2, "--workers must be at least 1"),
     # sweep: nothing is written, the output folder is not made
     ("sweep tiny.onnx --grid ratio=0.5 -o out", 2, "Missing option"),
     ("sweep tiny.onnx --grid speed=1 -o out " + TINY_CALIB, 2, "unknown key 'speed'"),
