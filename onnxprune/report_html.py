@@ -52,6 +52,7 @@ def group_label(group: dict) -> str:
 
 
 def html_table(header: list[str], rows: list, css: str = "") -> str:
+    """An HTML table of escaped cells."""
     head = "".join(f"<th>{escape(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{escape(str(c))}</td>" for c in row) + "</tr>"
                    for row in rows)

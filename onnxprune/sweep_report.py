@@ -64,6 +64,7 @@ def document(model: str, grid: str, rows: list[dict], counts: tuple[int, int],
 
 
 def held_out_statement(calibrated: int, held_out: int) -> str:
+    """What was held out, in words (the table and the page say it)."""
     return (f"fidelity is measured on the last {held_out} samples of the calibration data, "
             f"held out: never used for calibration, which used the first {calibrated}")
 
