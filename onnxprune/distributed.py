@@ -17,6 +17,7 @@ import contextlib
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import Any, Protocol, TypeVar
 
 from .errors import InputError, first_line
@@ -108,7 +109,7 @@ def _run(fn: Callable, box: list, item) -> tuple[Any, int | None]:
     return fn(_FETCHED[key], item), os.getpid() if fetched else None
 
 
-def import_ray(flag: str):
+def import_ray(flag: str) -> ModuleType:
     """The ray module, or one clear error naming the extra."""
     try:
         import ray

@@ -11,6 +11,7 @@ with the dense model, so tasks running side by side do not disturb it.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -21,7 +22,9 @@ from . import model as model_io
 from .bench import interleaved_medians
 from .distributed import Executor
 from .errors import InputError
+from .files import Transaction
 from .grid import Setting
+from .images import ImageOptions
 from .options import PruneOptions
 from .reporting import measured_fidelity
 from .verify import sample_feeds
@@ -56,8 +59,9 @@ class Outcome:
     latency_ms: float | None = None
 
 
-def split(source, model: onnx.ModelProto, held_out: int | None, samples: int | None,
-          batch_size: int, images=None) -> tuple[list[Feeds], list[Feeds]]:
+def split(source: calibrate.CalibrationSource, model: onnx.ModelProto, held_out: int | None,
+          samples: int | None, batch_size: int, images: ImageOptions | None = None
+          ) -> tuple[list[Feeds], list[Feeds]]:
     """(calibration batches, held-out batches): the last `held_out` samples (default:
     a quarter, at least one) are held out; at least one sample must remain. Batches
     are as the calibration stream makes them (a fixed batch size of the model wins)."""
@@ -134,7 +138,8 @@ def pareto_front(points: list[tuple[float, ...]]) -> list[bool]:
     return [not dominated(p) for p in points]
 
 
-def stage_models(outcomes: list[Outcome], directory, outputs) -> None:
+def stage_models(outcomes: list[Outcome], directory: str | os.PathLike,
+                 outputs: Transaction) -> None:
     """Stage every pruned model as `<stem>.onnx` in a `files.Transaction`."""
     for outcome in outcomes:
         model_io.stage(onnx.load_from_string(outcome.model),
