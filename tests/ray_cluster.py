@@ -48,7 +48,7 @@ def _listening(port: int) -> bool:
 def _stop(process: subprocess.Popen) -> None:
     """SIGTERM to the cluster's process group (made by this fixture), then SIGKILL to
     whatever is left of it."""
-    for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 10)):
+    for sig, wait in ((signal.SIGTERM, 5), (signal.SIGKILL, 10)):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, sig)
         with contextlib.suppress(subprocess.TimeoutExpired):
