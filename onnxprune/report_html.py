@@ -26,6 +26,14 @@ def number(value: int | float) -> str:
     return f"{value:,}" if isinstance(value, int) else f"{value:,.3f}"
 
 
+def fidelity_caption(fidelity: dict) -> str:
+    """What the fidelity figures were measured on, plainly."""
+    if fidelity.get("held_out"):
+        return f"on {fidelity['samples']} held-out samples (--eval), never used to fit"
+    return (f"on {fidelity['samples']} calibration samples: the samples the criterion "
+            "and reconstruction were fit to, not held out (give --eval DATA for held-out "
+            "figures)")
+
 def summary_rows(document: dict) -> list[tuple[str, str, str, str]]:
     """(quantity, before, after, change) for MACs, parameters and latency."""
     report, latency = document["report"], document.get("latency")
@@ -158,8 +166,8 @@ def render_html(document: dict) -> str:
              f"<span style=\"background:{REMOVED}\"></span>removed</p>",
              channels_chart(groups)]
     if document.get("fidelity"):
-        parts += [f"<h2>Fidelity</h2><p>on {document['fidelity']['samples']} calibration "
-                  "samples</p>", html_table(["output", "cosine", "relative L2", "max |error|",
+        parts += [f"<h2>Fidelity</h2><p>{escape(fidelity_caption(document['fidelity']))}"
+                  "</p>", html_table(["output", "cosine", "relative L2", "max |error|",
                                          "top-1 agreement"], fidelity_rows(document))]
     alone = left_alone_rows(document)
     if alone:
@@ -193,8 +201,7 @@ def render_markdown(document: dict) -> str:
                        [[group_label(g), f"{g['kept']}/{g['size']}",
                          text_bar(g["kept"], g["size"])] for g in groups])
     if document.get("fidelity"):
-        lines += ["## Fidelity", "", f"on {document['fidelity']['samples']} calibration "
-                  "samples", ""]
+        lines += ["## Fidelity", "", fidelity_caption(document["fidelity"]), ""]
         lines += _md_table(["output", "cosine", "relative L2", "max |error|",
                             "top-1 agreement"], fidelity_rows(document))
     alone = left_alone_rows(document)
