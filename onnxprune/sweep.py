@@ -26,7 +26,7 @@ from .files import Transaction
 from .grid import Setting
 from .images import ImageOptions
 from .options import PruneOptions
-from .reporting import measured_fidelity
+from .reporting import FidelityData, measured_fidelity
 from .verify import sample_feeds
 
 Feeds = dict[str, np.ndarray]
@@ -91,7 +91,7 @@ def run_setting(data: SweepData, setting: Setting) -> Outcome:
     original = onnx.load_from_string(data.model)
     options = PruneOptions(**dict(data.base, **setting.options), calib=data.calib)
     pruned, report = prune_with(original, options)
-    fidelity = measured_fidelity(original, pruned, data.held_out, None,
+    fidelity = measured_fidelity(original, pruned, FidelityData(data.held_out, held_out=True),
                                  data.base.get("batch_size", 8))
     return Outcome(setting, pruned.SerializeToString(), report.macs_after,
                    report.params_after, fidelity, report.input_shapes,
@@ -100,7 +100,7 @@ def run_setting(data: SweepData, setting: Setting) -> Outcome:
 
 def dense_outcome(data: SweepData, pruned: Outcome) -> Outcome:
     """The dense model as a row of the table (its cost as a pruned one reports it)."""
-    exact = {"samples": pruned.fidelity["samples"], "outputs": []}
+    exact = {"samples": pruned.fidelity["samples"], "held_out": True, "outputs": []}
     return Outcome(Setting("dense", "dense", {}), data.model, *pruned.dense,
                    exact, pruned.input_shapes)
 
