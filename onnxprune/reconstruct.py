@@ -6,7 +6,8 @@ That mean contribution is folded into the consumer's bias — the Conv/Gemm bias
 bias Add after a MatMul, or the shift of a BatchNormalization right after a biasless
 Conv or ConvTranspose — so only the channel's fluctuation around its mean is lost.
 Which layers absorb channels, their bias carriers and the contribution's closed form
-are their op family's `sink` hook (`ops/`).
+are their op family's `sink` hook (`ops/`). Like every reconstruction it returns new
+constant values by name, which the rewrite applies; the analyzed graph is left as it is.
 """
 
 from __future__ import annotations

@@ -6,8 +6,9 @@ model's: with x the activations entering it in the model pruned so far (earlier
 layers already pruned and refit) and x_d those of the dense model, its kept weights
 W' and a bias shift δ minimize ‖W'·x + δ − W·x_d‖² + λ‖W' − W‖² over the
 calibration data (the channel-pruning reconstruction of He et al. 2017, in the
-closed form of Kwon et al. 2022). Layers are visited in topological order, so errors
-do not compound. A k×k convolution is fit per kernel position on the channel
+closed form of Kwon et al. 2022). Layers are visited level by level on the layer-wise
+walk (`layerwise.py`), so errors do not compound; the result is new constant values,
+which the rewrite applies. A k×k convolution is fit per kernel position on the channel
 statistics (each tap's weights map channels to outputs), which keeps the systems at
 channel size whatever the kernel.
 """

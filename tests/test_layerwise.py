@@ -108,3 +108,17 @@ def test_channel_moments_equal_numpy():
     np.testing.assert_allclose(moments.mean_abs, np.abs(data).mean(1))
     np.testing.assert_allclose(moments.variance, data.var(1), atol=1e-12)
     np.testing.assert_allclose(moments.apoz, (data == 0).mean(1))
+
+
+def test_cross_products_in_either_order_are_the_same_matrix():
+    rng = np.random.default_rng(8)
+    rows, dense = rng.standard_normal((50, 4)), rng.standard_normal((50, 3))
+    one, other = Moments(), Moments()
+    for start in (0, 25):
+        one.add_rows(rows[start:start + 25], True, dense[start:start + 25])
+        other.add_rows(rows[start:start + 25], True, dense[start:start + 25],
+                       dense_first=True)
+    assert one.cross.shape == other.cross.shape == (4, 3)
+    np.testing.assert_allclose(one.cross, rows.T @ dense, rtol=1e-5)
+    np.testing.assert_allclose(other.cross, one.cross, rtol=1e-5)
+    np.testing.assert_allclose(one.hessian, rows.T @ rows / 50, rtol=1e-5)
