@@ -33,9 +33,10 @@ def apply(graph: gs.Graph, view: GraphView, removed: dict[Slot, np.ndarray],
     name, as reconstruction returns them) replaced first; `view` still describes the
     original."""
     graph = graph.copy()
-    tensors = graph.tensors()
-    for name, value in (values or {}).items():
-        tensors[name].values = value
+    if values:
+        tensors = graph.tensors()
+        for name, value in values.items():
+            tensors[name].values = value
     change = Change(removed, view)
     for node in graph.nodes:
         rule = rule_for(node)
@@ -87,7 +88,8 @@ def mask_sinks(dep: DepGraph, removed_units: dict[int, np.ndarray],
     """The reference for mask equivalence: a copy of the original graph (with the
     constants of `values` replaced and the indices of `applied` removed, as `apply`
     does) in which the removed units' slices of every consumer weight are zero."""
-    graph = apply(dep.view.graph, dep.view, applied or {}, values)
+    graph = apply(dep.view.graph, dep.view, applied or {}, values) if applied or values \
+        else dep.view.graph.copy()
     tensors = graph.tensors()
     for name, zeroed in zeroed_sinks(dep, removed_units, tensors, applied).items():
         tensors[name].values = zeroed
