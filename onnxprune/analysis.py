@@ -17,7 +17,7 @@ from .cost import Cost, concrete, model_cost, shrunk
 from .criteria.activation import sink_activations
 from .depgraph import DepGraph, Group, build, view_of
 from .images import ImageOptions
-from .rewrite import apply, removed_slots
+from .rewrite import Values, apply, removed_slots
 from .shapes import Probe, concrete_shape_table, sample_shapes
 
 ModelLike = ModelProto | str | os.PathLike
@@ -38,11 +38,12 @@ class Analysis:
         """The analysis' onnxruntime shape probe (its runs are shared), or a new one."""
         return self.dep.view.prober or (lambda: model_io.export(self.dep.view.graph, self.proto))
 
-    def rewritten(self, removed: Removed) -> ModelProto:
-        """The model with the removed units cut out."""
+    def rewritten(self, removed: Removed, values: Values | None = None) -> ModelProto:
+        """The model with the removed units cut out (and the constants of `values`, new
+        values by name, replaced first)."""
         view = self.dep.view
-        return model_io.export(apply(view.graph, view, removed_slots(self.dep, removed)),
-                               self.proto)
+        return model_io.export(apply(view.graph, view, removed_slots(self.dep, removed),
+                                     values), self.proto)
 
 
 def analyze(model: ModelLike, input_shapes: dict[str, tuple[int, ...]] | None = None,

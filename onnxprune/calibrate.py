@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import zipfile
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +22,7 @@ from onnx import ModelProto
 from .errors import InputError, first_line
 from .images import ImageOptions, image_files
 from .images import load as load_images
+from .moments import Moments
 from .shapes import input_specs
 
 Feeds = dict[str, np.ndarray]
@@ -162,70 +162,14 @@ def _feeds_of(source, specs: dict, samples: int | None) -> Iterator[Feeds]:
             return
 
 
-@dataclass
-class ChannelStats:
-    """Running per-channel sums over every other axis of one tensor."""
-
-    count: int = 0
-    total: np.ndarray | None = None
-    total_abs: np.ndarray | None = None
-    total_sq: np.ndarray | None = None
-    zeros: np.ndarray | None = None
-    gram: np.ndarray | None = None  # Σ x xᵀ over samples, when asked for
-
-    def add(self, values: np.ndarray, axis: int, gram: bool = False) -> None:
-        data = np.moveaxis(np.asarray(values, np.float64), axis, 0).reshape(
-            values.shape[axis], -1)
-        if gram:
-            product = data @ data.T
-            self.gram = product if self.gram is None else self.gram + product
-        sums = (data.sum(1), np.abs(data).sum(1), (data * data).sum(1), (data == 0).sum(1))
-        if self.total is None:
-            self.total, self.total_abs, self.total_sq, self.zeros = sums
-        else:
-            self.total = self.total + sums[0]
-            self.total_abs = self.total_abs + sums[1]
-            self.total_sq = self.total_sq + sums[2]
-            self.zeros = self.zeros + sums[3]
-        self.count += data.shape[1]
-
-    @property
-    def mean(self) -> np.ndarray:
-        return self.total / max(self.count, 1)
-
-    @property
-    def covariance(self) -> np.ndarray:
-        """Channel covariance (needs the Gram matrix)."""
-        mean = self.mean
-        return self.gram / max(self.count, 1) - np.outer(mean, mean)
-
-    @property
-    def mean_abs(self) -> np.ndarray:
-        return self.total_abs / max(self.count, 1)
-
-    @property
-    def mean_sq(self) -> np.ndarray:
-        return self.total_sq / max(self.count, 1)
-
-    @property
-    def variance(self) -> np.ndarray:
-        return np.maximum(self.mean_sq - self.mean ** 2, 0.0)
-
-    @property
-    def apoz(self) -> np.ndarray:
-        return self.zeros / max(self.count, 1)
-
-
 def collect(model: ModelProto, slots: list[tuple[str, int]],
             stream: Callable[[], Iterator[Feeds]], progress: Callable[[int], None] | None = None,
-            budget: int = PASS_BUDGET_BYTES, gram: bool = False
-            ) -> dict[tuple[str, int], ChannelStats]:
-    """Per-channel statistics of the slots' tensors over the calibration stream (and
-    their channel Gram matrices when `gram`)."""
+            budget: int = PASS_BUDGET_BYTES) -> dict[tuple[str, int], Moments]:
+    """Per-channel statistics of the slots' tensors over the calibration stream."""
     from .targets.onnxruntime import session
 
     names = sorted({name for name, _ in slots})
-    stats = {slot: ChannelStats() for slot in slots}
+    stats = {slot: Moments() for slot in slots}
     for chunk in _passes(model, names, stream, budget):
         sess = session(model, outputs=chunk)
         for feeds in stream():
@@ -236,7 +180,7 @@ def collect(model: ModelProto, slots: list[tuple[str, int]],
                                  f"{first_line(exc)}") from None
             for name, value in zip(chunk, values, strict=True):
                 for slot in (s for s in slots if s[0] == name):
-                    stats[slot].add(value, slot[1], gram)
+                    stats[slot].add_channels(value, slot[1])
             if progress:
                 progress(len(next(iter(feeds.values()))))
     return stats

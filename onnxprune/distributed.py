@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any, Protocol, TypeVar
@@ -36,7 +36,7 @@ class Executor(Protocol):
 
     workers: int
 
-    def map(self, fn: Callable[[S, T], R], items: Sequence[T], shared: S = None,
+    def map(self, fn: Callable[[S, T], R], items: Iterable[T], shared: S = None,
             done: Callable[[int], None] | None = None) -> list[R]:
         ...
 
@@ -55,7 +55,7 @@ class InProcess:
 
     workers = 1
 
-    def map(self, fn: Callable[[S, T], R], items: Sequence[T], shared: S = None,
+    def map(self, fn: Callable[[S, T], R], items: Iterable[T], shared: S = None,
             done: Callable[[int], None] | None = None) -> list[R]:
         """`[fn(shared, item) for item in items]`; `done(1)` after each."""
         results = []
@@ -73,7 +73,7 @@ class RayExecutor:
         self.ray, self.workers, self.stats = ray_module, workers, Stats()
         self._task = ray_module.remote(num_cpus=1, max_retries=0)(_run)
 
-    def map(self, fn: Callable[[S, T], R], items: Sequence[T], shared: S = None,
+    def map(self, fn: Callable[[S, T], R], items: Iterable[T], shared: S = None,
             done: Callable[[int], None] | None = None) -> list[R]:
         """Submit every item as a task, then gather the results in the items' order
         (`done(n)` as n more finish; a failing task's error is raised as it was)."""

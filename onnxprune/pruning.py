@@ -12,6 +12,7 @@ from .analysis import ActivationStats, Analysis
 from .errors import VerificationError
 from .reconstruct import compensate_bias
 from .refit import refit_layerwise
+from .rewrite import Values
 from .verify import check_plan
 
 Removed = dict[int, np.ndarray]
@@ -19,25 +20,29 @@ Progress = Callable[[int], None] | None
 
 
 def _keep(analysis: Analysis, removed: Removed, stats: ActivationStats, ridge: float,
-          progress: Progress) -> None:
+          progress: Progress) -> Values:
     """No reconstruction: the kept weights stay as they are."""
+    return {}
 
 
 def _fold_bias(analysis: Analysis, removed: Removed, stats: ActivationStats, ridge: float,
-               progress: Progress) -> None:
+               progress: Progress) -> Values:
     """Fold each removed channel's mean contribution into its consumers' biases."""
-    compensate_bias(analysis.dep, removed, stats([analysis.dep.groups[g] for g in removed]))
+    return compensate_bias(analysis.dep, removed,
+                           stats([analysis.dep.groups[g] for g in removed]))[0]
 
 
 def _refit(analysis: Analysis, removed: Removed, stats: ActivationStats, ridge: float,
-           progress: Progress) -> None:
+           progress: Progress) -> Values:
     """Refit the kept weights layer by layer by ridge regression on calibration data."""
-    refit_layerwise(analysis.dep, removed, analysis.proto, analysis.stream, ridge, progress)
+    return refit_layerwise(analysis.dep, removed, analysis.proto, analysis.stream, ridge,
+                           progress)[0]
 
 
 # `--reconstruct` methods: (analysis, removed units, activation statistics, ridge,
-# progress) -> None; they change the analysis' constants before the rewrite.
-RECONSTRUCTIONS: dict[str, Callable[..., None]] = {
+# progress) -> new constant values by name, which the rewrite applies (the analysis
+# itself is left as it is: its groups still describe the input model).
+RECONSTRUCTIONS: dict[str, Callable[..., Values]] = {
     "none": _keep,
     "bias": _fold_bias,
     "lsq": _refit,
@@ -45,22 +50,25 @@ RECONSTRUCTIONS: dict[str, Callable[..., None]] = {
 
 
 def verify(pruned: ModelProto, analysis: Analysis, removed: Removed,
-           feeds: dict[str, np.ndarray]) -> None:
-    """Check the written-model invariants and mask equivalence; name a faulty group."""
+           feeds: dict[str, np.ndarray], values: Values | None = None) -> None:
+    """Check the written-model invariants and mask equivalence (against the original
+    with the reconstruction's new `values`); name a faulty group."""
     try:
-        check_plan(pruned, analysis.dep, removed, analysis.proto, feeds)
+        check_plan(pruned, analysis.dep, removed, analysis.proto, feeds, values)
     except VerificationError as exc:
-        culprit = _culprit(analysis, removed, feeds)
+        culprit = _culprit(analysis, removed, feeds, values)
         raise VerificationError(f"pruned model failed verification ({exc}){culprit}; "
                                 "nothing was written") from None
 
 
-def _culprit(analysis: Analysis, removed: Removed, feeds: dict[str, np.ndarray]) -> str:
+def _culprit(analysis: Analysis, removed: Removed, feeds: dict[str, np.ndarray],
+             values: Values | None) -> str:
     """Name the first group that fails on its own, to point at the faulty rule."""
     for gid, units in removed.items():
         single = {gid: units}
         try:
-            check_plan(analysis.rewritten(single), analysis.dep, single, analysis.proto, feeds)
+            check_plan(analysis.rewritten(single, values), analysis.dep, single,
+                       analysis.proto, feeds, values)
         except VerificationError as exc:
             group = analysis.dep.groups[gid]
             nodes = ", ".join(name for name, _ in group.producers[:3]) or group.root.tensor

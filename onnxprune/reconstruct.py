@@ -6,7 +6,8 @@ That mean contribution is folded into the consumer's bias — the Conv/Gemm bias
 bias Add after a MatMul, or the shift of a BatchNormalization right after a biasless
 Conv or ConvTranspose — so only the channel's fluctuation around its mean is lost.
 Which layers absorb channels, their bias carriers and the contribution's closed form
-are their op family's `sink` hook (`ops/`).
+are their op family's `sink` hook (`ops/`). Like every reconstruction it returns new
+constant values by name, which the rewrite applies; the analyzed graph is left as it is.
 """
 
 from __future__ import annotations
@@ -14,16 +15,18 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from .calibrate import ChannelStats
 from .criteria.activation import sink_activations
 from .depgraph import DepGraph, Group, Role, Slot
+from .moments import Moments
 from .ops import Sink, family_for
+from .rewrite import Values
 
 
 def compensate_bias(dep: DepGraph, removed_units: dict[int, np.ndarray],
-                    stats: dict[tuple[str, int], ChannelStats]) -> tuple[int, int]:
-    """Fold removed channels' mean contributions into consumer biases, in place on the
-    analyzed graph. Returns (consumers compensated, consumers without a bias to hold it)."""
+                    stats: dict[tuple[str, int], Moments]) -> tuple[Values, int, int]:
+    """Fold removed channels' mean contributions into consumer biases. Returns the new
+    bias values by name (the analyzed graph is left as it is), the consumers compensated
+    and those without a bias to hold it."""
 
     def fold(node, weight, gone, found):
         idx = np.flatnonzero(gone)
@@ -32,9 +35,11 @@ def compensate_bias(dep: DepGraph, removed_units: dict[int, np.ndarray],
     return _fold_all(dep, removed_units, stats, fold)
 
 
-def _fold_all(dep: DepGraph, removed_units, stats, fold) -> tuple[int, int]:
+def _fold_all(dep: DepGraph, removed_units, stats, fold) -> tuple[Values, int, int]:
     """For every consumer of a pruned (exact) group with statistics at its input, let
-    `fold` return a per-output-channel bias shift and add it. (done, missed) counts."""
+    `fold` return a per-output-channel bias shift and add it. New values, (done, missed)
+    counts."""
+    values: Values = {}
     done = missed = 0
     for group in dep.groups:
         units = removed_units.get(group.id)
@@ -45,11 +50,11 @@ def _fold_all(dep: DepGraph, removed_units, stats, fold) -> tuple[int, int]:
             if found is None:
                 continue
             delta = fold(node, weight, np.isin(group.members[weight], units), found)
-            if delta is not None and add_to_bias(node, delta):
+            if delta is not None and add_to_bias(node, delta, values):
                 done += 1
             else:
                 missed += 1
-    return done, missed
+    return values, done, missed
 
 
 def sinks(group: Group, dep: DepGraph):
@@ -79,16 +84,18 @@ def _contribution(node: gs.Node, weight: Slot, idx: np.ndarray, means: np.ndarra
     return _sink(node).contribution(node, values, weight.axis, means)
 
 
-def add_to_bias(node: gs.Node, delta: np.ndarray) -> bool:
-    """Add a per-output-channel shift to the node's bias carrier; False without one."""
+def add_to_bias(node: gs.Node, delta: np.ndarray, values: Values) -> bool:
+    """Add a per-output-channel shift to the node's bias carrier, as a new value in
+    `values` (over the one already there, else the graph's); False without one."""
     carrier = bias_of(node)
     if carrier is None:
         return False
     tensor, scale = carrier
-    values = np.asarray(tensor.values)
-    if values.size != delta.size:
+    current = np.asarray(values.get(tensor.name, tensor.values))
+    if current.size != delta.size:
         return False
-    tensor.values = (values + (delta * scale).reshape(values.shape)).astype(values.dtype)
+    values[tensor.name] = (current + (delta * scale).reshape(current.shape)).astype(
+        current.dtype)
     return True
 
 

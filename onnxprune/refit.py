@@ -6,8 +6,9 @@ model's: with x the activations entering it in the model pruned so far (earlier
 layers already pruned and refit) and x_d those of the dense model, its kept weights
 W' and a bias shift δ minimize ‖W'·x + δ − W·x_d‖² + λ‖W' − W‖² over the
 calibration data (the channel-pruning reconstruction of He et al. 2017, in the
-closed form of Kwon et al. 2022). Layers are visited in topological order, so errors
-do not compound. A k×k convolution is fit per kernel position on the channel
+closed form of Kwon et al. 2022). Layers are visited level by level on the layer-wise
+walk (`layerwise.py`), so errors do not compound; the result is new constant values,
+which the rewrite applies. A k×k convolution is fit per kernel position on the channel
 statistics (each tap's weights map channels to outputs), which keeps the systems at
 channel size whatever the kernel.
 """
@@ -22,13 +23,12 @@ import onnx_graphsurgeon as gs
 from onnx import ModelProto
 
 from .depgraph import DepGraph, Slot
-from .errors import InputError, first_line
+from .layerwise import changed_prefixes, levels, walk
 from .model import export
+from .moments import Moments
 from .ops import family_for
 from .reconstruct import add_to_bias, bias_of, sinks
-from .rewrite import mask_sinks
-from .targets.onnxruntime import serialized, session
-from .verify import truncated
+from .rewrite import Values, zeroed_sinks
 
 
 @dataclass
@@ -43,44 +43,27 @@ class Layer:
     dense: np.ndarray
 
 
-@dataclass
-class Moments:
-    """E[x̃ x̃ᵀ] and E[x_d x̃ᵀ], with x̃ the kept channels of x and a trailing 1."""
-
-    gram: np.ndarray
-    cross: np.ndarray
-    count: int = 0
-
-    def add(self, current: np.ndarray, dense: np.ndarray, kept: np.ndarray) -> None:
-        """One batch (rows × channels); products in float32, sums in float64."""
-        features = np.hstack([current[:, kept], np.ones((len(current), 1), current.dtype)])
-        self.gram += features.T @ features
-        self.cross += dense.T @ features
-        self.count += len(current)
-
-
 def refit_layerwise(dep: DepGraph, removed_units: dict[int, np.ndarray], original: ModelProto,
                     stream, ridge: float = 0.1,
-                    progress: Callable[[int], None] | None = None) -> tuple[int, int]:
-    """Refit every consumer of an exact group, in place on the analyzed graph (removed
-    channels zeroed). Returns (layers refit, layers left as they were)."""
+                    progress: Callable[[int], None] | None = None
+                    ) -> tuple[Values, int, int]:
+    """Refit every consumer of an exact group. Returns the new constant values by name
+    (removed channels zeroed; the analyzed graph is left as it is), the layers refit and
+    the layers left as they were."""
     layers = _layers(dep, removed_units)
-    dense = export(dep.view.graph, original)
-    changed = _zero_removed(dep, removed_units)
-    done = 0
-    for level in _levels(dep.view.graph, layers):
-        probe = truncated(dense, sorted({layer.act.tensor for layer in level}))
-        kept = {t.name for t in probe.graph.initializer}
-        with serialized(probe) as data:
-            reference = session(data, optimization="none", explain=False)
-            current = session(data, optimization="none", explain=False, initializers={
-                n: dep.view.tensors[n].values for n in changed if n in kept})
-            moments = _moments(reference, current, level, stream, progress)
+    values = _zero_removed(dep, removed_units)
+    refit: list[bool] = []
+
+    def update(level: list[Layer], stats: dict[int, Moments]) -> None:
         for layer in level:
-            names = _refit(dep, layer, moments[id(layer)], ridge)
-            changed |= names
-            done += bool(names)
-    return done, len(layers) - done
+            new = _refit(dep, layer, stats[id(layer)], ridge, values)
+            values.update(new)
+            refit.append(bool(new))
+
+    walk(_levels(dep.view.graph, layers), stream,
+         changed_prefixes(export(dep.view.graph, original), values),
+         lambda layer: layer.act.tensor, _input_key, _add, update, progress)
+    return values, sum(refit), len(layers) - sum(refit)
 
 
 def _layers(dep: DepGraph, removed_units: dict[int, np.ndarray]) -> list[Layer]:
@@ -107,61 +90,36 @@ def _refittable(node: gs.Node, weight: Slot, view) -> bool:
     return family_for(node).sink.refittable(node, tensor)
 
 
-def _zero_removed(dep: DepGraph, removed_units: dict[int, np.ndarray]) -> set[str]:
-    """Zero the removed units at their consumers, in place (they are sliced away later);
-    the names of the constants changed."""
-    masked = mask_sinks(dep, removed_units).tensors()
-    changed = set()
-    for name, tensor in dep.view.tensors.items():
-        other = masked.get(name)
-        if isinstance(tensor, gs.Constant) and isinstance(other, gs.Constant) and \
-                not np.array_equal(np.asarray(tensor.values), np.asarray(other.values)):
-            tensor.values = other.values
-            changed.add(name)
-    return changed
+def _zero_removed(dep: DepGraph, removed_units: dict[int, np.ndarray]) -> Values:
+    """The consumer weights that change when the removed units are zeroed there (they
+    are sliced away later)."""
+    return {name: value for name, value in zeroed_sinks(dep, removed_units).items()
+            if not np.array_equal(np.asarray(dep.view.tensors[name].values), value)}
 
 
 def _levels(graph: gs.Graph, layers: list[Layer]) -> list[list[Layer]]:
-    """Layers grouped so that no layer of a level feeds another of the same level."""
+    """The layers in levels, in graph order (one layer per node: the last found)."""
     by_node = {id(layer.node): layer for layer in layers}
-    depth_of: dict[str, int] = {}
-    levels: dict[int, list[Layer]] = {}
-    for node in graph.nodes:
-        depth = max((depth_of.get(t.name, 0) for t in node.inputs), default=0)
-        if id(node) in by_node:
-            depth += 1
-            levels.setdefault(depth, []).append(by_node[id(node)])
-        for tensor in node.outputs:
-            depth_of[tensor.name] = depth
-    return [levels[d] for d in sorted(levels)]
-
-
-def _moments(reference, current, level: list[Layer], stream, progress) -> dict[int, Moments]:
-    """Input moments of each layer of a level over the calibration stream (shared by
-    layers that read the same input and keep the same channels, as Q, K and V do)."""
-    names = sorted({layer.act.tensor for layer in level})
-    shared: dict[tuple, Moments] = {}
-    for layer in level:
-        width = int(layer.kept.sum()) + 1
-        shared.setdefault(_input_key(layer), Moments(np.zeros((width, width)),
-                                                     np.zeros((len(layer.kept), width))))
-    for feeds in stream():
-        try:
-            dense = dict(zip(names, reference.run(names, feeds), strict=True))
-            pruned = dict(zip(names, current.run(names, feeds), strict=True))
-        except Exception as exc:
-            raise InputError(f"the model does not run on the calibration data: "
-                             f"{first_line(exc)}") from None
-        for key, moments in shared.items():
-            tensor, axis, kept = key[0], key[1], np.frombuffer(key[2], bool)
-            moments.add(_rows(pruned[tensor], axis), _rows(dense[tensor], axis), kept)
-        if progress:
-            progress(len(next(iter(feeds.values()))))
-    return {id(layer): shared[_input_key(layer)] for layer in level}
+    nodes = [([t.name for t in node.inputs], [t.name for t in node.outputs],
+              id(node) in by_node) for node in graph.nodes]
+    ordered = [by_node[id(node)] for node in graph.nodes if id(node) in by_node]
+    return levels(nodes, ordered, lambda layer: [t.name for t in layer.node.inputs])
 
 
 def _input_key(layer: Layer) -> tuple:
+    """Layers that read the same input and keep the same channels (as Q, K and V do)
+    share their moments."""
     return layer.act.tensor, layer.act.axis, np.asarray(layer.kept, bool).tobytes()
+
+
+def _add(moments: Moments, layer: Layer, current: dict, dense: dict | None,
+         number: int) -> None:
+    """E[x̃ x̃ᵀ] and E[x̃ x_dᵀ] of one batch, with x̃ the kept channels of x and a
+    trailing 1."""
+    tensor, axis = layer.act.tensor, layer.act.axis
+    rows = _rows(current[tensor], axis)
+    features = np.hstack([rows[:, layer.kept], np.ones((len(rows), 1), rows.dtype)])
+    moments.add_rows(features, True, _rows(dense[tensor], axis), dense_first=True)
 
 
 def _rows(value: np.ndarray, axis: int) -> np.ndarray:
@@ -170,24 +128,29 @@ def _rows(value: np.ndarray, axis: int) -> np.ndarray:
     return moved.reshape(-1, moved.shape[-1])
 
 
-def _refit(dep: DepGraph, layer: Layer, moments: Moments, ridge: float) -> set[str]:
-    """Solve for the layer's kept weights and bias shift; the names of the constants
-    changed (none when the fit fails or the shift has no bias to go to)."""
+def _refit(dep: DepGraph, layer: Layer, moments: Moments, ridge: float,
+           values: Values) -> Values:
+    """Solve for the layer's kept weights and bias shift, over the new `values` so far;
+    the constants changed (none when the fit fails or the shift has no bias to go to)."""
     tensor = dep.view.tensors[layer.weight.tensor]
     weight = np.moveaxis(layer.dense, layer.weight.axis, -1)
     rows = weight.reshape(-1, weight.shape[-1])
     carrier = bias_of(layer.node)
     solved = _solve(rows, moments, layer.kept, ridge, carrier is not None)
     if solved is None:
-        return set()
+        return {}
     fitted, shift = solved
     new = np.zeros_like(rows)
     new[:, layer.kept] = fitted
-    if carrier and not add_to_bias(layer.node, _output_shift(layer.node, weight, shift)):
-        return set()
-    values = np.moveaxis(new.reshape(weight.shape), -1, layer.weight.axis)
-    tensor.values = values.astype(np.asarray(tensor.values).dtype)
-    return {tensor.name} | ({carrier[0].name} if carrier else set())
+    changed: Values = {}
+    if carrier:
+        changed[carrier[0].name] = values.get(carrier[0].name, carrier[0].values)
+        if not add_to_bias(layer.node, _output_shift(layer.node, weight, shift), changed):
+            return {}
+    refit = np.moveaxis(new.reshape(weight.shape), -1, layer.weight.axis)
+    changed[tensor.name] = refit.astype(np.asarray(values.get(tensor.name,
+                                                              tensor.values)).dtype)
+    return changed
 
 
 def _solve(rows: np.ndarray, moments: Moments, kept: np.ndarray, ridge: float,
@@ -195,7 +158,7 @@ def _solve(rows: np.ndarray, moments: Moments, kept: np.ndarray, ridge: float,
     """(W', δ) = (W·E[x_d x̃ᵀ] + λ[W_S, 0]) · (E[x̃ x̃ᵀ] + λ I_S)⁻¹; δ = 0 without bias."""
     size = int(kept.sum()) + (1 if with_bias else 0)
     gram = moments.gram[:size, :size] / max(moments.count, 1)
-    target = rows @ (moments.cross[:, :size] / max(moments.count, 1))
+    target = rows @ (np.ascontiguousarray(moments.cross[:size].T) / max(moments.count, 1))
     channels = int(kept.sum())
     damp = ridge * float(np.trace(gram[:channels, :channels])) / max(channels, 1) + 1e-12
     prior = np.zeros_like(target)

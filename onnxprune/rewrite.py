@@ -10,6 +10,8 @@ from .depgraph import DepGraph, GraphView, Role, Slot
 from .ops import family_of
 from .ops.rule import Change, rule_for
 
+Values = dict[str, np.ndarray]  # new constant values by tensor name
+
 
 def removed_slots(dep: DepGraph, removed_units: dict[int, np.ndarray]) -> dict[Slot, np.ndarray]:
     """Indices each slot loses under a plan (the union over the groups that hold it)."""
@@ -25,9 +27,16 @@ def removed_slots(dep: DepGraph, removed_units: dict[int, np.ndarray]) -> dict[S
     return by_slot
 
 
-def apply(graph: gs.Graph, view: GraphView, removed: dict[Slot, np.ndarray]) -> gs.Graph:
-    """Rewrite a copy of the analyzed graph; `view` still describes the original."""
+def apply(graph: gs.Graph, view: GraphView, removed: dict[Slot, np.ndarray],
+          values: Values | None = None) -> gs.Graph:
+    """Rewrite a copy of the analyzed graph, with the constants of `values` (new values by
+    name, as reconstruction returns them) replaced first; `view` still describes the
+    original."""
     graph = graph.copy()
+    if values:
+        tensors = graph.tensors()
+        for name, value in values.items():
+            tensors[name].values = value
     change = Change(removed, view)
     for node in graph.nodes:
         rule = rule_for(node)
@@ -44,14 +53,16 @@ def apply(graph: gs.Graph, view: GraphView, removed: dict[Slot, np.ndarray]) -> 
     return graph
 
 
-def mask_sinks(dep: DepGraph, removed_units: dict[int, np.ndarray],
-               applied: dict[Slot, np.ndarray] | None = None) -> gs.Graph:
-    """The reference for mask equivalence: a copy of the original graph (with the
-    indices of `applied` already removed, as `apply` removes them) in which the removed
-    units' slices of every consumer weight (role IN) are zero."""
+def zeroed_sinks(dep: DepGraph, removed_units: dict[int, np.ndarray],
+                 tensors: dict[str, gs.Tensor] | None = None,
+                 applied: dict[Slot, np.ndarray] | None = None) -> Values:
+    """New values of every consumer weight (role IN) of the groups, with the removed
+    units' slices zero (a stored weight's own zero: a DequantizeLinear's zero point).
+    `tensors`: where the weights are read (default: the analyzed graph); `applied`: the
+    indices already removed from them, as `apply` removes them."""
+    tensors = dep.view.tensors if tensors is None else tensors
     applied = applied or {}
-    graph = apply(dep.view.graph, dep.view, applied) if applied else dep.view.graph.copy()
-    tensors = graph.tensors()
+    new: Values = {}
     for group in dep.groups:
         units = removed_units.get(group.id)
         if units is None or not len(units):
@@ -60,14 +71,28 @@ def mask_sinks(dep: DepGraph, removed_units: dict[int, np.ndarray],
             idx = np.flatnonzero(np.isin(group.members[slot], units))
             if slot in applied:  # where these indices moved when `applied` was removed
                 idx = idx - np.searchsorted(applied[slot], idx)
-            tensor = tensors[slot.tensor]
+            tensor = tensors.get(slot.tensor)
             if not isinstance(tensor, gs.Constant):
                 continue  # a view of a weight (Cast, DequantizeLinear): its source is zeroed
-            values = np.array(tensor.values, copy=True)
+            values = np.array(new.get(slot.tensor, tensor.values), copy=True)
             index = [slice(None)] * values.ndim
             index[slot.axis] = idx
             values[tuple(index)] = _zero_of(tensor, values.shape)[tuple(index)]
-            tensor.values = values
+            new[slot.tensor] = values
+    return new
+
+
+def mask_sinks(dep: DepGraph, removed_units: dict[int, np.ndarray],
+               applied: dict[Slot, np.ndarray] | None = None,
+               values: Values | None = None) -> gs.Graph:
+    """The reference for mask equivalence: a copy of the original graph (with the
+    constants of `values` replaced and the indices of `applied` removed, as `apply`
+    does) in which the removed units' slices of every consumer weight are zero."""
+    graph = apply(dep.view.graph, dep.view, applied or {}, values) if applied or values \
+        else dep.view.graph.copy()
+    tensors = graph.tensors()
+    for name, zeroed in zeroed_sinks(dep, removed_units, tensors, applied).items():
+        tensors[name].values = zeroed
     return graph
 
 

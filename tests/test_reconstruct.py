@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+import onnx_graphsurgeon as gs
 import pytest
 from helpers import GraphBuilder
 
 import onnxprune
+from onnxprune.analysis import ActivationStats, analyze
 from onnxprune.errors import InputError
+from onnxprune.pruning import RECONSTRUCTIONS
 from onnxprune.verify import relative_error, run
 
 
@@ -258,3 +261,31 @@ def test_truncated_model_computes_an_intermediate_with_fewer_nodes():
     assert [n.op_type for n in part.graph.node] == ["Conv", "Relu"]
     assert len(part.graph.initializer) == 2 and [o.name for o in part.graph.output] == [h]
     assert np.array_equal(run(part, feeds)[h], want)
+
+
+@pytest.mark.parametrize("method", ["bias", "lsq"])
+def test_reconstruction_returns_new_values_and_leaves_the_analysis_alone(method):
+    """The analyzed graph still describes the input model after reconstruction; the
+    new values it returns, applied by the rewrite, recover the constant unit."""
+    model = mlp_with_constant_unit()
+    analysis = analyze(model, calib=calibration((5, 8)))
+    group = next(g for g in analysis.dep.groups if g.units == 16 and not g.blocked)
+    removed = {group.id: np.array([3])}
+    before = constants(analysis)
+    values = RECONSTRUCTIONS[method](analysis, removed, ActivationStats(analysis), 1e-6,
+                                     None)
+    after = constants(analysis)
+    assert before.keys() == after.keys()
+    assert all(np.array_equal(before[name], after[name]) for name in before)
+    assert values and set(values) <= set(before)
+    assert any(not np.array_equal(before[name], value) for name, value in values.items())
+    feeds = calibration((5, 8), 1, seed=7)[0]
+    want = next(iter(run(model, feeds).values()))
+    fixed = next(iter(run(analysis.rewritten(removed, values), feeds).values()))
+    plain = next(iter(run(analysis.rewritten(removed), feeds).values()))
+    assert relative_error(want, fixed) < 1e-4 < relative_error(want, plain)
+
+
+def constants(analysis) -> dict[str, np.ndarray]:
+    return {name: np.array(tensor.values) for name, tensor in analysis.dep.view.tensors.items()
+            if isinstance(tensor, gs.Constant)}

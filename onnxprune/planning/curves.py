@@ -4,8 +4,10 @@ its lowest-ranked units (the per-layer sensitivity analysis of Li et al. 2017,
 per-layer ratios from measurements rather than one uniform ratio).
 
 Each point is one onnxruntime run of the dense model in which the group's units are
-zeroed at its consumers (mask-equivalent to removing them), on calibration samples;
-the error is the relative L2 distance of the outputs from the dense outputs.
+zeroed at its consumers (mask-equivalent to removing them), on calibration samples; the
+new weights are passed as initializer overrides, as the layer-wise walk
+(`layerwise.py`) passes them. The error is the relative L2 distance of the outputs from
+the dense outputs.
 """
 
 from __future__ import annotations
@@ -14,14 +16,15 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
-import onnx_graphsurgeon as gs
 from onnx import ModelProto
 
-from ..depgraph import DepGraph, Group, Role
+from ..depgraph import DepGraph, Group
 from ..distributed import Executor, InProcess
 from ..errors import InputError, first_line
+from ..layerwise import with_values
 from ..model import export
-from ..targets.onnxruntime import serialized, session
+from ..rewrite import zeroed_sinks
+from ..targets.onnxruntime import serialized
 from ..verify import relative_error
 
 DEFAULT_RATIOS = (0.25, 0.5, 0.75)
@@ -74,7 +77,8 @@ def measure_curves(dep: DepGraph, original: ModelProto, groups: list[Group],
     `executor` (in-process by default), the model and samples shared by all."""
     cuts = [(group, removals(group, ratio)) for group in groups for ratio in ratios]
     with serialized(export(dep.view.graph, original)) as data:
-        masks = [_masked(dep, group, units) if len(units) else None for group, units in cuts]
+        masks = (zeroed_sinks(dep, {group.id: units}) if len(units) else None
+                 for group, units in cuts)  # in-process: one cut's weights at a time
         errors = (executor or InProcess()).map(
             _cut_error, masks, (data, feeds, _outputs(data, {}, feeds)),
             _per_group(progress, len(ratios)))
@@ -107,25 +111,10 @@ def _per_group(progress: Callable[[int], None] | None, ratios: int):
     return done
 
 
-def _masked(dep: DepGraph, group: Group, units: np.ndarray) -> dict[str, np.ndarray]:
-    """The group's consumer weights with the removed units' slices zeroed."""
-    weights = {}
-    for slot in group.slots(Role.IN):
-        tensor = dep.view.tensors.get(slot.tensor)
-        if not isinstance(tensor, gs.Constant):
-            continue
-        values = np.array(weights.get(slot.tensor, tensor.values), copy=True)
-        index = [slice(None)] * values.ndim
-        index[slot.axis] = np.flatnonzero(np.isin(group.members[slot], units))
-        values[tuple(index)] = 0
-        weights[slot.tensor] = values
-    return weights
-
-
 def _outputs(model, weights: dict[str, np.ndarray], feeds: list[dict]) -> list[list]:
     """Outputs of every batch, with some initializers replaced."""
     try:
-        sess = session(model, optimization="none", initializers=weights, explain=False)
+        sess = with_values(model, weights)
         return [sess.run(None, batch) for batch in feeds]
     except Exception as exc:
         raise InputError(f"the model does not run on the calibration data: "

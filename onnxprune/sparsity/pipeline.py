@@ -26,7 +26,7 @@ from .layers import (
     to_matrix,
 )
 from .pattern import Pattern, parse_pattern
-from .statistics import measurable, measure, waves
+from .statistics import measurable, measure
 from .storage import INDEX_TYPES, to_fp16, to_initializers, to_sparse
 from .weight_criteria import DATA_AWARE, check_criterion, magnitude, snip, sparsegpt, wanda
 
@@ -206,12 +206,14 @@ def _zero_weights(work: ModelProto, layers: list[Layer], pattern: Pattern, crite
             _rewrite(layer, store, lambda w: magnitude(w, pattern))
             used[id(layer)] = f"magnitude ({why})"
     data = [layer for layer in layers if id(layer) not in used]
-    for wave in waves(data, work):
-        stats = measure(work, wave, stream, gram, seed, progress, dense)
+
+    def update(wave: list[Layer], stats: dict) -> None:
         for layer in wave:
             _rewrite(layer, store, _data_rule(criterion, pattern, stats[id(layer)], damp,
                                               layer))
             used[id(layer)] = criterion
+
+    measure(work, data, stream, gram, update, seed, progress, dense)
     return used
 
 
@@ -228,7 +230,7 @@ def _snip(work: ModelProto, layers: list[Layer], pattern: Pattern, stream, seed:
 
 def _data_rule(criterion: str, pattern: Pattern, stats, damp: float, layer: Layer):
     if criterion == "wanda":
-        return lambda w: wanda(w, pattern, stats.column_sq)
+        return lambda w: wanda(w, pattern, stats.total_sq)
 
     def solve(w: np.ndarray) -> np.ndarray:
         try:

@@ -10,18 +10,19 @@ from onnx import ModelProto
 from ..depgraph import DepGraph
 from ..errors import VerificationError
 from ..model import export
-from ..rewrite import mask_sinks, removed_slots
+from ..rewrite import Values, mask_sinks, removed_slots
 from .runs import run_source
 from .written import check_written
 
 
 def reference_model(dep: DepGraph, removed_units: dict[int, np.ndarray],
-                    original: ModelProto, applied: dict[int, np.ndarray] | None = None
-                    ) -> ModelProto:
-    """The original model with the removed units zeroed at their consumers (and the
-    `applied` units already removed, as the pruned model removes them)."""
+                    original: ModelProto, applied: dict[int, np.ndarray] | None = None,
+                    values: Values | None = None) -> ModelProto:
+    """The original model with the reconstruction's new constant `values`, the removed
+    units zeroed at their consumers (and the `applied` units already removed, as the
+    pruned model removes them)."""
     slots = removed_slots(dep, applied) if applied else None
-    return export(mask_sinks(dep, removed_units, slots), original)
+    return export(mask_sinks(dep, removed_units, slots, values), original)
 
 
 # Relative L2 error allowed, per float output, between a model with hidden groups cut
@@ -83,16 +84,18 @@ def _compare(got: dict[str, np.ndarray], want: dict[str, np.ndarray],
 
 
 def check_plan(pruned: ModelProto, dep: DepGraph, removed_units: dict[int, np.ndarray],
-               original: ModelProto, feeds: dict[str, np.ndarray]) -> None:
-    """Channel cuts must be exact: the pruned model equals the original with the hidden
-    cuts applied and the other removed units zeroed at their consumers, so any error is
-    the channel rewrite's. Hidden cuts change normalization statistics, so they are held
-    to `HIDDEN_TOLERANCE` against the original with every cut masked."""
+               original: ModelProto, feeds: dict[str, np.ndarray],
+               values: Values | None = None) -> None:
+    """Channel cuts must be exact: the pruned model equals the original (with the new
+    constant `values` of reconstruction) with the hidden cuts applied and the other
+    removed units zeroed at their consumers, so any error is the channel rewrite's.
+    Hidden cuts change normalization statistics, so they are held to
+    `HIDDEN_TOLERANCE` against the original with every cut masked."""
     hidden = {g: units for g, units in removed_units.items() if dep.groups[g].approximate}
     exact = {g: units for g, units in removed_units.items() if g not in hidden}
-    reference = reference_model(dep, exact, original, hidden) if exact or not hidden \
-        else None
-    bounded = reference_model(dep, removed_units, original) if hidden else None
+    reference = reference_model(dep, exact, original, hidden, values) \
+        if exact or not hidden else None
+    bounded = reference_model(dep, removed_units, original, None, values) if hidden else None
     check_pruned(pruned, reference, feeds, bounded, original)
 
 

@@ -1,0 +1,135 @@
+"""The layer-wise walk that the least-squares refit, Wanda, SparseGPT and the
+sensitivity curves share.
+
+Layers are visited in *levels* in topological order: a layer's level is one more than
+that of the deepest layer its inputs are computed from, so no layer of a level feeds
+another of the same level. For each level the walk runs two prefixes of the model in
+onnxruntime up to the level's inputs — the model as changed so far (earlier levels
+already pruned, refit or sparsified) and, when asked for, the dense model — hands each
+layer the running statistics (`Moments`) of its input over the calibration stream, and
+lets the caller apply the level's new weights before the next level runs. Errors
+therefore do not compound from one level to the next.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from typing import TypeVar
+
+import numpy as np
+from onnx import ModelProto
+
+from .errors import InputError, first_line
+from .moments import Moments
+from .targets.onnxruntime import Session, serialized, session
+
+L = TypeVar("L")
+Feeds = dict[str, np.ndarray]
+Fetch = Callable[[Feeds], dict[str, np.ndarray]]  # feeds → the feeds and named tensors
+Node = tuple[Sequence[str], Sequence[str], bool]  # inputs, outputs, whether a layer
+Prefixes = Callable[[list[str]], AbstractContextManager[tuple[Fetch, Fetch | None]]]
+# (moments, layer, current tensors, dense tensors or None, batch number) -> None
+Add = Callable[[Moments, L, dict, dict | None, int], None]
+
+
+def levels(nodes: Iterable[Node], layers: Sequence[L],
+           reads: Callable[[L], Iterable[str]]) -> list[list[L]]:
+    """The layers in levels, from the graph's nodes in topological order (which of them
+    are layers) and the tensors each layer reads; within a level, in `layers` order."""
+    depth: dict[str, int] = {}
+    for inputs, outputs, is_layer in nodes:
+        here = max((depth.get(name, 0) for name in inputs), default=0) + int(is_layer)
+        for name in outputs:
+            depth[name] = here
+    found: dict[int, list[L]] = {}
+    for layer in layers:
+        level = max((depth.get(name, 0) for name in reads(layer)), default=0)
+        found.setdefault(level, []).append(layer)
+    return [found[level] for level in sorted(found)]
+
+
+def walk(layer_levels: list[list[L]], stream: Callable[[], Iterator[Feeds]],
+         prefixes: Prefixes, tensor: Callable[[L], str], key: Callable[[L], Hashable],
+         add: Add, update: Callable[[list[L], dict[int, Moments]], None],
+         progress: Callable[[int], None] | None = None) -> None:
+    """For each level: run the `prefixes` up to the tensors the layers read, measure
+    their inputs over the stream (layers with equal `key` share one `Moments`, filled
+    by `add`), then `update` the model with the level's new weights."""
+    for level in layer_levels:
+        names = sorted({tensor(layer) for layer in level})
+        with prefixes(names) as (current, dense):
+            stats = measure(level, stream, current, dense, key, add, progress)
+        update(level, stats)
+
+
+def measure(level: list[L], stream: Callable[[], Iterator[Feeds]], current: Fetch,
+            dense: Fetch | None, key: Callable[[L], Hashable], add: Add,
+            progress: Callable[[int], None] | None = None) -> dict[int, Moments]:
+    """Input statistics of a level's layers over the stream, by `id` of the layer."""
+    shared = {key(layer): layer for layer in level}  # e.g. Q, K and V read one input
+    stats = {name: Moments() for name in shared}
+    for number, feeds in enumerate(stream()):
+        values = current(feeds)
+        reference = dense(feeds) if dense is not None else None
+        for name, layer in shared.items():
+            add(stats[name], layer, values, reference, number)
+        if progress:
+            progress(len(next(iter(feeds.values()))))
+    return {id(layer): stats[key(layer)] for layer in level}
+
+
+def fetcher(sess: Session | None, names: list[str]) -> Fetch:
+    """feeds → the feeds and the named tensors of one run (None: no run)."""
+
+    def fetch(feeds: Feeds) -> dict[str, np.ndarray]:
+        values = dict(feeds)
+        try:
+            values.update(zip(names, sess.run(names, feeds), strict=True) if sess else {})
+        except Exception as exc:
+            raise InputError(f"the model does not run on the calibration data: "
+                             f"{first_line(exc)}") from None
+        return values
+
+    return fetch
+
+
+def with_values(model: ModelProto | bytes | str, values: dict[str, np.ndarray]) -> Session:
+    """A session of the model with some constants replaced by new values (initializer
+    overrides: nothing is re-exported), unoptimized so values are not folded away."""
+    return session(model, optimization="none", initializers=values, explain=False)
+
+
+def changed_prefixes(dense: ModelProto, values: dict[str, np.ndarray]) -> Prefixes:
+    """Prefixes cut from the dense model at a level's inputs: run as they are, and with
+    the constants of `values` (read at each level, so new values are seen) replaced."""
+    from .verify import truncated
+
+    @contextmanager
+    def run(names: list[str]) -> Iterator[tuple[Fetch, Fetch]]:
+        probe = truncated(dense, names)
+        kept = {t.name for t in probe.graph.initializer}
+        with serialized(probe) as data:
+            reference = with_values(data, {})
+            current = with_values(data, {n: v for n, v in values.items() if n in kept})
+            yield fetcher(current, names), fetcher(reference, names)
+
+    return run
+
+
+def model_prefixes(current: ModelProto, dense: ModelProto | None) -> Prefixes:
+    """Prefixes that run whole models: `current`, a model changed in place between
+    levels (read at each level), and `dense` (None: not run). Graph inputs are not
+    fetched (the feeds hold them)."""
+    inputs = {value.name for value in current.graph.input}
+
+    @contextmanager
+    def run(names: list[str]) -> Iterator[tuple[Fetch, Fetch | None]]:
+        names = [name for name in names if name not in inputs]
+        yield _whole(current, names), _whole(dense, names) if dense is not None else None
+
+    return run
+
+
+def _whole(model: ModelProto, names: list[str]) -> Fetch:
+    return fetcher(session(model, outputs=names) if names else None, names)
