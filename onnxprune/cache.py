@@ -141,3 +141,33 @@ def declared_shape(value: onnx.ValueInfoProto) -> list[int | str]:
     """A graph input's or output's shape: sizes or symbol names."""
     return [d.dim_value if d.HasField("dim_value") else d.dim_param
             for d in value.type.tensor_type.shape.dim]
+
+
+def prompt_shapes(model: ModelProto) -> dict[str, tuple[int, ...]]:
+    """Sample input shapes of a prompt pass: the cache inputs empty (no past positions),
+    a symbolic axis named as a present's joined axis as long as the new tokens."""
+    from .shapes import sample_shapes
+
+    shapes = sample_shapes(model)
+    pairs = cache_pairs(model)
+    joined = set(sample_sizes(model, pairs))
+    for value in model.graph.input:
+        if value.name not in shapes:
+            continue
+        dims = list(shapes[value.name])
+        for axis, dim in enumerate(value.type.tensor_type.shape.dim):
+            if dim.dim_param in joined:
+                dims[axis] = NEW_TOKENS
+        shapes[value.name] = tuple(dims)
+    for pair in pairs:
+        dims = list(shapes[pair.past])
+        dims[pair.axis] = 0
+        shapes[pair.past] = tuple(dims)
+    return shapes
+
+
+def cache_shrunk(first: ModelProto, second: ModelProto) -> bool:
+    """Whether `second` declares smaller cache inputs than `first`."""
+    declared = {v.name: declared_shape(v) for v in second.graph.input}
+    return any(declared.get(v.name) not in (None, declared_shape(v))
+               for v in first.graph.input if v.name in {p.past for p in cache_pairs(first)})
