@@ -195,3 +195,19 @@ def test_prune_command_writes_pruned_runtime_configs(tmp_path):
     assert json.loads((source / "config.json").read_text())["num_key_value_heads"] == 4
     names = {c["name"] for c in json.loads((out / "r.json").read_text())["io_changes"]}
     assert "present.1.value" in names and "past_key_values.0.key" in names
+
+
+def test_verify_command_compares_a_model_whose_cache_shrank(tmp_path, llama_pruned):
+    _, pruned, _, _ = llama_pruned
+    onnx.save(pruned, str(tmp_path / "small.onnx"))
+    args = ["verify", str(FIXTURE / "model.onnx"), str(tmp_path / "small.onnx")]
+    result = CliRunner().invoke(main, args + ["--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert [o["name"] for o in data["outputs"]] == ["logits"]
+    assert data["generation"]["tokens"] == 16
+    assert len(data["generation"]["pruned"]) == 16
+    assert data["macs_pruned"] < data["macs_original"]
+    np.save(tmp_path / "ids.npy", np.zeros((1, 4), np.int64))
+    refused = CliRunner().invoke(main, args + ["--calib", str(tmp_path / "ids.npy")])
+    assert refused.exit_code == 2 and "smaller key/value cache" in refused.output
