@@ -16,12 +16,14 @@ from click.testing import CliRunner
 from onnx import TensorProto, helper, numpy_helper
 
 from onnxprune import inspect, prune
+from onnxprune.bench import fitted
 from onnxprune.cache import cache_pairs, cut_feeds, io_changes
 from onnxprune.cli import main
 from onnxprune.depgraph import analyze
 from onnxprune.errors import VerificationError
 from onnxprune.rewrite import removed_slots
 from onnxprune.shapes import sample_shapes
+from onnxprune.targets.onnxruntime import session
 from onnxprune.verify import reference_model, relative_error, run, sample_feeds
 from onnxprune.verify.generation import check_generation, generate, prompt_for
 
@@ -211,3 +213,16 @@ def test_verify_command_compares_a_model_whose_cache_shrank(tmp_path, llama_prun
     np.save(tmp_path / "ids.npy", np.zeros((1, 4), np.int64))
     refused = CliRunner().invoke(main, args + ["--calib", str(tmp_path / "ids.npy")])
     assert refused.exit_code == 2 and "smaller key/value cache" in refused.output
+
+
+def test_bench_times_a_pruned_cache_on_its_own_cache_size(tmp_path, llama_pruned):
+    _, pruned, _, _ = llama_pruned
+    onnx.save(pruned, str(tmp_path / "small.onnx"))
+    result = CliRunner().invoke(main, ["bench", str(FIXTURE / "model.onnx"),
+                                       str(tmp_path / "small.onnx"), "--runs", "2", "--json"])
+    assert result.exit_code == 0, result.output
+    feeds = sample_feeds(onnx.load(str(FIXTURE / "model.onnx")),
+                         sample_shapes(onnx.load(str(FIXTURE / "model.onnx"))))
+    own = fitted(feeds, session(pruned))
+    assert own["past_key_values.1.value"].shape == (1, 2, 64, 8)
+    assert own["attention_mask"].shape == feeds["attention_mask"].shape == (1, 128)
