@@ -54,9 +54,10 @@ def interleaved_times(sessions: list[Session], feeds: dict[str, np.ndarray],
 
 def fitted(feeds: dict[str, np.ndarray], sess: Session) -> dict[str, np.ndarray]:
     """Timing feeds cut to a session's smaller static input sizes (a pruned model's
-    key/value cache lost heads): its first entries, as good as any for timing."""
+    key/value cache lost heads): its first entries, as good as any for timing. A
+    stand-in without `get_inputs` takes the feeds as they are."""
     own = dict(feeds)
-    for spec in sess.get_inputs():
+    for spec in sess.get_inputs() if hasattr(sess, "get_inputs") else ():
         value = own.get(spec.name)
         if value is None or len(spec.shape) != value.ndim:
             continue
