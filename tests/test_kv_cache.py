@@ -226,3 +226,16 @@ def test_bench_times_a_pruned_cache_on_its_own_cache_size(tmp_path, llama_pruned
     own = fitted(feeds, session(pruned))
     assert own["past_key_values.1.value"].shape == (1, 2, 64, 8)
     assert own["attention_mask"].shape == feeds["attention_mask"].shape == (1, 128)
+
+
+def test_configs_in_the_model_folder_are_never_overwritten(tmp_path):
+    shutil.copytree(FIXTURE, tmp_path / "m")
+    before = (tmp_path / "m" / "config.json").read_text()
+    result = CliRunner().invoke(main, ["prune", str(tmp_path / "m" / "model.onnx"), "-o",
+                                       str(tmp_path / "m" / "small.onnx"), "--head-ratio",
+                                       "0.5", "--report", str(tmp_path / "r.json")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "m" / "config.json").read_text() == before
+    warnings = json.loads((tmp_path / "r.json").read_text())["warnings"]
+    assert any("config.json is not rewritten" in w for w in warnings)
+    assert any("genai_config.json is not rewritten" in w for w in warnings)
