@@ -239,3 +239,16 @@ def test_configs_in_the_model_folder_are_never_overwritten(tmp_path):
     warnings = json.loads((tmp_path / "r.json").read_text())["warnings"]
     assert any("config.json is not rewritten" in w for w in warnings)
     assert any("genai_config.json is not rewritten" in w for w in warnings)
+
+
+def test_prune_runs_the_cached_generation_check(monkeypatch):
+    calls = []
+
+    def failing(pruned, reference):
+        calls.append(len(pruned.graph.input))
+        raise VerificationError("cached generation: tokens differ")
+
+    monkeypatch.setattr("onnxprune.verify.reference.check_generation", failing)
+    with pytest.raises(VerificationError, match="cached generation"):
+        prune(str(FIXTURE / "model.onnx"), head_ratio=0.5)
+    assert calls
