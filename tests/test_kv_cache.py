@@ -28,6 +28,7 @@ from onnxprune.verify import reference_model, relative_error, run, sample_feeds
 from onnxprune.verify.generation import check_generation, generate, prompt_for
 
 FIXTURE = Path(__file__).resolve().parent.parent / "models" / "llama_kv"
+DYNAMO = FIXTURE.with_name("llama_kv_dynamo")
 HEADS, SIZE, HIDDEN = 2, 8, 16
 
 
@@ -252,3 +253,15 @@ def test_prune_runs_the_cached_generation_check(monkeypatch):
     with pytest.raises(VerificationError, match="cached generation"):
         prune(str(FIXTURE / "model.onnx"), head_ratio=0.5)
     assert calls
+
+
+def test_dynamo_export_prunes_and_generates_like_the_masked_reference():
+    model = onnx.load(str(DYNAMO / "model.onnx"))
+    pruned, report = prune(model, 0.3, head_ratio=0.5)
+    assert {(g.kind, g.size, g.kept) for g in report.groups if g.removed} == {
+        ("head", 4, 2), ("neuron", 128, 96)}
+    assert {c["after"] for c in report.io_changes} == {2} and len(report.io_changes) == 8
+    units = {g.id: np.array(g.removed) for g in report.groups if g.removed}
+    reference = reference_model(analyze(model), units, model)
+    prompt = prompt_for(model)
+    assert generate(pruned, prompt, 8).tokens == generate(reference, prompt, 8).tokens
