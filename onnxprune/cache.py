@@ -102,10 +102,13 @@ def sample_sizes(model: ModelProto, pairs: list[CachePair]) -> dict[str, int]:
 
 def io_changes(model: ModelProto, removed: dict) -> list[IoChange]:
     """The graph inputs and outputs that lose indices under `removed` (slot -> indices),
-    as they are declared in `model`."""
+    as they are declared in `model` (initializers declared as inputs are weights)."""
     changes = []
+    weights = {t.name for t in model.graph.initializer}
     for kind, values in (("input", model.graph.input), ("output", model.graph.output)):
         for value in values:
+            if value.name in weights:
+                continue
             for slot, idx in sorted(removed.items()):
                 if slot.tensor != value.name:
                     continue
@@ -121,6 +124,8 @@ def shrink_io(model: ModelProto, changes: list[IoChange]) -> None:
     """Rewrite the declared sizes of changed graph inputs and outputs in place."""
     values = {v.name: v for v in list(model.graph.input) + list(model.graph.output)}
     for change in changes:
+        if change.name not in values:
+            continue
         dim = values[change.name].type.tensor_type.shape.dim[change.axis]
         if change.after > 0:
             dim.dim_value = change.after

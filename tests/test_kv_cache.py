@@ -265,3 +265,16 @@ def test_dynamo_export_prunes_and_generates_like_the_masked_reference():
     reference = reference_model(analyze(model), units, model)
     prompt = prompt_for(model)
     assert generate(pruned, prompt, 8).tokens == generate(reference, prompt, 8).tokens
+
+
+def test_calibrated_prune_of_a_cache_model_takes_prompts_with_empty_caches():
+    rng = np.random.default_rng(0)
+    feeds = {"input_ids": rng.integers(0, 256, (4, 12)),
+             "attention_mask": np.ones((4, 12), np.int64),
+             "position_ids": np.tile(np.arange(12), (4, 1))}
+    feeds |= {f"past_key_values.{i}.{kind}": np.zeros((4, 4, 0, 8), np.float32)
+              for i in range(2) for kind in ("key", "value")}
+    pruned, report = prune(str(FIXTURE / "model.onnx"), 0.3, head_ratio=0.5, calib=[feeds])
+    assert report.criterion == "wanda" and report.reconstruct == "lsq"
+    assert {c["after"] for c in report.io_changes} == {2}
+    assert _dims(pruned.graph.input[3])[1] == 2
