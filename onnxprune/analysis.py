@@ -13,6 +13,7 @@ from onnx import ModelProto
 
 from . import calibrate
 from . import model as model_io
+from .cache import io_changes, shrink_io
 from .cost import Cost, concrete, model_cost, shrunk
 from .criteria.activation import sink_activations
 from .depgraph import DepGraph, Group, build, view_of
@@ -41,9 +42,10 @@ class Analysis:
     def rewritten(self, removed: Removed, values: Values | None = None) -> ModelProto:
         """The model with the removed units cut out (and the constants of `values`, new
         values by name, replaced first)."""
-        view = self.dep.view
-        return model_io.export(apply(view.graph, view, removed_slots(self.dep, removed),
-                                     values), self.proto)
+        view, slots = self.dep.view, removed_slots(self.dep, removed)
+        model = model_io.export(apply(view.graph, view, slots, values), self.proto)
+        shrink_io(model, io_changes(self.proto, slots))
+        return model
 
 
 def analyze(model: ModelLike, input_shapes: dict[str, tuple[int, ...]] | None = None,

@@ -36,7 +36,7 @@ def groups_table(groups: list[Group], console: Console | None = None) -> None:
 
 
 def prune_summary(report: Report, output: str, console: Console | None = None) -> None:
-    """MACs, parameters and groups cut, in two lines."""
+    """MACs, parameters and groups cut, changed cache inputs and outputs, and the file."""
     console = console or Console()
     cut = sum(1 for g in report.groups if g.kept < g.size)
     console.print(
@@ -44,6 +44,10 @@ def prune_summary(report: Report, output: str, console: Console | None = None) -
         f"({report.macs_reduction:.2f}× fewer), params {_count(report.params_before)} → "
         f"{_count(report.params_after)}; {cut} of {len(report.groups)} groups cut "
         f"in {report.seconds:.2f}s")
+    if report.io_changes:
+        names = sorted({c["name"] for c in report.io_changes})
+        console.print(f"{len(names)} graph inputs and outputs (key/value cache) changed "
+                      f"size: {', '.join(names[:2])}{', …' if len(names) > 2 else ''}")
     console.print(f"wrote {output}")
 
 
@@ -61,6 +65,10 @@ def comparison_table(result, console: Console | None = None) -> None:
     console.print(f"MACs {_count(result.macs_original)} → {_count(result.macs_pruned)}, "
                   f"params {_count(result.params_original)} → {_count(result.params_pruned)}, "
                   f"latency × {result.latency_ratio:.2f}")
+    if result.generation:
+        gen = result.generation
+        console.print(f"cached greedy generation: {gen['agreeing']} of {gen['tokens']} tokens "
+                      f"agree, logits relative L2 at most {gen['max_logits_relative_l2']:.3e}")
 
 
 def bench_table(rows, console: Console | None = None) -> None:

@@ -216,8 +216,12 @@ def input_specs(model: ModelProto) -> list[onnx.ValueInfoProto]:
 def sample_shapes(model: ModelProto, overrides: dict[str, tuple[int, ...]] | None = None
                   ) -> dict[str, tuple[int, ...]]:
     """Concrete input shapes: declared sizes, overrides, 1 for a leading symbolic axis
-    and 64 for other symbolic axes."""
+    and 64 for other symbolic axes (128 for one named as a key/value cache's joined
+    length, the past's 64 positions and 64 new ones)."""
+    from .cache import cache_pairs, sample_sizes
+
     overrides = overrides or {}
+    named = sample_sizes(model, cache_pairs(model))
     shapes = {}
     for spec in input_specs(model):
         dims = spec.type.tensor_type.shape.dim
@@ -229,8 +233,8 @@ def sample_shapes(model: ModelProto, overrides: dict[str, tuple[int, ...]] | Non
                 raise InputError(f"input shape {shape} does not fit input {spec.name!r} "
                                  f"declared as {_dims_text(dims)}")
         else:
-            shape = tuple(d if d > 0 else (1 if axis == 0 else DEFAULT_DYNAMIC_DIM)
-                          for axis, d in enumerate(declared))
+            shape = tuple(d if d > 0 else (1 if axis == 0 else named.get(
+                dims[axis].dim_param, DEFAULT_DYNAMIC_DIM)) for axis, d in enumerate(declared))
         shapes[spec.name] = shape
     unknown = set(overrides) - set(shapes)
     if unknown:

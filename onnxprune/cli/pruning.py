@@ -118,10 +118,13 @@ def prune(model, output, ratio, head_ratio, hidden_ratio, target_macs, target_la
                                  held_out=eval_data is not None)
     readable = _readable_report(model, pruned, report, report_html or report_md,
                                 fidelity_data, batch_size, images, quiet)
+    configs = _runtime_configs(model, output, report)
     extra = {k: readable[k] for k in ("latency", "fidelity")} if readable else {}
     data = dict(report.to_dict(), **extra)
     with transaction() as outputs:
         model_io.stage(pruned, output, outputs)
+        for path, text in configs.items():
+            outputs.write(path, text)
         if report_path:
             outputs.write(report_path, json_text(data))
         _write_readable(outputs, readable, report_html, report_md)
@@ -134,6 +137,25 @@ def prune(model, output, ratio, head_ratio, hidden_ratio, target_macs, target_la
         from ..display import prune_summary
 
         prune_summary(report, output)
+
+
+def _runtime_configs(model, output, report) -> dict[Path, str]:
+    """Runtime configurations beside MODEL with their pruned sizes, to go beside OUTPUT
+    (never over MODEL's own: a warning says so); their warnings join the report's."""
+    from ..files import same_file
+    from ..runtime_config import pruned_configs
+
+    texts, notes = pruned_configs(model, report)
+    configs = {}
+    for name, text in texts.items():
+        target = Path(output).parent / name
+        if target.exists() and same_file(target, Path(model).parent / name):
+            notes.append(f"{name} is not rewritten: OUTPUT is in MODEL's folder, whose "
+                         f"{name} states the original sizes")
+        else:
+            configs[target] = text
+    report.warnings += notes
+    return configs
 
 
 def _readable_report(model, pruned, report, wanted, data: FidelityData, batch_size: int,

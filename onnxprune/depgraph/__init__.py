@@ -6,6 +6,7 @@ import onnx_graphsurgeon as gs
 from onnx import ModelProto
 
 from .. import model as model_io
+from ..cache import cache_pairs, pair_slots
 from ..shapes import Prober, batch_periods, infer_shape_table
 from .core import GraphView, Role, Slot
 from .graph import DepGraph, Group, build
@@ -25,6 +26,7 @@ def view_of(graph: gs.Graph, original: ModelProto,
     table = infer_shape_table(structure, input_shapes, prober)
     view = GraphView(graph, table, lambda: batch_periods(structure, input_shapes, prober))
     view.prober = prober
+    view.caches = pair_slots(cache_pairs(original))
     return view
 
 

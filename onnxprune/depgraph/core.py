@@ -137,6 +137,7 @@ class GraphView:
         self.input_names = {t.name for t in graph.inputs if isinstance(t, gs.Variable)}
         self.hidden_consumers = _subgraph_consumers(graph)
         self.prober = None  # the onnxruntime shape probe of the analysis, when it has one
+        self.caches: dict[str, tuple[str, int]] = {}  # cache tensor -> (partner, joined axis)
         self._top_level = {id(node) for node in graph.nodes}
 
     def shape(self, name: str) -> Shape:
@@ -145,6 +146,14 @@ class GraphView:
         if isinstance(tensor, gs.Constant):
             return tuple(tensor.shape)
         return self.shapes.get(name)
+
+    def cache_axis(self, slot: Slot) -> bool:
+        """Whether a slot is an axis of a key/value-cache input or output other than the
+        joined one: it may lose indices, with its partner."""
+        end = self.caches.get(slot.tensor)
+        rank = self.rank(slot.tensor)
+        return end is not None and slot.span == 1 and rank is not None and \
+            slot.axis % rank != end[1]
 
     def rank(self, name: str) -> int | None:
         shape = self.shape(name)

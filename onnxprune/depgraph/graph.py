@@ -168,9 +168,10 @@ def _seeds(view: GraphView, edges: Edges) -> list[Slot]:
 
 def _visit(slot: Slot, view: GraphView, edges: Edges, touched: set) -> list[Slot]:
     """Apply every rule around one slot; return the slots it reached."""
-    if slot.tensor in view.output_names:
+    cache = view.cache_axis(slot)
+    if slot.tensor in view.output_names and not cache:
         edges.block(slot, f"{slot.tensor} is a graph output")
-    if slot.tensor in view.input_names:
+    if slot.tensor in view.input_names and not cache:
         edges.block(slot, f"{slot.tensor} is a graph input")
     reached: list[Slot] = []
     for node in view.nodes_of(slot.tensor):
@@ -238,9 +239,23 @@ def _make_group(gid, slots, unit_labels, found: _Found, rows: Rows, labels) -> G
     if {"interleaved", "split"} <= tags:
         blocked.append("an axis merged as an inner factor (strided) is split again with "
                        "another factorization")
+    blocked += _unpaired(members, found.view)
     kind = _kind(tags, approximate, producers)
     return Group(gid, kind, len(unit_labels), members, roles, blocked, nodes, producers,
                  approximate)
+
+
+def _unpaired(members: dict[Slot, np.ndarray], view: GraphView) -> list[str]:
+    """A key/value-cache input or output must lose the same indices as its partner."""
+    reasons = []
+    for slot, owner in members.items():
+        if slot.tensor not in view.caches or not view.cache_axis(slot):
+            continue
+        partner = Slot(view.caches[slot.tensor][0], slot.axis)
+        if partner not in members or not np.array_equal(members[partner], owner):
+            reasons.append(f"cache {slot.tensor} and {partner.tensor} would lose different "
+                           "indices")
+    return reasons
 
 
 def _roles(slots: list[Slot], found: _Found) -> dict[Slot, Role]:

@@ -7,10 +7,12 @@ from __future__ import annotations
 import numpy as np
 from onnx import ModelProto
 
+from ..cache import IoChange, cut_feeds, io_changes
 from ..depgraph import DepGraph
 from ..errors import VerificationError
 from ..model import export
 from ..rewrite import Values, mask_sinks, removed_slots
+from .generation import can_generate, check_generation
 from .runs import run_source
 from .written import check_written
 
@@ -38,20 +40,27 @@ HIDDEN_TOLERANCE = 0.5
 
 def check_pruned(pruned: ModelProto, reference: ModelProto | None,
                  feeds: dict[str, np.ndarray], approximate: ModelProto | None = None,
-                 source: ModelProto | None = None) -> None:
+                 source: ModelProto | None = None, changes: list[IoChange] | None = None
+                 ) -> None:
     """Written-model invariants (non-finite weights only where `source`, the model it
     was made from, has them); then equal outputs to the masked `reference` (skipped
     when None) and, when hidden groups were cut, outputs within `HIDDEN_TOLERANCE` of
-    `approximate`, the original with every cut masked."""
-    want = run_source(reference, feeds) if reference is not None else None
-    bounded = run_source(approximate, feeds) if approximate is not None else None
-    got = check_written(pruned, feeds, want or bounded, source or reference)
+    `approximate`, the original with every cut masked. `changes`: the graph inputs and
+    outputs (key/value caches) the pruned model takes and gives without some indices."""
+    changes = changes or []
+
+    def ran(model: ModelProto) -> dict[str, np.ndarray]:
+        return cut_feeds(run_source(model, feeds), changes, "output")
+
+    want = ran(reference) if reference is not None else None
+    bounded = ran(approximate) if approximate is not None else None
+    got = check_written(pruned, cut_feeds(feeds, changes, "input"), want or bounded,
+                        source or reference)
     if want is not None:
         _compare(got, want, None, "the original with the removed channels zeroed at "
                  "their consumers")
     if bounded is not None:
-        _compare(got, bounded, hidden_bounds(bounded, run_source(source, feeds) if source
-                                             else {}),
+        _compare(got, bounded, hidden_bounds(bounded, ran(source) if source else {}),
                  "the original with the removed channels zeroed at their consumers, beyond "
                  "the bound for cuts of hidden sizes")
 
@@ -96,7 +105,10 @@ def check_plan(pruned: ModelProto, dep: DepGraph, removed_units: dict[int, np.nd
     reference = reference_model(dep, exact, original, hidden, values) \
         if exact or not hidden else None
     bounded = reference_model(dep, removed_units, original, None, values) if hidden else None
-    check_pruned(pruned, reference, feeds, bounded, original)
+    changes = io_changes(original, removed_slots(dep, removed_units))
+    check_pruned(pruned, reference, feeds, bounded, original, changes)
+    if reference is not None and can_generate(original):
+        check_generation(pruned, reference)
 
 
 def outputs_close(reference: np.ndarray, value: np.ndarray, tol: float,
