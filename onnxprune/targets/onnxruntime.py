@@ -35,7 +35,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Literal
 
@@ -45,6 +44,7 @@ import onnxruntime as ort
 from onnx import ModelProto
 
 from ..errors import InputError, ModelError, first_line
+from ..external import has_external, on_disk
 from ..model import EXTERNAL_DATA_THRESHOLD, _weight_bytes
 from . import tensorrt
 
@@ -132,13 +132,12 @@ def with_outputs(model: ModelProto, names: Sequence[str]) -> ModelProto:
 @contextlib.contextmanager
 def serialized(model: ModelProto) -> Iterator[bytes | str]:
     """The model as bytes, or as a temporary path with external data when it is too
-    large for one protobuf message; serialized once for every consumer."""
-    if _weight_bytes(model) < EXTERNAL_DATA_THRESHOLD:
+    large for one protobuf message or its weights are in external files (read lazily:
+    `external`); serialized once for every consumer."""
+    if _weight_bytes(model) < EXTERNAL_DATA_THRESHOLD and not has_external(model):
         yield model.SerializeToString()
         return
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "model.onnx")
-        onnx.save_model(model, path, save_as_external_data=True, location="model.onnx.data")
+    with on_disk(model) as path:
         yield path
 
 
