@@ -4,19 +4,14 @@ A model read from a file with external data keeps its tensors *unloaded*: each o
 names its file by absolute path (`location`), offset and length, and is read through
 `array()`, a read-only memory map. Large values made later (sliced, refit, zeroed)
 are *spilled* to a scratch file of this process and referenced the same way, so a
-model never holds its weights in memory twice. `write()` streams every tensor into
-one data file beside the model; `on_disk()` gives onnx and onnxruntime a path to
-read (the checker and sessions need one past protobuf's 2 GB limit).
+model never holds its weights in memory twice. Writing them back: `datafiles`.
 """
 
 from __future__ import annotations
 
 import atexit
-import contextlib
-import os
 import shutil
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -62,7 +57,21 @@ def read(path: Path) -> ModelProto:
     for tensor in tensors(proto):
         if is_external(tensor):
             _anchor(tensor, folder, path)
+            INPUTS.add(_info(tensor)["location"])
     return proto
+
+
+INPUTS: set[str] = set()  # external data files read in this process: never written over
+
+
+def refuse_input(target: Path) -> None:
+    """Refuse to write `target` when it is an input model's external data file."""
+    from .files import same_file
+
+    for source in INPUTS:
+        if same_file(target, source):
+            raise InputError(f"{target}: is the external data of an input model; "
+                             "refusing to overwrite it")
 
 
 def _anchor(tensor: TensorProto, folder: Path, path: Path) -> None:
@@ -183,117 +192,3 @@ def _pad(handle) -> int:
     aligned = -(-offset // ALIGN) * ALIGN
     handle.write(b"\0" * (aligned - offset))
     return aligned
-
-
-HOLES = {}  # `write(link=HOLES)`: external tensors become holes in the data file
-
-
-def write(model: ModelProto, path: Path, data_name: str, link: bool | dict = False
-          ) -> None:
-    """Write a model with its tensors of at least `MIN_BYTES` in `data_name` beside it,
-    streamed one tensor (and one chunk of an external one) at a time; the model itself
-    is not changed. `link`: hard-link the source data files beside it instead of
-    copying from them, where the file system allows (for temporary copies)."""
-    light = _skeleton(model)
-    linked = link if link is HOLES else {} if link else None
-    with open(path.parent / data_name, "wb") as data:
-        for tensor in model.graph.initializer:
-            light.graph.initializer.append(_stored(tensor, data, data_name, linked))
-        for tensor in tensors(light)[len(light.graph.initializer):]:
-            if is_external(tensor):  # a Constant node's value
-                tensor.CopyFrom(_stored(tensor, data, data_name, linked))
-    path.write_bytes(light.SerializeToString())
-
-
-def _skeleton(model: ModelProto) -> ModelProto:
-    """The model without its graph's initializers (nothing large is copied)."""
-    light = ModelProto()
-    for descriptor, value in model.ListFields():
-        if descriptor.name != "graph":
-            _copy_field(light, descriptor, value)
-    for descriptor, value in model.graph.ListFields():
-        if descriptor.name != "initializer":
-            _copy_field(light.graph, descriptor, value)
-    return light
-
-
-def _copy_field(target, descriptor, value) -> None:
-    if descriptor.is_repeated:
-        getattr(target, descriptor.name).extend(value)
-    elif descriptor.message_type is not None:
-        getattr(target, descriptor.name).CopyFrom(value)
-    else:
-        setattr(target, descriptor.name, value)
-
-
-def _stored(tensor: TensorProto, data, data_name: str,
-            linked: dict[str, str] | None) -> TensorProto:
-    """The tensor as written: external in `data` (or in a linked source file), or
-    inline when small."""
-    if not is_external(tensor) and tensor.ByteSize() < MIN_BYTES + 64:
-        return tensor
-    light = TensorProto(name=tensor.name, data_type=tensor.data_type, dims=tensor.dims,
-                        doc_string=tensor.doc_string)
-    if is_external(tensor) and linked is not None:
-        name = _linked(_info(tensor)["location"], Path(data.name).parent, linked)
-        if name is not None:
-            info = _info(tensor)
-            _set_info(light, name, int(info.get("offset", 0)), length(tensor, info))
-            return light
-    offset = _pad(data)
-    if is_external(tensor) and linked is HOLES:
-        data.seek(offset + length(tensor))
-        data.truncate()
-    elif is_external(tensor):
-        _copy_bytes(tensor, data)
-    elif tensor.HasField("raw_data"):
-        data.write(tensor.raw_data)
-    else:
-        data.write(np.ascontiguousarray(numpy_helper.to_array(tensor)).tobytes())
-    _set_info(light, data_name, offset, data.tell() - offset)
-    return light
-
-
-def _copy_bytes(tensor: TensorProto, data) -> None:
-    info = _info(tensor)
-    offset, left = int(info.get("offset", 0)), length(tensor, info)
-    with open(info["location"], "rb") as source:
-        source.seek(offset)
-        while left > 0:
-            chunk = source.read(min(CHUNK, left))
-            if not chunk:
-                raise OSError(f"external data of {tensor.name!r} ends early")
-            data.write(chunk)
-            left -= len(chunk)
-
-
-def _linked(source: str, folder: Path, linked: dict[str, str]) -> str | None:
-    """The name of a hard link to `source` in `folder` (made once), or None."""
-    if linked is HOLES:
-        return None
-    if source not in linked:
-        name = f"linked{len(linked)}.data"
-        try:
-            os.link(source, folder / name)
-        except OSError:
-            return None
-        linked[source] = name
-    return linked[source]
-
-
-@contextlib.contextmanager
-def on_disk(model: ModelProto, holes: bool = False) -> Iterator[str]:
-    """A temporary path holding the model with its tensors as external data (source
-    files hard-linked where possible): what onnxruntime reads past 2 GB. `holes`:
-    external tensors are left as holes of their size (for the ONNX checker, which
-    reads no values and refuses hard links)."""
-    with tempfile.TemporaryDirectory(prefix="onnxprune-") as tmp:
-        path = Path(tmp) / "model.onnx"
-        write(model, path, "model.onnx.data", link=HOLES if holes else True)
-        yield str(path)
-
-
-def check(model: ModelProto, full_check: bool = False) -> None:
-    """The ONNX checker on a model with external tensors or past 2 GB (by path)."""
-    with on_disk(model, holes=True) as path:
-        onnx.checker.check_model(path, full_check=full_check)

@@ -16,7 +16,7 @@ import onnx
 import onnx_graphsurgeon as gs
 from onnx import ModelProto
 
-from . import external
+from . import datafiles, external
 from .errors import InputError, ModelError, first_line
 
 EXTERNAL_DATA_THRESHOLD = 1_800_000_000
@@ -65,7 +65,7 @@ def check(model: ModelProto, what: str = "model") -> None:
     (Shapes are inferred later; written models get the full check.)"""
     try:
         if external.has_external(model) or _weight_bytes(model) > EXTERNAL_DATA_THRESHOLD:
-            external.check(model)  # past 2 GB the checker needs a path
+            datafiles.check(model)  # past 2 GB the checker needs a path
         else:
             onnx.checker.check_model(model)
     except Exception as exc:
@@ -266,17 +266,20 @@ def save(model: ModelProto, path: str | os.PathLike) -> None:
 
 def stage(model: ModelProto, path: str | os.PathLike, outputs) -> None:
     """Write a model into a `files.Transaction`: it (and `<name>.data` beside it, when
-    the model is large) appears at `path` when the transaction commits."""
+    it is large or read from external data) appears at `path` when the transaction
+    commits. An input model's external data file is never a target."""
     from .files import check_writable, unwritable
 
     path = Path(path)
     check_writable(path)
     split = external.has_external(model) or _weight_bytes(model) > EXTERNAL_DATA_THRESHOLD
-    temp = outputs.temp_path(path)
     data_name = path.name + ".data"
+    for target in (path, path.parent / data_name) if split else (path,):
+        external.refuse_input(target)
+    temp = outputs.temp_path(path)
     try:
         if split:
-            external.write(model, temp, data_name)
+            datafiles.write(model, temp, data_name)
         else:
             onnx.save_model(model, str(temp))
     except OSError as exc:

@@ -8,7 +8,7 @@ import numpy as np
 import onnx
 from onnx import ModelProto
 
-from .. import external
+from .. import datafiles
 from ..errors import VerificationError, first_line
 from ..shapes import sample_shapes
 from ..targets.onnxruntime import serialized
@@ -70,7 +70,7 @@ def _check_sparse_file(written: ModelProto, feeds, twin_outputs) -> list[str]:
             if isinstance(data, bytes):
                 onnx.checker.check_model(data)
             else:
-                external.check(written)
+                datafiles.check(written)
             checks.append("sparse file: onnx.checker")
         except Exception as exc:
             if not _narrow_indices(written):

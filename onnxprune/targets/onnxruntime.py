@@ -43,8 +43,9 @@ import onnx
 import onnxruntime as ort
 from onnx import ModelProto
 
+from ..datafiles import on_disk
 from ..errors import InputError, ModelError, first_line
-from ..external import has_external, on_disk
+from ..external import has_external
 from ..model import EXTERNAL_DATA_THRESHOLD, _weight_bytes
 from . import tensorrt
 

@@ -7,7 +7,7 @@ import numpy as np
 import onnx
 from onnx import ModelProto
 
-from .. import external
+from .. import datafiles
 from ..errors import VerificationError, first_line
 from ..finite import check_finite_outputs, check_finite_weights
 from ..model import weightless
@@ -27,7 +27,7 @@ def check_written(model: ModelProto, feeds: dict[str, np.ndarray],
             if isinstance(data, bytes):
                 onnx.checker.check_model(data, full_check=True)
             else:
-                external.check(model, full_check=True)
+                datafiles.check(model, full_check=True)
         except Exception as exc:
             raise VerificationError(f"checker: {first_line(exc)}") from None
         _check_shapes(model, source)
