@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 from onnx import ModelProto
 
-from . import calibrate
+from . import calibrate, external
 from . import model as model_io
 from .cost import Cost, concrete, model_cost, shrunk
 from .criteria.activation import sink_activations
@@ -39,8 +39,10 @@ class Analysis:
         return self.dep.view.prober or (lambda: model_io.export(self.dep.view.graph, self.proto))
 
     def rewritten(self, removed: Removed) -> ModelProto:
-        """The model with the removed units cut out."""
+        """The model with the removed units cut out (the weights read so far are
+        unmapped, and large changed ones spilled, when the model is external: `external`)."""
         view = self.dep.view
+        external.settle(view.graph, to_scratch=external.has_external(self.proto))
         return model_io.export(apply(view.graph, view, removed_slots(self.dep, removed)),
                                self.proto)
 

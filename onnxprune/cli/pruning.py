@@ -18,6 +18,7 @@ from .common import (
     image_flags,
     image_options,
     json_text,
+    max_memory_option,
     parse_input_shapes,
     seed_option,
     warn,
@@ -71,6 +72,7 @@ from .common import (
 @click.option("--ridge", type=FiniteFloat(0.0), default=0.1, show_default=True,
               help="Damping of the least-squares refit, relative to the mean channel "
                    "energy.")
+@max_memory_option
 @click.option("--sensitivity-samples", type=int, default=32, show_default=True,
               help="Calibration samples each sensitivity measurement runs on.")
 @seed_option
@@ -90,7 +92,8 @@ def prune(model, output, ratio, head_ratio, hidden_ratio, target_macs, target_la
           target_energy, provider, threads, criterion,
           global_ranking, max_ratio, round_to, min_channels, ignore, input_shape, calib,
           image_size, image_mean, image_std, image_layout, bgr, calib_samples, batch_size,
-          reconstruct, ridge, sensitivity_samples, seed, report_path, save_plan, plan_path,
+          reconstruct, ridge, max_memory, sensitivity_samples, seed, report_path, save_plan,
+          plan_path,
           report_html, report_md, as_json, quiet) -> None:
     """Remove channels from MODEL and write a verified, smaller model to OUTPUT."""
     quiet = quiet or as_json
@@ -108,7 +111,7 @@ def prune(model, output, ratio, head_ratio, hidden_ratio, target_macs, target_la
             ridge=ridge, sensitivity_samples=sensitivity_samples, images=images,
             progress=advance, plan=plan_path,
             target_latency=target_latency, target_energy=target_energy, provider=provider,
-            threads=threads, show_progress=not quiet)
+            threads=threads, max_memory=max_memory, show_progress=not quiet)
     readable = _readable_report(model, pruned, report, report_html or report_md, calib,
                                 calib_samples, batch_size, images, quiet)
     extra = {k: readable[k] for k in ("latency", "fidelity")} if readable else {}

@@ -14,6 +14,7 @@ from .common import (
     image_flags,
     image_options,
     json_text,
+    max_memory_option,
     parse_input_shapes,
     seed_option,
 )
@@ -53,6 +54,7 @@ from .common import (
               help="Use at most this many calibration samples.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True,
               help="Calibration batch size.")
+@max_memory_option
 @seed_option
 @click.option("--report", "report_path", help="Write a JSON report here.")
 @click.option("--save-plan", help="Write the decisions (zero masks per layer, options, model "
@@ -63,7 +65,8 @@ from .common import (
 @handle_errors
 def sparsify(model, output, pattern, sparsity, criterion, min_size, all_layers, ignore, fp16,
              storage, sparse_indices, input_shape, calib, image_size, image_mean, image_std,
-             image_layout, bgr, calib_samples, batch_size, seed, report_path, save_plan,
+             image_layout, bgr, calib_samples, batch_size, max_memory, seed, report_path,
+             save_plan,
              plan_path, quiet) -> None:
     """Zero weights of MODEL in an N:M or unstructured pattern; write a verified model."""
     check_outputs({"-o": output, "--report": report_path, "--save-plan": save_plan},
@@ -76,7 +79,7 @@ def sparsify(model, output, pattern, sparsity, criterion, min_size, all_layers, 
             min_size=min_size, all_layers=all_layers, ignore=ignore, fp16=fp16,
             storage=storage, sparse_indices=sparse_indices,
             input_shapes=parse_input_shapes(input_shape), seed=seed, progress=advance,
-            plan=plan_path)
+            plan=plan_path, max_memory=max_memory)
     with transaction() as outputs:
         model_io.stage(sparse, output, outputs)
         if report_path:

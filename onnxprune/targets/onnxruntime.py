@@ -24,6 +24,9 @@ Settings that change numerics or speed belong to the caller; the callers use:
     deployment of a sparse model (user code,    all           as wanted               raw
       providers(): TensorRT options)
 
+A model read from a path (a large or external-data model: `serialized`) is run
+without weight prepacking, so onnxruntime holds its weights once.
+
 Every caller in the package logs fatal messages only (`QUIET`, the default): failures
 reach the user as one error line (`explain`: a `ModelError` naming the op onnxruntime
 lacks, or its first line). Thread spinning is onnxruntime's default everywhere unless
@@ -91,6 +94,8 @@ def session(model: ModelProto | bytes | str | os.PathLike, *,
     source = serialized(proto) if proto is not None else contextlib.nullcontext(
         os.fspath(model) if isinstance(model, os.PathLike) else model)
     with source as data:
+        if isinstance(data, str):  # large or external: weights are not packed twice
+            options.add_session_config_entry("session.disable_prepacking", "1")
         try:
             sess = ort.InferenceSession(data, options, providers=list(providers))
         except Exception as exc:
