@@ -15,6 +15,7 @@ import onnxprune
 from onnxprune import external
 from onnxprune import model as model_io
 from onnxprune.errors import InputError
+from onnxprune.memory import check_level, layer_need, level_need, parse_size
 from onnxprune.targets import onnxruntime as ort_target
 from onnxprune.verify import run
 
@@ -170,3 +171,57 @@ def test_small_models_stay_one_file(tmp_path):
     model_io.save(mlp(), tmp_path / "m.onnx")
     assert not (tmp_path / "m.onnx.data").exists()
     assert not external_names(tmp_path / "m.onnx")
+
+
+def test_parse_size():
+    assert parse_size("4GB") == 4 * 10**9
+    assert parse_size("512MiB") == 512 * 2**20
+    assert parse_size("1.5g") == 1_500_000_000
+    assert parse_size("2048") == 2048
+    for bad in ("", "4 parsecs", "-1GB", "0"):
+        with pytest.raises(InputError):
+            parse_size(bad)
+
+
+def test_level_accounting_names_the_largest_layer():
+    needs = [layer_need("a", 128, 64, "lsq"), layer_need("b", 256, 512, "lsq", rows=10)]
+    assert needs[1].statistics == 8 * 513 * 513 + 8 * 256 * 513
+    assert needs[1].activations == 2 * 4 * 10 * 512
+    check_level(needs, level_need(needs))
+    with pytest.raises(InputError, match="layer b"):
+        check_level(needs, level_need(needs) - 1)
+
+
+def test_max_memory_too_small_is_refused_before_work(tmp_path):
+    write_external(mlp(), tmp_path / "m.onnx")
+    calib = tmp_path / "calib.npz"
+    np.savez(calib, x=np.zeros((4, 8, HIDDEN), np.float32))
+    for command in (["prune", "--ratio", "0.5", "--calib", str(calib)],
+                    ["sparsify", "--criterion", "sparsegpt", "--calib", str(calib), "--all"]):
+        result = subprocess.run([sys.executable, "-m", "onnxprune", command[0],
+                                 str(tmp_path / "m.onnx"), "-o", str(tmp_path / "o.onnx"),
+                                 *command[1:], "--max-memory", "100kB"],
+                                capture_output=True, text=True)
+        assert result.returncode == 2, result.stderr
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("onnxprune: error: ")
+        assert "--max-memory" in lines[0] and "layer" in lines[0]
+        assert not (tmp_path / "o.onnx").exists()
+
+
+def test_max_memory_that_fits_changes_nothing(tmp_path):
+    calib = [{"x": np.random.default_rng(2).standard_normal((2, 8, HIDDEN)).astype(np.float32)}]
+    capped, _ = onnxprune.prune(mlp(), ratio=0.5, calib=calib, max_memory=parse_size("1GB"))
+    free, _ = onnxprune.prune(mlp(), ratio=0.5, calib=calib)
+    for a, b in zip(capped.graph.initializer, free.graph.initializer, strict=True):
+        assert np.array_equal(numpy_helper.to_array(a), numpy_helper.to_array(b))
+
+
+def test_bad_max_memory_is_a_usage_error(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "onnxprune", "sparsify", "m.onnx", "-o",
+                             str(tmp_path / "o.onnx"), "--max-memory", "lots"],
+                            capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.startswith("onnxprune: error: ") and "lots" in result.stderr
+    with pytest.raises(InputError, match="max-memory"):
+        onnxprune.PruneOptions(ratio=0.5, max_memory=0)
