@@ -82,6 +82,8 @@ def test_prune_external_equals_in_memory(tmp_path):
     model_io.save(lazy, tmp_path / "p.onnx")
     eager, _ = onnxprune.prune(mlp(), ratio=0.5, round_to=1)
     assert report.params_after < report.params_before
+    large = [t for t in lazy.graph.initializer if t.name.startswith(("up", "down"))]
+    assert large and all(external.is_external(t) and not t.raw_data for t in large)
     written = stored_values(tmp_path / "p.onnx")
     expected = {t.name: numpy_helper.to_array(t) for t in eager.graph.initializer}
     assert written.keys() == expected.keys()
@@ -109,6 +111,17 @@ def test_sparsify_external_equals_in_memory(tmp_path):
     assert "up0" in external_names(tmp_path / "s.onnx")
     assert np.count_nonzero(written["up0"]) == written["up0"].size // 2
     assert digest(tmp_path / "weights.bin") == before
+
+
+def test_refit_external_equals_in_memory(tmp_path):
+    path = write_external(mlp(), tmp_path / "m.onnx")
+    calib = [{"x": np.random.default_rng(2).standard_normal((2, 8, HIDDEN)).astype(np.float32)}]
+    lazy, _ = onnxprune.prune(path, ratio=0.5, round_to=1, calib=calib)
+    eager, _ = onnxprune.prune(mlp(), ratio=0.5, round_to=1, calib=calib)
+    model_io.save(lazy, tmp_path / "p.onnx")
+    written = stored_values(tmp_path / "p.onnx")
+    for tensor in eager.graph.initializer:
+        assert np.array_equal(written[tensor.name], numpy_helper.to_array(tensor)), tensor.name
 
 
 def test_cli_prune_external_writes_external(tmp_path):
