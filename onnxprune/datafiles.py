@@ -106,7 +106,7 @@ def _linked(source: str, folder: Path, linked: dict[str, str]) -> str | None:
     if source not in linked:
         name = f"linked{len(linked)}.data"
         try:
-            os.link(source, folder / name)
+            os.link(os.path.realpath(source), folder / name)
         except OSError:
             return None
         linked[source] = name

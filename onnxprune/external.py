@@ -10,6 +10,7 @@ model never holds its weights in memory twice. Writing them back: `datafiles`.
 from __future__ import annotations
 
 import atexit
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -53,7 +54,7 @@ def read(path: Path) -> ModelProto:
     """Load a model without its external data; each external tensor then names its
     file by absolute path (checked: inside the model's folder, long enough)."""
     proto = onnx.load(str(path), load_external_data=False)
-    folder = path.resolve().parent
+    folder = Path(os.path.abspath(path)).parent  # as onnx does: links not followed
     for tensor in tensors(proto):
         if is_external(tensor):
             _anchor(tensor, folder, path)
@@ -77,7 +78,7 @@ def refuse_input(target: Path) -> None:
 def _anchor(tensor: TensorProto, folder: Path, path: Path) -> None:
     info = _info(tensor)
     location = info.get("location", "")
-    source = (folder / location).resolve()
+    source = Path(os.path.normpath(folder / location))  # a link in the folder may point out
     if not location or Path(location).is_absolute() or folder not in source.parents:
         raise InputError(f"{path}: tensor {tensor.name!r} names external data outside "
                          f"the model's folder ({location!r})")

@@ -160,6 +160,23 @@ def test_external_data_outside_the_folder_is_refused(tmp_path):
         model_io.load(tmp_path / "sub" / "m.onnx")
 
 
+def test_linked_files_read_like_the_hub_cache_stores_them(tmp_path):
+    """A model folder of symbolic links into a store elsewhere (as a hub cache keeps
+    downloads) reads as the files the links name."""
+    store, folder = tmp_path / "blobs", tmp_path / "snapshot"
+    store.mkdir()
+    folder.mkdir()
+    write_external(mlp(), store / "m.onnx")
+    (folder / "m.onnx").symlink_to(store / "m.onnx")
+    (folder / "weights.bin").symlink_to(store / "weights.bin")
+    pruned, _ = onnxprune.prune(folder / "m.onnx", ratio=0.5, round_to=1)
+    eager, _ = onnxprune.prune(mlp(), ratio=0.5, round_to=1)
+    model_io.save(pruned, tmp_path / "p.onnx")
+    written = stored_values(tmp_path / "p.onnx")
+    for tensor in eager.graph.initializer:
+        assert np.array_equal(written[tensor.name], numpy_helper.to_array(tensor))
+
+
 def test_large_models_are_checked_by_path(tmp_path, monkeypatch):
     """Past the size limit (faked: 10 kB) the checker and onnxruntime get a path with
     external data, never the serialized model, and the output is written split."""
