@@ -12,7 +12,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import onnxprune
-from onnxprune import external
+from onnxprune import datafiles, external
 from onnxprune import model as model_io
 from onnxprune.errors import InputError
 from onnxprune.memory import check_level, layer_need, level_need, parse_size
@@ -255,3 +255,17 @@ def test_bad_max_memory_is_a_usage_error(tmp_path):
     assert result.stderr.startswith("onnxprune: error: ") and "lots" in result.stderr
     with pytest.raises(InputError, match="max-memory"):
         onnxprune.PruneOptions(ratio=0.5, max_memory=0)
+
+
+def test_write_streams_without_changing_the_model(tmp_path):
+    model = mlp()
+    before = model.SerializeToString()
+    datafiles.write(model, tmp_path / "w.onnx", "w.onnx.data")
+    assert model.SerializeToString() == before
+    bare = onnx.load(str(tmp_path / "w.onnx"), load_external_data=False)
+    offsets = [int(e.value) for t in bare.graph.initializer for e in t.external_data
+               if e.key == "offset"]
+    assert offsets and all(offset % external.ALIGN == 0 for offset in offsets)
+    for tensor in model.graph.initializer:
+        assert np.array_equal(stored_values(tmp_path / "w.onnx")[tensor.name],
+                              numpy_helper.to_array(tensor))
