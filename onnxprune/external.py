@@ -158,15 +158,16 @@ def settle(graph: gs.Graph, to_scratch: bool) -> None:
                 tensor._values = Mapped(stored)
 
 
-def _scratch_dir() -> Path:
-    if "dir" not in _SCRATCH:
+_SCRATCH: dict = {}  # this process's scratch file (a forked child makes its own)
+
+
+def _scratch():
+    """The open scratch file of this process, made on first need (removed at exit)."""
+    if _SCRATCH.get("pid") != os.getpid():
         folder = Path(tempfile.mkdtemp(prefix="onnxprune-scratch-"))
         atexit.register(shutil.rmtree, folder, True)
-        _SCRATCH["dir"] = folder
-    return _SCRATCH["dir"]
-
-
-_SCRATCH: dict = {}
+        _SCRATCH.update(pid=os.getpid(), file=open(folder / "spilled.data", "wb"))  # noqa: SIM115
+    return _SCRATCH["file"]
 
 
 def spill(values: np.ndarray, name: str) -> TensorProto | None:
@@ -174,13 +175,16 @@ def spill(values: np.ndarray, name: str) -> TensorProto | None:
     for a type onnx cannot store raw: strings, objects)."""
     if values.dtype.kind not in "biuf":
         return None
+    from .files import unwritable
+
     values = np.ascontiguousarray(values)
-    if "file" not in _SCRATCH:
-        _SCRATCH["file"] = open(_scratch_dir() / "spilled.data", "wb")  # noqa: SIM115
-    handle = _SCRATCH["file"]
-    offset = _pad(handle)
-    handle.write(values.reshape(-1).view(np.uint8).data)
-    handle.flush()
+    try:
+        handle = _scratch()
+        offset = _pad(handle)
+        handle.write(values.reshape(-1).view(np.uint8).data)
+        handle.flush()
+    except OSError as exc:
+        raise unwritable(f"scratch file in {tempfile.gettempdir()}", exc) from None
     tensor = TensorProto(name=name, data_type=onnx.helper.np_dtype_to_tensor_dtype(
         values.dtype), dims=values.shape)
     _set_info(tensor, handle.name, offset, values.nbytes)
