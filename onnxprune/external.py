@@ -65,14 +65,33 @@ def read(path: Path) -> ModelProto:
 INPUTS: set[str] = set()  # external data files read in this process: never written over
 
 
-def refuse_input(target: Path) -> None:
-    """Refuse to write `target` when it is an input model's external data file."""
+def refuse_input(target: Path, sources: set[str] | None = None) -> None:
+    """Refuse to write `target` when it is an input model's external data file (one of
+    `sources`, or of the models read so far)."""
     from .files import same_file
 
-    for source in INPUTS:
+    for source in INPUTS if sources is None else sources:
         if same_file(target, source):
             raise InputError(f"{target}: is the external data of an input model; "
                              "refusing to overwrite it")
+
+
+def check_targets(model: str | os.PathLike, output: str | os.PathLike) -> None:
+    """Before any work: refuse an output whose file or data file beside it is external
+    data of the model file `model` (a model file past 64 MB holds its own weights and
+    is not read twice for this)."""
+    path = Path(model)
+    try:
+        if path.stat().st_size > 64 << 20:
+            return
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception:
+        return  # refused when it is read, with its own reason
+    folder = Path(os.path.abspath(path)).parent
+    sources = {os.path.normpath(folder / _info(t).get("location", ""))
+               for t in tensors(proto) if is_external(t)}
+    for target in (Path(output), Path(f"{output}.data")):
+        refuse_input(target, sources)
 
 
 def _anchor(tensor: TensorProto, folder: Path, path: Path) -> None:

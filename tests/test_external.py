@@ -147,6 +147,23 @@ def test_output_never_replaces_an_input_data_file(tmp_path):
     assert not (tmp_path / "out.onnx").exists()
 
 
+@pytest.mark.parametrize("command", [["prune"], ["sparsify", "--criterion", "wanda"]])
+def test_cli_refuses_an_input_data_file_as_output_before_work(tmp_path, command):
+    """Refused before the calibration data is read (it does not fit the model)."""
+    write_external(mlp(), tmp_path / "m.onnx", data="out.onnx.data")
+    before = digest(tmp_path / "out.onnx.data")
+    np.savez(tmp_path / "bad.npz", nope=np.zeros((2, 3), np.float32))
+    result = subprocess.run([sys.executable, "-m", "onnxprune", command[0],
+                             str(tmp_path / "m.onnx"), *command[1:], "-o",
+                             str(tmp_path / "out.onnx"), "--calib", str(tmp_path / "bad.npz"),
+                             "--report", str(tmp_path / "r.json")],
+                            capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "external data of an input" in result.stderr
+    assert digest(tmp_path / "out.onnx.data") == before
+    assert not (tmp_path / "out.onnx").exists() and not (tmp_path / "r.json").exists()
+
+
 def test_external_data_outside_the_folder_is_refused(tmp_path):
     (tmp_path / "sub").mkdir()
     path = write_external(mlp(), tmp_path / "sub" / "m.onnx")

@@ -9,6 +9,7 @@ import click
 from .. import api
 from .. import model as model_io
 from ..errors import InputError
+from ..external import check_targets
 from ..files import check_outputs, transaction
 from . import main
 from .common import (
@@ -100,6 +101,7 @@ def prune(model, output, ratio, head_ratio, hidden_ratio, target_macs, target_la
     check_outputs({"-o": output, "--report": report_path, "--save-plan": save_plan,
                    "--report-html": report_html, "--report-md": report_md},
                   {"MODEL": model, "--calib": calib, "--plan": plan_path})
+    check_targets(model, output)
     images = image_options(image_size, image_mean, image_std, image_layout, bgr)
     with calibration_progress(quiet or calib is None) as advance:
         pruned, report = api.prune(

@@ -6,6 +6,7 @@ import click
 
 from .. import api
 from .. import model as model_io
+from ..external import check_targets
 from ..files import check_outputs, transaction
 from . import main
 from .common import (
@@ -71,6 +72,7 @@ def sparsify(model, output, pattern, sparsity, criterion, min_size, all_layers, 
     """Zero weights of MODEL in an N:M or unstructured pattern; write a verified model."""
     check_outputs({"-o": output, "--report": report_path, "--save-plan": save_plan},
                   {"MODEL": model, "--calib": calib, "--plan": plan_path})
+    check_targets(model, output)
     with calibration_progress(quiet or calib is None) as advance:
         sparse, report = api.sparsify(
             model, pattern, sparsity=sparsity, criterion=criterion, calib=calib,
