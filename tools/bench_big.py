@@ -1,9 +1,11 @@
 """Peak resident memory and time of prune and sparsify on a model larger than 2 GB.
 
-    python tools/bench_big.py [--dir /tmp/big/m] [--blocks 20] [--hidden 4096] [--calib]
+    python tools/bench_big.py [--dir /tmp/big/m] [--blocks 20] [--hidden 4096] [--ffn F]
+                              [--calib]
 
 Writes the model with tools/make_big_model.py when it is missing (40 MatMul layers
-of 4096², 2.68 GB of external data), then runs each command under `/usr/bin/time -v`
+of 4096², 2.68 GB of external data; with `--ffn`, Llama-shaped RMSNorm and SwiGLU
+blocks), then runs each command under `/usr/bin/time -v`
 and prints its wall time, peak resident set size, and that peak over the model's size
 on disk: `prune --ratio 0.3`, `sparsify --pattern 2:4` (magnitude) and, with
 `--calib`, `prune --ratio 0.3 --calib` (wanda ranking, least-squares refit) on 8
@@ -55,12 +57,14 @@ def main() -> None:
     parser.add_argument("--dir", type=Path, default=Path("/tmp/big/m"))
     parser.add_argument("--blocks", type=int, default=20)
     parser.add_argument("--hidden", type=int, default=4096)
+    parser.add_argument("--ffn", type=int, help="Llama-shaped SwiGLU blocks of this width")
     parser.add_argument("--calib", action="store_true")
     args = parser.parse_args()
     args.dir.mkdir(parents=True, exist_ok=True)
-    model = args.dir / f"mlp{2 * args.blocks}.onnx"
+    name = f"swiglu{args.blocks}" if args.ffn else f"mlp{2 * args.blocks}"
+    model = args.dir / f"{name}.onnx"
     if not model.exists():
-        make(model, args.blocks, args.hidden)
+        make(model, args.blocks, args.hidden, ffn=args.ffn)
     commands = dict(COMMANDS)
     if args.calib:
         samples = np.random.default_rng(0).standard_normal((8, 16, args.hidden))

@@ -1,13 +1,16 @@
 """Write a large float32 model with external data, for the big-file benchmark.
 
     python tools/make_big_model.py /tmp/big/mlp40.onnx [--blocks 20] [--hidden 4096]
+    python tools/make_big_model.py /tmp/big/swiglu16.onnx --blocks 16 --hidden 2048 --ffn 8192
 
 Blocks of a residual MLP, `x + MatMul(Relu(MatMul(x, up)), down)`, with `up` and
 `down` hidden × hidden, seeded random weights: 20 blocks of 4096 make 40 MatMul
 layers of 4096², 2.68 GB (2.5 GiB) of weights. Each weight is generated and
 appended to `<name>.data` one at a time (page-aligned offsets), so writing the
 model never holds more than one weight in memory. The input `x` is [batch, 16,
-hidden] with a symbolic batch; the output is `y`.
+hidden] with a symbolic batch; the output is `y`. With `--ffn`, each block is the MLP
+half of a Llama layer instead: `x + down(silu(gate(n)) * up(n))` with `n` the RMSNorm
+of `x` (decomposed, unit scale): 16 blocks of hidden 2048 and FFN 8192 hold 3.2 GB.
 """
 
 from __future__ import annotations
@@ -53,14 +56,41 @@ def block(index: int, x: str, hidden: int, rng: np.random.Generator, data, data_
     return nodes, weights, out
 
 
-def make(path: Path, blocks: int = 20, hidden: int = 4096, seed: int = 0) -> Path:
+def swiglu_block(index: int, x: str, hidden: int, ffn: int, rng: np.random.Generator,
+                 data, data_name: str) -> tuple[list[onnx.NodeProto], list[TensorProto], str]:
+    """One Llama-shaped MLP block: x + down(silu(gate(n)) * up(n)), n = RMSNorm(x)."""
+    i = index
+    weights = [onnx.numpy_helper.from_array(np.ones(hidden, np.float32), f"norm{i}")]
+    for name, shape in ((f"gate{i}", (hidden, ffn)), (f"up{i}", (hidden, ffn)),
+                        (f"down{i}", (ffn, hidden))):
+        values = rng.standard_normal(shape, np.float32) / np.float32(np.sqrt(shape[0]))
+        weights.append(external_tensor(name, values, data, data_name))
+        del values
+    op = helper.make_node
+    nodes = [op("Mul", [x, x], [f"sq{i}"]), op("ReduceMean", [f"sq{i}"], [f"ms{i}"], axes=[-1]),
+             op("Add", [f"ms{i}", "eps"], [f"mse{i}"]), op("Sqrt", [f"mse{i}"], [f"rms{i}"]),
+             op("Div", [x, f"rms{i}"], [f"nx{i}"]), op("Mul", [f"nx{i}", f"norm{i}"], [f"n{i}"]),
+             op("MatMul", [f"n{i}", f"gate{i}"], [f"g{i}"]), op("Sigmoid", [f"g{i}"], [f"s{i}"]),
+             op("Mul", [f"g{i}", f"s{i}"], [f"silu{i}"]),
+             op("MatMul", [f"n{i}", f"up{i}"], [f"u{i}"]),
+             op("Mul", [f"silu{i}", f"u{i}"], [f"m{i}"]),
+             op("MatMul", [f"m{i}", f"down{i}"], [f"d{i}"]), op("Add", [x, f"d{i}"], [f"h{i}"])]
+    for node in nodes:
+        node.name = node.output[0]
+    return nodes, weights, f"h{i}"
+
+
+def make(path: Path, blocks: int = 20, hidden: int = 4096, seed: int = 0,
+         ffn: int | None = None) -> Path:
     """Write the model and its data file; return the model's path."""
     rng = np.random.default_rng(seed)
     data_name = path.name + ".data"
-    nodes, weights, x = [], [], "x"
+    nodes, x = [], "x"
+    weights = [onnx.numpy_helper.from_array(np.array(1e-5, np.float32), "eps")] if ffn else []
     with open(path.parent / data_name, "wb") as data:
         for index in range(blocks):
-            more, tensors, x = block(index, x, hidden, rng, data, data_name)
+            more, tensors, x = swiglu_block(index, x, hidden, ffn, rng, data, data_name) \
+                if ffn else block(index, x, hidden, rng, data, data_name)
             nodes += more
             weights += tensors
     nodes.append(helper.make_node("Identity", [x], ["y"], name="output"))
@@ -82,8 +112,10 @@ def main() -> None:
     parser.add_argument("--blocks", type=int, default=20)
     parser.add_argument("--hidden", type=int, default=4096)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--ffn", type=int, help="Llama-shaped blocks instead (RMSNorm, SwiGLU "
+                        "of this width); e.g. --blocks 16 --hidden 2048 --ffn 8192: 3.2 GB")
     args = parser.parse_args()
-    path = make(args.output, args.blocks, args.hidden, args.seed)
+    path = make(args.output, args.blocks, args.hidden, args.seed, args.ffn)
     size = path.stat().st_size + (path.parent / (path.name + ".data")).stat().st_size
     print(f"{path}: {size / 1e9:.2f} GB ({size / 2**30:.2f} GiB) with external data")
 
