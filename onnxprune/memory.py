@@ -21,9 +21,12 @@ UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 1
          "gb": 10**9, "t": 10**12, "tb": 10**12, "kib": 2**10, "mib": 2**20, "gib": 2**30,
          "tib": 2**40}
 SIZE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-z]*)\s*$")
-# Bytes per entry of each statistic, by method: (n × n matrices, m × n matrices,
-# n vectors), with n a layer's reduction length and m its outputs (float64 sums).
-STATISTICS = {"lsq": (8, 8, 0), "sparsegpt": (16, 8, 0), "wanda": (0, 0, 8)}
+# Bytes per entry of what a layer holds, by method, all float64: (n × n, r × n, m × r,
+# n), with r a layer's reduction length, n = r + 1 and m its outputs. lsq: the Gram
+# matrix of its kept inputs, their cross products with the dense inputs, and its dense
+# weights; sparsegpt: the Hessian and the cross Hessian, and its weights; wanda: the
+# squared column norms.
+STATISTICS = {"lsq": (8, 8, 8, 0), "sparsegpt": (16, 0, 8, 0), "wanda": (0, 0, 0, 8)}
 
 
 def parse_size(text: str, flag: str = "--max-memory") -> int:
@@ -69,9 +72,10 @@ def layer_need(layer: str, outputs: int, reduction: int, method: str,
                rows: int = 0) -> Need:
     """The bytes a layer's statistics take under a calibration method, plus `rows`
     float32 input rows (a batch of the dense and the current model's inputs)."""
-    square, cross, vector = STATISTICS[method]
+    square, cross, weights, vector = STATISTICS[method]
     n = reduction + 1
-    statistics = square * n * n + cross * outputs * n + vector * n
+    statistics = square * n * n + cross * reduction * n + weights * outputs * reduction + \
+        vector * n
     return Need(layer, statistics, 2 * 4 * rows * reduction)
 
 

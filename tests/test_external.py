@@ -232,7 +232,8 @@ def test_parse_size():
 
 def test_level_accounting_names_the_largest_layer():
     needs = [layer_need("a", 128, 64, "lsq"), layer_need("b", 256, 512, "lsq", rows=10)]
-    assert needs[1].statistics == 8 * 513 * 513 + 8 * 256 * 513
+    assert needs[1].statistics == 8 * 513 * 513 + 8 * 512 * 513 + 8 * 256 * 512
+    assert layer_need("c", 256, 512, "wanda").statistics == 8 * 513
     assert needs[1].activations == 2 * 4 * 10 * 512
     check_level(needs, level_need(needs))
     with pytest.raises(InputError, match="layer b"):
