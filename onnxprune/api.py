@@ -13,6 +13,7 @@ from . import model as model_io
 from .analysis import ActivationStats, Analysis, ModelLike, Pricer, analyze
 from .depgraph import Group
 from .depgraph import analyze as analyze_groups
+from .distributed import Executor
 from .errors import InputError
 from .options import Decisions, PruneOptions, decide
 from .planfiles import prune as prune_plans
@@ -40,8 +41,9 @@ def prune(model: ModelLike, ratio: float | None = None, **keywords) -> tuple[Mod
     The keywords are the fields of `PruneOptions` (see there): e.g. `target_macs`,
     `head_ratio`, `criterion`, `global_ranking`, `round_to`, `calib`, `reconstruct`,
     `plan`. `calib`: calibration data for the data-aware criteria (activation, apoz,
-    variance, wanda): an .npz path, a directory of .npz files, an iterable of feed dicts,
-    or an onnxruntime CalibrationDataReader. `reconstruct="bias"` folds the removed
+    variance, wanda; taylor, fisher, snip with the train extra): an .npz path, a
+    directory of .npz files, an iterable of feed dicts, or an onnxruntime
+    CalibrationDataReader. `reconstruct="bias"` folds the removed
     channels' mean contributions into their consumers' biases; `"lsq"` refits the kept
     weights by ridge regression (damping `ridge` × mean channel variance; both need
     `calib`). `criterion="sensitivity"` ranks units by wanda and gives each group its own
@@ -89,10 +91,12 @@ def sensitivity(model: ModelLike, calib, *, ratios: tuple[float, ...] = DEFAULT_
                 round_to: int | None = None, min_channels: int = 1,
                 input_shapes: dict[str, tuple[int, ...]] | None = None,
                 calib_samples: int | None = None, batch_size: int = 8, images=None,
-                progress: Callable[[int], None] | None = None) -> list[Curve]:
+                progress: Callable[[int], None] | None = None,
+                executor: Executor | None = None) -> list[Curve]:
     """Prune each prunable group alone at each ratio (its lowest-ranked units by
     `criterion`) and measure the relative L2 change of the outputs on `samples`
-    calibration samples: one curve per group."""
+    calibration samples: one curve per group. The (group, ratio) measurements run as
+    tasks of `executor` (`distributed.executor()`: in-process by default, or Ray)."""
     if not ratios or any(not 0.0 < r < 1.0 for r in ratios):
         raise InputError(f"sensitivity ratios must be in (0, 1), got {list(ratios)}")
     if samples < 1:
@@ -108,4 +112,4 @@ def sensitivity(model: ModelLike, calib, *, ratios: tuple[float, ...] = DEFAULT_
                              ActivationStats(analysis))
     return measure_curves(analysis.dep, analysis.proto, groups,
                           removals_at(scores, options, options.rounding),
-                          first_samples(analysis.stream, samples), ratios, progress)
+                          first_samples(analysis.stream, samples), ratios, progress, executor)

@@ -168,3 +168,29 @@ def check_outputs(outputs: dict[str, str | None], inputs: dict[str, str | None])
                                  "to overwrite an input")
         seen.append((flag, path))
         check_writable(path)
+
+
+@contextlib.contextmanager
+def output_directory(path: str | os.PathLike) -> Iterator[Path]:
+    """A directory for a command's outputs: made when missing (its parent must exist)
+    and, when the block fails, removed again if this made it and it is still empty."""
+    folder = Path(path)
+    if not str(path).strip():
+        raise InputError("the output directory path is empty")
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"{folder}: exists and is not a directory")
+    made = not folder.exists()
+    if made:
+        if not _directory(folder).is_dir():
+            raise InputError(f"{folder}: its parent directory does not exist")
+        try:
+            folder.mkdir()
+        except OSError as exc:
+            raise unwritable(folder, exc) from None
+    try:
+        yield folder
+    except BaseException:
+        if made:
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise

@@ -9,7 +9,7 @@ import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 
-from . import planfiles
+from . import criteria, planfiles
 from .errors import InputError
 from .images import ImageOptions
 from .memory import check_max_memory
@@ -67,6 +67,8 @@ class PruneOptions(PlanOptions):
             raise InputError("--sensitivity-samples must be at least 1, got "
                              f"{self.sensitivity_samples}")
         criterion = self.criterion_or_default()
+        if self.plan is None:
+            criteria.check_available(ranking(criterion))
         if self.plan is None and ranking(criterion).needs_data and self.calib is None:
             raise InputError(f"criterion {criterion!r} needs calibration data (--calib DATA)")
         if self.reconstruct is not None:

@@ -1,4 +1,4 @@
-"""Plots of sensitivity curves (matplotlib, an optional extra: `pip install
+"""Plots of sensitivity curves and sweeps (matplotlib, an optional extra: `pip install
 'onnxprune[plot]'`)."""
 
 from __future__ import annotations
@@ -11,13 +11,7 @@ from .errors import InputError
 
 def sensitivity_png(curves: list[dict], title: str = "Sensitivity") -> bytes:
     """Output error against the fraction removed, one line per group, as PNG bytes."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        from matplotlib import pyplot
-    except ImportError:
-        raise InputError("plots need matplotlib: pip install 'onnxprune[plot]'") from None
+    pyplot = _pyplot()
     figure, axes = pyplot.subplots(figsize=(8, 5), dpi=100)
     for curve in curves:
         ratios = [0.0] + [r / curve["units"] for r in curve["removed"]]
@@ -32,12 +26,52 @@ def sensitivity_png(curves: list[dict], title: str = "Sensitivity") -> bytes:
     axes.grid(alpha=0.3)
     if len(curves) <= 20:
         axes.legend(fontsize=7, ncol=2)
-    buffer = io.BytesIO()
-    figure.tight_layout()
-    figure.savefig(buffer, format="png")
-    pyplot.close(figure)
-    return buffer.getvalue()
+    return _png(figure, pyplot)
 
 
 def data_uri(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode()
+
+
+def pareto_png(rows: list[dict], title: str = "Sweep") -> bytes:
+    """Relative L2 error on held-out samples against MACs and against measured latency,
+    one point per row (`setting`, `macs`, `latency_ms`, `relative_l2`, `pareto`,
+    `pareto_latency`), the Pareto front of each panel joined by a line; PNG bytes."""
+    pyplot = _pyplot()
+    figure, panels = pyplot.subplots(1, 2, figsize=(11, 4.5), dpi=100)
+    for axes, key, flag, label in ((panels[0], "macs", "pareto", "MACs"),
+                                   (panels[1], "latency_ms", "pareto_latency",
+                                    "latency (ms, median)")):
+        xs, ys = [r[key] for r in rows], [r["relative_l2"] for r in rows]
+        axes.scatter(xs, ys, s=18, color="#2b6cb0")
+        front = sorted((r[key], r["relative_l2"]) for r in rows if r[flag])
+        axes.plot([p[0] for p in front], [p[1] for p in front], color="#e05252",
+                  drawstyle="steps-post", linewidth=1, label="Pareto front")
+        for index, (x, y) in enumerate(zip(xs, ys, strict=True)):
+            axes.annotate(str(index), (x, y), fontsize=7, xytext=(3, 2),
+                          textcoords="offset points")
+        axes.set_xlabel(label)
+        axes.set_ylabel("relative L2 error (held-out)")
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize=8)
+    figure.suptitle(title)
+    return _png(figure, pyplot)
+
+
+def _pyplot():
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        from matplotlib import pyplot
+    except ImportError:
+        raise InputError("plots need matplotlib: pip install 'onnxprune[plot]'") from None
+    return pyplot
+
+
+def _png(figure, pyplot) -> bytes:
+    buffer = io.BytesIO()
+    figure.tight_layout()
+    figure.savefig(buffer, format="png", metadata={"Software": None})
+    pyplot.close(figure)
+    return buffer.getvalue()

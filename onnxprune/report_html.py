@@ -26,6 +26,14 @@ def number(value: int | float) -> str:
     return f"{value:,}" if isinstance(value, int) else f"{value:,.3f}"
 
 
+def fidelity_caption(fidelity: dict) -> str:
+    """What the fidelity figures were measured on, plainly."""
+    if fidelity.get("held_out"):
+        return f"on {fidelity['samples']} held-out samples (--eval), never used to fit"
+    return (f"on {fidelity['samples']} calibration samples: the samples the criterion "
+            "and reconstruction were fit to, not held out (give --eval DATA for held-out "
+            "figures)")
+
 def summary_rows(document: dict) -> list[tuple[str, str, str, str]]:
     """(quantity, before, after, change) for MACs, parameters and latency."""
     report, latency = document["report"], document.get("latency")
@@ -51,7 +59,8 @@ def group_label(group: dict) -> str:
     return f"{group['id']} {group['kind']} {producer}"
 
 
-def _table(header: list[str], rows: list, css: str = "") -> str:
+def html_table(header: list[str], rows: list, css: str = "") -> str:
+    """An HTML table of escaped cells."""
     head = "".join(f"<th>{escape(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{escape(str(c))}</td>" for c in row) + "</tr>"
                    for row in rows)
@@ -125,7 +134,7 @@ def sensitivity_html(sensitivity: dict | None) -> str:
     parts = ["<h2>Sensitivity</h2>"]
     rows = sensitivity.get("rows") or []
     if rows:
-        parts.append(_table(SENSITIVITY_HEADER, sensitivity_rows(rows)))
+        parts.append(html_table(SENSITIVITY_HEADER, sensitivity_rows(rows)))
     plot = sensitivity.get("plot_png")
     if plot:
         parts.append(f'<img alt="output error against ratio per group" '
@@ -149,7 +158,7 @@ def render_html(document: dict) -> str:
              f"<p>criterion {escape(report['criterion'])}, reconstruction "
              f"{escape(report['reconstruct'])}, kept counts rounded to multiples of "
              f"{report['round_to']}; {report['seconds']:.2f} s.</p>",
-             "<h2>Summary</h2>", _table(["", "before", "after", "change"],
+             "<h2>Summary</h2>", html_table(["", "before", "after", "change"],
                                         summary_rows(document)),
              f"<h2>Channels per group</h2><p>{len(groups)} groups considered, "
              f"{sum(g['kept'] < g['size'] for g in groups)} cut, {removed} units removed."
@@ -157,13 +166,13 @@ def render_html(document: dict) -> str:
              f"<span style=\"background:{REMOVED}\"></span>removed</p>",
              channels_chart(groups)]
     if document.get("fidelity"):
-        parts += [f"<h2>Fidelity</h2><p>on {document['fidelity']['samples']} calibration "
-                  "samples</p>", _table(["output", "cosine", "relative L2", "max |error|",
+        parts += [f"<h2>Fidelity</h2><p>{escape(fidelity_caption(document['fidelity']))}"
+                  "</p>", html_table(["output", "cosine", "relative L2", "max |error|",
                                          "top-1 agreement"], fidelity_rows(document))]
     alone = left_alone_rows(document)
     if alone:
         parts += ["<h2>Groups left alone</h2>",
-                  _table(["group", "kind", "size", "produced by", "reason"], alone, "text")]
+                  html_table(["group", "kind", "size", "produced by", "reason"], alone, "text")]
     parts += [sensitivity_html(document.get("sensitivity")), "</body></html>"]
     return "\n".join(parts)
 
@@ -192,8 +201,7 @@ def render_markdown(document: dict) -> str:
                        [[group_label(g), f"{g['kept']}/{g['size']}",
                          text_bar(g["kept"], g["size"])] for g in groups])
     if document.get("fidelity"):
-        lines += ["## Fidelity", "", f"on {document['fidelity']['samples']} calibration "
-                  "samples", ""]
+        lines += ["## Fidelity", "", fidelity_caption(document["fidelity"]), ""]
         lines += _md_table(["output", "cosine", "relative L2", "max |error|",
                             "top-1 agreement"], fidelity_rows(document))
     alone = left_alone_rows(document)

@@ -134,13 +134,30 @@ def measured_latency(original: ModelProto, pruned: ModelProto, report: Report,
             "speedup": row.speedup}
 
 
-def measured_fidelity(original: ModelProto, pruned: ModelProto, calib,
-                      samples: int | None = None, batch_size: int = 8, images=None) -> dict:
-    """Per-output agreement of the pruned model with the original on `calib`."""
+@dataclass(frozen=True)
+class FidelityData:
+    """Where fidelity figures come from: held-out data, or the calibration samples the
+    criteria and reconstruction were fit to (`held_out` False: reports say so)."""
+
+    source: object
+    samples: int | None = None
+    held_out: bool = False
+
+    @property
+    def label(self) -> str:
+        return "held-out data" if self.held_out else "calibration data (fit to)"
+
+
+def measured_fidelity(original: ModelProto, pruned: ModelProto, data: FidelityData,
+                      batch_size: int = 8, images=None) -> dict:
+    """Per-output agreement of the pruned model with the original on `data`."""
     from .compare import compare
 
-    result = compare(original, pruned, calib, samples, batch_size, runs=1, images=images)
-    return {"samples": result.samples, "outputs": [asdict(o) for o in result.outputs]}
+    result = compare(original, pruned, data.source, data.samples, batch_size, runs=1,
+                     images=images)
+    return {"samples": result.samples, "held_out": data.held_out,
+            "outputs": [asdict(o) for o in result.outputs]}
+
 
 
 def report_document(report: Report, latency: dict | None = None,

@@ -110,6 +110,25 @@ CASES = [
     ("sensitivity tiny.onnx -o t.npz " + TINY_CALIB, 2, INPUT),
     ("sensitivity tiny.onnx -o s.json --plot s.json " + TINY_CALIB, 2, SAME),
     ("sensitivity tiny.onnx -o '' " + TINY_CALIB, 2, "empty"),
+    ("sensitivity tiny.onnx --workers 0 " + TINY_CALIB, 2, "--workers must be at least 1"),
+    # sweep: nothing is written, the output folder is not made
+    ("sweep tiny.onnx --grid ratio=0.5 -o out", 2, "Missing option"),
+    ("sweep tiny.onnx --grid speed=1 -o out " + TINY_CALIB, 2, "unknown key 'speed'"),
+    ("sweep tiny.onnx --grid ratio=0.5,x -o out " + TINY_CALIB, 2, "is not a number"),
+    ("sweep tiny.onnx --grid ratio=1.5 -o out " + TINY_CALIB, 2, "--ratio must be in"),
+    ("sweep tiny.onnx --grid ratio=0.5 --target-macs 0.5 -o out " + TINY_CALIB, 2,
+     "give only one of"),
+    ("sweep tiny.onnx --grid ratio=0.5 --workers 0 -o out " + TINY_CALIB, 2, "--workers"),
+    ("sweep tiny.onnx --grid ratio=0.5 -o existing.onnx " + TINY_CALIB, 2,
+     "is not a directory"),
+    ("sweep tiny.onnx --grid ratio=0.5 -o '' " + TINY_CALIB, 2, "empty"),
+    ("sweep tiny.onnx --grid ratio=0.5 -o nodir/out " + TINY_CALIB, 2, "parent directory"),
+    ("sweep tiny.onnx --grid ratio=0.5 -o out --calib t_nan.npz", 2, "sample 0: holds NaN"),
+    ("sweep tiny.onnx --grid ratio=0.5 -o out --calib missing.npz", 2, "no such"),
+    ("sweep garbage.onnx --grid ratio=0.5 -o out " + TINY_CALIB, 2, "not a readable ONNX"),
+    ("sweep tiny.onnx --grid ratio=0.5 --held-out 999 -o out " + TINY_CALIB, 2,
+     "--held-out 999"),
+    ("sweep custom.onnx --grid ratio=0.5 -o out " + TINY_CALIB, 3, CUSTOM),
     # bench
     ("bench custom.onnx --runs 1", 3, CUSTOM),
     ("bench tiny.onnx --runs 0", 2, "--runs"),
@@ -179,6 +198,7 @@ def test_bad_input_is_one_error_line_and_changes_no_file(folder, command, code, 
 
 def test_the_matrix_covers_every_command_with_many_cases():
     commands = {c[0].split()[0] for c in CASES}
-    assert commands == {"inspect", "prune", "verify", "sensitivity", "bench", "sparsify"}
+    assert commands == {"inspect", "prune", "verify", "sensitivity", "bench", "sparsify",
+                        "sweep"}
     assert len(CASES) >= 80
 

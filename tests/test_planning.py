@@ -41,12 +41,13 @@ def test_sensitivity_is_a_planner_spelled_as_a_criterion():
     assert criterion_names()[-1] == "sensitivity"
     assert ranking("sensitivity") is CRITERIA["wanda"] and ranking("zero") is CRITERIA["zero"]
     assert [name for name in criterion_names() if ranking(name).needs_data] == [
-        "activation", "apoz", "variance", "wanda", "sensitivity"]
+        "activation", "apoz", "variance", "wanda", "taylor", "fisher", "snip", "sensitivity"]
 
 
 def test_an_unknown_criterion_names_every_spelling():
     with pytest.raises(InputError, match="choose one of l1, l2, bn_scale, random, zero, "
-                                         "activation, apoz, variance, wanda, sensitivity$"):
+                                         "activation, apoz, variance, wanda, taylor, fisher, "
+                                         "snip, sensitivity$"):
         ranking("nope")
 
 

@@ -9,6 +9,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 from browser import rendered_dom, screenshot, visible_text
 from click.testing import CliRunner
@@ -269,8 +270,11 @@ def test_html_and_markdown_reports_from_the_cli_carry_the_json_figures(tmp_path,
     expected = [output["name"], f"{output['cosine']:.5f}", f"{output['relative_l2']:.3e}",
                 f"{output['max_abs_error']:.3e}", f"{output['top1_agreement']:.3f}"]
     assert page.tables["Fidelity"][1:] == tables["Fidelity"][1:] == [expected]
-    assert f"on {fidelity['samples']} calibration samples" in page.paragraphs
-    assert fidelity["samples"] == 6
+    caption = (f"on {fidelity['samples']} calibration samples: the samples the criterion "
+               "and reconstruction were fit to, not held out (give --eval DATA for held-out "
+               "figures)")
+    assert caption in page.paragraphs
+    assert fidelity["samples"] == 6 and fidelity["held_out"] is False
 
     alone = [g for g in report["groups"] if "blocked" in g or "skipped" in g]
     html_alone, md_alone = page.tables["Groups left alone"][1:], tables["Groups left alone"][1:]
@@ -279,3 +283,40 @@ def test_html_and_markdown_reports_from_the_cli_carry_the_json_figures(tmp_path,
     assert [r[4] for r in html_alone] == [
         ("blocked: " + g["blocked"]) if "blocked" in g else "skipped: " + g["skipped"]
         for g in alone]
+
+
+def test_fidelity_of_the_report_comes_from_held_out_data_with_eval(tmp_path, monkeypatch):
+    from test_bench import fake_times
+
+    from onnxprune import bench
+    from onnxprune.compare import compare
+
+    monkeypatch.setattr(bench, "interleaved_times", fake_times(2.0, 0.5))
+    rng = np.random.default_rng(5)
+    for name, count in (("c", 6), ("e", 4)):
+        np.savez(tmp_path / f"{name}.npz",
+                 x=rng.standard_normal((count, 3, 48, 192)).astype(np.float32))
+    out, report_path = tmp_path / "s.onnx", tmp_path / "r.json"
+    result = CliRunner().invoke(main, [
+        "prune", str(DEMO), "-o", str(out), "--ratio", "0.5", "--calib",
+        str(tmp_path / "c.npz"), "--eval", str(tmp_path / "e.npz"), "--input-shape",
+        "x:1x3x48x192", "-q", "--report", str(report_path),
+        "--report-md", str(tmp_path / "r.md")])
+    assert result.exit_code == 0, result.output
+    fidelity = json.loads(report_path.read_text())["fidelity"]
+    assert fidelity["held_out"] is True and fidelity["samples"] == 4
+    assert "on 4 held-out samples (--eval), never used to fit" in \
+        (tmp_path / "r.md").read_text()
+    expected = compare(onnx.load(DEMO), onnx.load(out), str(tmp_path / "e.npz"), runs=1)
+    assert [o["cosine"] for o in fidelity["outputs"]] == pytest.approx(
+        [o.cosine for o in expected.outputs], rel=1e-6)
+
+
+def test_eval_equal_to_the_output_is_refused_and_nothing_is_written(tmp_path):
+    out = tmp_path / "s.onnx"
+    np.savez(tmp_path / "c.npz", x=np.zeros((2, 3, 48, 192), np.float32))
+    result = CliRunner().invoke(main, [
+        "prune", str(DEMO), "-o", str(out), "--ratio", "0.5", "--calib",
+        str(tmp_path / "c.npz"), "--eval", str(out), "--report-md", str(tmp_path / "r.md")])
+    assert result.exit_code == 2 and "--eval" in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.npz"]

@@ -14,6 +14,7 @@ from ..errors import InputError
 from ..files import check_outputs, transaction
 from . import main
 from .common import (
+    distributed_flags,
     handle_errors,
     image_flags,
     image_options,
@@ -141,28 +142,32 @@ def bench(model, pruned, batch_sizes, providers, runs, threads, input_shape, as_
 @click.option("-o", "--output", help="Write the curves as JSON here.")
 @click.option("--plot", help="Write a PNG plot of output error against ratio per group "
               "(needs matplotlib: pip install 'onnxprune[plot]').")
+@distributed_flags
 @click.option("--json", "as_json", is_flag=True, help="Print the curves as JSON.")
 @click.option("-q", "--quiet", is_flag=True, help="No table, no progress bar.")
 @handle_errors
 def sensitivity(model, calib, image_size, image_mean, image_std, image_layout, bgr,
                 calib_samples, batch_size, samples, ratios, criterion, round_to, input_shape,
-                output, plot, as_json, quiet) -> None:
+                workers, ray_address, output, plot, as_json, quiet) -> None:
     """Prune each group of MODEL alone at several ratios and measure how much the outputs
     change: a table, JSON curves and a plot."""
+    from ..distributed import check_request, executor
     from ..progress import bar
 
     check_outputs({"-o": output, "--plot": plot}, {"MODEL": model, "--calib": calib})
+    check_request(workers, ray_address)
     try:
         fractions = tuple(float(r) for r in ratios.split(","))
     except ValueError:
         raise InputError(f"--ratios {ratios!r}: expected comma-separated numbers") from None
-    with bar("measuring groups", None, quiet or as_json) as advance:
+    with bar("measuring groups", None, quiet or as_json) as advance, \
+            executor(workers, ray_address) as runner:
         curves = api.sensitivity(
             model, calib, ratios=fractions, criterion=criterion, samples=samples,
             round_to=round_to, input_shapes=parse_input_shapes(input_shape),
             calib_samples=calib_samples, batch_size=batch_size,
             images=image_options(image_size, image_mean, image_std, image_layout, bgr),
-            progress=advance)
+            progress=advance, executor=runner)
     data = {"model": str(model), "metric": "relative L2 output error",
             "ratios": list(fractions), "groups": [asdict(c) for c in curves]}
     png = None

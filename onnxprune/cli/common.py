@@ -120,6 +120,16 @@ def seed_option(func):
              "positions, and the sample inputs verification runs on.")(func)
 
 
+def distributed_flags(func):
+    """--workers and --ray-address: where independent tasks run (see distributed.py)."""
+    func = click.option("--ray-address", help="Run the tasks on the Ray cluster at this "
+                        "address (host:port of `ray start --head`; needs the distributed "
+                        "extra).")(func)
+    return click.option("--workers", type=int, default=1, show_default=True,
+                        help="1: everything in this process; N > 1: a local Ray runtime "
+                             "of N CPUs (needs the distributed extra).")(func)
+
+
 def parse_input_shapes(values: tuple[str, ...]) -> dict[str, tuple[int, ...]]:
     """`name:1x3x224x224` → {"name": (1, 3, 224, 224)}."""
     shapes = {}

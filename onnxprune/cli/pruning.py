@@ -11,6 +11,7 @@ from .. import model as model_io
 from ..errors import InputError
 from ..external import check_targets
 from ..files import check_outputs, transaction
+from ..reporting import FidelityData
 from . import main
 from .common import (
     FiniteFloat,
@@ -46,7 +47,8 @@ from .common import (
               help="Intra-op threads for --target-latency (0: onnxruntime's default).")
 @click.option("--criterion", help="l1, l2, bn_scale, random, zero; with --calib: activation, "
               "apoz, variance, wanda, sensitivity (per-group ratios from measured output "
-              "error) [default: l1, or wanda with --calib].")
+              "error), and with the train extra taylor, fisher, snip (gradients) "
+              "[default: l1, or wanda with --calib].")
 @click.option("--global", "global_ranking", is_flag=True,
               help="Rank channels across groups instead of per group.")
 @click.option("--max-ratio", type=float, default=0.9, show_default=True,
@@ -65,6 +67,9 @@ from .common import (
 @image_flags
 @click.option("--calib-samples", type=click.IntRange(min=1),
               help="Use at most this many calibration samples.")
+@click.option("--eval", "eval_data", help="Held-out data (same forms as --calib) for the "
+              "fidelity figures of --report-html/--report-md; never used to choose or refit "
+              "[default: the calibration samples, which the report then says were fit to].")
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True,
               help="Calibration batch size.")
 @click.option("--reconstruct", help="none; bias: fold removed channels' mean contributions "
@@ -92,15 +97,14 @@ from .common import (
 def prune(model, output, ratio, head_ratio, hidden_ratio, target_macs, target_latency,
           target_energy, provider, threads, criterion,
           global_ranking, max_ratio, round_to, min_channels, ignore, input_shape, calib,
-          image_size, image_mean, image_std, image_layout, bgr, calib_samples, batch_size,
-          reconstruct, ridge, max_memory, sensitivity_samples, seed, report_path, save_plan,
-          plan_path,
-          report_html, report_md, as_json, quiet) -> None:
+          image_size, image_mean, image_std, image_layout, bgr, calib_samples, eval_data,
+          batch_size, reconstruct, ridge, max_memory, sensitivity_samples, seed, report_path,
+          save_plan, plan_path, report_html, report_md, as_json, quiet) -> None:
     """Remove channels from MODEL and write a verified, smaller model to OUTPUT."""
     quiet = quiet or as_json
     check_outputs({"-o": output, "--report": report_path, "--save-plan": save_plan,
                    "--report-html": report_html, "--report-md": report_md},
-                  {"MODEL": model, "--calib": calib, "--plan": plan_path})
+                  {"MODEL": model, "--calib": calib, "--eval": eval_data, "--plan": plan_path})
     check_targets(model, output)
     images = image_options(image_size, image_mean, image_std, image_layout, bgr)
     with calibration_progress(quiet or calib is None) as advance:
@@ -114,8 +118,10 @@ def prune(model, output, ratio, head_ratio, hidden_ratio, target_macs, target_la
             progress=advance, plan=plan_path,
             target_latency=target_latency, target_energy=target_energy, provider=provider,
             threads=threads, max_memory=max_memory, show_progress=not quiet)
-    readable = _readable_report(model, pruned, report, report_html or report_md, calib,
-                                calib_samples, batch_size, images, quiet)
+    fidelity_data = FidelityData(eval_data or calib, None if eval_data else calib_samples,
+                                 held_out=eval_data is not None)
+    readable = _readable_report(model, pruned, report, report_html or report_md,
+                                fidelity_data, batch_size, images, quiet)
     extra = {k: readable[k] for k in ("latency", "fidelity")} if readable else {}
     data = dict(report.to_dict(), **extra)
     with transaction() as outputs:
@@ -134,8 +140,8 @@ def prune(model, output, ratio, head_ratio, hidden_ratio, target_macs, target_la
         prune_summary(report, output)
 
 
-def _readable_report(model, pruned, report, wanted, calib, calib_samples, batch_size, images,
-                     quiet: bool) -> dict | None:
+def _readable_report(model, pruned, report, wanted, data: FidelityData, batch_size: int,
+                     images, quiet: bool) -> dict | None:
     """Measure what the HTML/Markdown report shows beyond the prune report."""
     if not wanted:
         return None
@@ -146,10 +152,9 @@ def _readable_report(model, pruned, report, wanted, calib, calib_samples, batch_
     with bar("timing dense and pruned (runs)", 60, quiet) as advance:
         latency = measured_latency(original, pruned, report, progress=advance)
     fidelity = None
-    if calib is not None:
-        with bar("fidelity on calibration data", None, quiet):
-            fidelity = measured_fidelity(original, pruned, calib, calib_samples, batch_size,
-                                         images)
+    if data.source is not None:
+        with bar("fidelity on " + data.label, None, quiet):
+            fidelity = measured_fidelity(original, pruned, data, batch_size, images)
     return report_document(report, latency, fidelity, _sensitivity_section(report),
                            title=f"onnxprune: {Path(model).name}")
 

@@ -30,7 +30,7 @@ from .common import (
 @click.option("--sparsity", type=float, help="Fraction of weights zeroed (unstructured; "
               "default 0.5).")
 @click.option("--criterion", default="magnitude", show_default=True,
-              help="magnitude; with --calib: wanda, sparsegpt.")
+              help="magnitude; with --calib: wanda, sparsegpt, snip (train extra).")
 @click.option("--min-size", type=click.IntRange(min=0), help="Sparsify only layers with at "
               "least this many outputs and this reduction length [default: 256 for N:M, 0 "
               "for unstructured].")

@@ -18,6 +18,7 @@ import onnx_graphsurgeon as gs
 from onnx import ModelProto
 
 from ..depgraph import DepGraph, Group, Role
+from ..distributed import Executor, InProcess
 from ..errors import InputError, first_line
 from ..model import export
 from ..targets.onnxruntime import serialized, session
@@ -66,24 +67,44 @@ def first_samples(stream: Callable[[], Iterator[dict]], samples: int) -> list[di
 def measure_curves(dep: DepGraph, original: ModelProto, groups: list[Group],
                    removals: Callable[[Group, float], np.ndarray], feeds: list[dict],
                    ratios: tuple[float, ...] = DEFAULT_RATIOS,
-                   progress: Callable[[int], None] | None = None) -> list[Curve]:
+                   progress: Callable[[int], None] | None = None,
+                   executor: Executor | None = None) -> list[Curve]:
     """For each group and ratio, the output error when `removals(group, ratio)` units
-    of that group alone are removed."""
+    of that group alone are removed; the (group, ratio) cuts are measured as tasks of
+    `executor` (in-process by default), the model and samples shared by all."""
+    cuts = [(group, removals(group, ratio)) for group in groups for ratio in ratios]
     with serialized(export(dep.view.graph, original)) as data:
-        dense = _outputs(data, {}, feeds)
-        curves = []
-        for group in groups:
-            curve = Curve(group.id, group.kind, group.units,
-                          [name for name, _ in group.producers], list(ratios))
-            for ratio in ratios:
-                units = removals(group, ratio)
-                curve.removed.append(len(units))
-                curve.errors.append(_error(dense, _outputs(data, _masked(dep, group, units),
-                                                           feeds)) if len(units) else 0.0)
-            curves.append(curve)
-            if progress:
-                progress(1)
+        masks = [_masked(dep, group, units) if len(units) else None for group, units in cuts]
+        errors = (executor or InProcess()).map(
+            _cut_error, masks, (data, feeds, _outputs(data, {}, feeds)),
+            _per_group(progress, len(ratios)))
+    curves = []
+    for index, group in enumerate(groups):
+        span = slice(index * len(ratios), (index + 1) * len(ratios))
+        curves.append(Curve(group.id, group.kind, group.units,
+                            [name for name, _ in group.producers], list(ratios),
+                            [len(units) for _, units in cuts[span]], errors[span]))
     return curves
+
+
+def _cut_error(shared: tuple, weights: dict[str, np.ndarray] | None) -> float:
+    """One task: the output error with these consumer weights zeroed (0 for no cut)."""
+    data, feeds, dense = shared
+    return 0.0 if weights is None else _error(dense, _outputs(data, weights, feeds))
+
+
+def _per_group(progress: Callable[[int], None] | None, ratios: int):
+    """`progress(1)` per group measured, from a count of measured cuts."""
+    if progress is None:
+        return None
+    count = [0]
+
+    def done(cuts: int) -> None:
+        before, count[0] = count[0], count[0] + cuts
+        for _ in range(count[0] // ratios - before // ratios):
+            progress(1)
+
+    return done
 
 
 def _masked(dep: DepGraph, group: Group, units: np.ndarray) -> dict[str, np.ndarray]:

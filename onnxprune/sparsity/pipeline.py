@@ -28,7 +28,7 @@ from .layers import (
 from .pattern import Pattern, parse_pattern
 from .statistics import measurable, measure, waves
 from .storage import INDEX_TYPES, to_fp16, to_initializers, to_sparse
-from .weight_criteria import DATA_AWARE, check_criterion, magnitude, sparsegpt, wanda
+from .weight_criteria import DATA_AWARE, check_criterion, magnitude, snip, sparsegpt, wanda
 
 ModelLike = ModelProto | str | os.PathLike
 MIN_SIZE = 256  # outputs and reduction length from which sparse kernels can win
@@ -198,6 +198,8 @@ def _zero_weights(work: ModelProto, layers: list[Layer], pattern: Pattern, crite
             used[id(layer)] = "magnitude"
         return used
     stream = calibrate.batches(calib, work, samples, batch_size, images)
+    if criterion == "snip":
+        return _snip(work, layers, pattern, stream, seed, store)
     gram = criterion == "sparsegpt"
     dense = ModelProto()
     dense.CopyFrom(work)
@@ -214,6 +216,17 @@ def _zero_weights(work: ModelProto, layers: list[Layer], pattern: Pattern, crite
                                               layer))
             used[id(layer)] = criterion
     return used
+
+
+def _snip(work: ModelProto, layers: list[Layer], pattern: Pattern, stream, seed: int,
+          store: WeightStore) -> dict[int, str]:
+    """Zero by |w·∂L/∂w|, every layer's gradient from one pass over the data."""
+    from .gradients import weight_gradients
+    grads = weight_gradients(work, layers, stream, seed)
+    for layer in layers:
+        matrix = to_matrix(grads[id(layer)], layer.axis)
+        _rewrite(layer, store, lambda w, g=matrix: snip(w, pattern, g))
+    return {id(layer): "snip" for layer in layers}
 
 
 def _data_rule(criterion: str, pattern: Pattern, stats, damp: float, layer: Layer):

@@ -7,22 +7,29 @@ view (the pruning criteria, which score whole units of a group, are `criteria/`)
 - sparsegpt: the optimal-brain-surgeon update of the remaining weights from the
   calibration Hessian H = XᵀX/n (dampened), processed block by block from the
   first column on, choosing each group's (or block's) zeros by w² / [H⁻¹]ᵢᵢ².
+- snip: |W · ∂L/∂W| (connection sensitivity, Lee et al. 2019), the gradient of the
+  loss of `train/saliency.py` summed over the calibration samples (`gradients.py`).
 """
 
 from __future__ import annotations
+
+import importlib.util
 
 import numpy as np
 
 from ..errors import InputError
 from .pattern import Pattern, keep_mask
 
-CRITERIA = ("magnitude", "wanda", "sparsegpt")
-DATA_AWARE = ("wanda", "sparsegpt")
+CRITERIA = ("magnitude", "wanda", "sparsegpt", "snip")
+DATA_AWARE = ("wanda", "sparsegpt", "snip")
+NEEDS_JAX = ("snip",)
 
 
 def check_criterion(criterion: str) -> None:
     if criterion not in CRITERIA:
         raise InputError(f"unknown criterion {criterion!r}; choose one of {', '.join(CRITERIA)}")
+    if criterion in NEEDS_JAX and importlib.util.find_spec("jax") is None:
+        raise InputError(f"criterion {criterion!r} needs JAX: pip install 'onnxprune[train]'")
 
 
 def magnitude(weights: np.ndarray, pattern: Pattern) -> np.ndarray:
@@ -35,6 +42,12 @@ def wanda(weights: np.ndarray, pattern: Pattern, column_sq: np.ndarray) -> np.nd
     (or per entry, when rows see different inputs)."""
     norms = np.sqrt(np.maximum(column_sq, 0))
     scores = np.abs(weights.astype(np.float64)) * (norms if norms.ndim == 2 else norms[None, :])
+    return np.where(keep_mask(scores, pattern), weights, 0).astype(weights.dtype)
+
+
+def snip(weights: np.ndarray, pattern: Pattern, grads: np.ndarray) -> np.ndarray:
+    """Zero the smallest |w·∂L/∂w| of every group (row)."""
+    scores = np.abs(weights.astype(np.float64) * grads)
     return np.where(keep_mask(scores, pattern), weights, 0).astype(weights.dtype)
 
 

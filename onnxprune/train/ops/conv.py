@@ -1,0 +1,113 @@
+"""Conv and ConvTranspose (any number of spatial axes, groups, dilations).
+
+Depthwise convolutions (one input channel per group) have two translations with the
+same values: XLA's grouped convolution, and a sum over kernel offsets of a strided
+slice of the padded input times that offset's per-channel weight (`shifted_sum`).
+On CPU XLA's weight gradient of a grouped convolution is slow, the shifted sum is not;
+`depthwise="auto"` (the default) takes the shifted sum on CPU and XLA's grouped
+convolution elsewhere (see `tools/bench_train_step.py` for the measured step times).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from ..registry import register
+
+
+def conv_padding(node, x_shape, kernel, strides, dilations) -> list[tuple[int, int]]:
+    """Per spatial axis (begin, end) padding from `pads` or `auto_pad`."""
+    auto = node.attr("auto_pad", "NOTSET")
+    spatial = len(kernel)
+    if auto == "VALID":
+        return [(0, 0)] * spatial
+    if auto in ("SAME_UPPER", "SAME_LOWER"):
+        pads = []
+        for size, k, s, d in zip(x_shape[2:], kernel, strides, dilations, strict=True):
+            total = max((math.ceil(size / s) - 1) * s + (k - 1) * d + 1 - size, 0)
+            small, large = total // 2, total - total // 2
+            pads.append((small, large) if auto == "SAME_UPPER" else (large, small))
+        return pads
+    pads = node.attr("pads", [0] * 2 * spatial)
+    return list(zip(pads[:spatial], pads[spatial:], strict=True))
+
+
+def _geometry(node, x, w):
+    kernel = tuple(w.shape[2:])
+    spatial = len(kernel)
+    strides = tuple(node.attr("strides", [1] * spatial))
+    dilations = tuple(node.attr("dilations", [1] * spatial))
+    return kernel, strides, dilations, conv_padding(node, x.shape, kernel, strides, dilations)
+
+
+@register("Conv")
+def conv(node, x, w, b=None):
+    """Y = X ⋆ W (+ B), with `group` feature groups."""
+    kernel, strides, dilations, padding = _geometry(node, x, w)
+    group = node.attr("group", 1)
+    if group > 1 and w.shape[1] == 1 and depthwise_path(node) == "slices":
+        y = shifted_sum(x, w, strides, dilations, padding)
+    else:
+        y = lax.conv_general_dilated(x, w, strides, padding, rhs_dilation=dilations,
+                                     feature_group_count=group, precision="highest")
+    return y if b is None else y + b.reshape((-1,) + (1,) * len(kernel))
+
+
+def depthwise_path(node) -> str:
+    """The depthwise translation chosen by the `depthwise` option."""
+    choice = node.options.get("depthwise", "auto")
+    if choice == "auto":
+        return "slices" if jax.default_backend() == "cpu" else "conv"
+    return choice
+
+
+def shifted_sum(x, w, strides, dilations, padding):
+    """Depthwise convolution as Σ over kernel offsets of (strided slice of the padded
+    input) × (that offset's weight per channel). Output channel o reads input channel
+    o // m, m = out channels / in channels."""
+    multiplier = w.shape[0] // x.shape[1]
+    if multiplier > 1:
+        x = jnp.repeat(x, multiplier, axis=1)
+    x = jnp.pad(x, [(0, 0), (0, 0)] + [(max(lo, 0), max(hi, 0)) for lo, hi in padding])
+    x = x[(slice(None), slice(None)) + tuple(
+        slice(-min(lo, 0), x.shape[2 + i] + min(hi, 0)) for i, (lo, hi) in enumerate(padding))]
+    kernel = w.shape[2:]
+    out = [(size - (k - 1) * d - 1) // s + 1
+           for size, k, s, d in zip(x.shape[2:], kernel, strides, dilations, strict=True)]
+    total = None
+    for offset in itertools.product(*(range(k) for k in kernel)):
+        start = [o * d for o, d in zip(offset, dilations, strict=True)]
+        limit = [b + (n - 1) * s + 1 for b, n, s in zip(start, out, strides, strict=True)]
+        window = lax.slice(x, (0, 0, *start), (*x.shape[:2], *limit), (1, 1, *strides))
+        term = window * w[(slice(None), 0) + offset].reshape((1, -1) + (1,) * len(kernel))
+        total = term if total is None else total + term
+    return total
+
+
+@register("ConvTranspose")
+def conv_transpose(node, x, w, b=None):
+    """The gradient of Conv with respect to its input: X dilated by the strides,
+    convolved with W flipped, in/out channels swapped per group."""
+    if node.attr("output_shape") is not None or node.attr("auto_pad", "NOTSET") not in (
+            "NOTSET", "VALID"):
+        raise node.refuse("output_shape and SAME auto_pad are not translated; give pads")
+    kernel = tuple(w.shape[2:])
+    spatial, group = len(kernel), node.attr("group", 1)
+    strides = tuple(node.attr("strides", [1] * spatial))
+    dilations = tuple(node.attr("dilations", [1] * spatial))
+    pads = node.attr("pads", [0] * 2 * spatial)
+    extra = node.attr("output_padding", [0] * spatial)
+    padding = [((k - 1) * d - pads[i], (k - 1) * d - pads[spatial + i] + extra[i])
+               for i, (k, d) in enumerate(zip(kernel, dilations, strict=True))]
+    c_in, m = w.shape[0], w.shape[1]
+    w = w.reshape((group, c_in // group, m) + kernel).swapaxes(1, 2)
+    w = jnp.flip(w.reshape((group * m, c_in // group) + kernel), axis=tuple(range(2, 2 + spatial)))
+    y = lax.conv_general_dilated(x, w, (1,) * spatial, padding, lhs_dilation=strides,
+                                 rhs_dilation=dilations, feature_group_count=group,
+                                 precision="highest")
+    return y if b is None else y + b.reshape((-1,) + (1,) * spatial)

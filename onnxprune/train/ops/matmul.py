@@ -1,0 +1,28 @@
+"""Matrix products: MatMul (numpy semantics, batched and 1-D), Gemm, Einsum."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+
+from ..registry import register
+
+PRECISION = "highest"  # float32 products in float32 on every backend (no TF32)
+
+
+@register("MatMul")
+def matmul(node, a, b):
+    return jnp.matmul(a, b, precision=PRECISION)
+
+
+@register("Gemm")
+def gemm(node, a, b, c=None):
+    """Y = alpha · A' · B' + beta · C, A' and B' transposed when asked."""
+    a = a.T if node.attr("transA", 0) else a
+    b = b.T if node.attr("transB", 0) else b
+    y = node.attr("alpha", 1.0) * jnp.matmul(a, b, precision=PRECISION)
+    return y if c is None else y + node.attr("beta", 1.0) * c
+
+
+@register("Einsum")
+def einsum(node, *operands):
+    return jnp.einsum(node.attr("equation"), *operands, precision=PRECISION)

@@ -1,0 +1,105 @@
+"""Pooling: MaxPool, AveragePool, LpPool and their global forms (lax.reduce_window)."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from ..registry import register
+from .conv import conv_padding
+
+
+def window(node, x):
+    """Kernel, strides, dilations and (begin, end) padding per spatial axis; with
+    `ceil_mode`, the end padding grows so a last partial window is kept (unless it
+    would start past the input and its begin padding)."""
+    kernel = tuple(node.attr("kernel_shape"))
+    spatial = len(kernel)
+    strides = tuple(node.attr("strides", [1] * spatial))
+    dilations = tuple(node.attr("dilations", [1] * spatial))
+    padding = conv_padding(node, x.shape, kernel, strides, dilations)
+    extra = []
+    for size, k, s, d, (lo, hi) in zip(x.shape[2:], kernel, strides, dilations, padding,
+                                       strict=True):
+        span = size + lo + hi - (k - 1) * d - 1
+        count = (math.ceil(span / s) if node.attr("ceil_mode", 0) else span // s) + 1
+        if node.attr("ceil_mode", 0) and (count - 1) * s >= size + lo:
+            count -= 1
+        extra.append(max((count - 1) * s + (k - 1) * d + 1 - (size + lo + hi), 0))
+    return kernel, strides, dilations, padding, extra
+
+
+def _reduce(x, init, fn, kernel, strides, dilations, padding):
+    return lax.reduce_window(x, init, fn, (1, 1) + kernel, (1, 1) + strides,
+                             [(0, 0), (0, 0)] + list(padding), window_dilation=(1, 1) + dilations)
+
+
+@register("MaxPool")
+def max_pool(node, x):
+    """The window maximum; with dilations, the maximum over the kernel offsets of
+    strided slices (JAX has no gradient for a dilated reduce_window max)."""
+    if node.outputs > 1:
+        raise node.refuse("the Indices output is not translated")
+    kernel, strides, dilations, padding, extra = window(node, x)
+    padding = [(lo, hi + e) for (lo, hi), e in zip(padding, extra, strict=True)]
+    if all(d == 1 for d in dilations):
+        return _reduce(x, -jnp.inf, lax.max, kernel, strides, dilations, padding)
+    x = jnp.pad(x, [(0, 0), (0, 0)] + padding, constant_values=-jnp.inf)
+    out = [(n - (k - 1) * d - 1) // s + 1
+           for n, k, s, d in zip(x.shape[2:], kernel, strides, dilations, strict=True)]
+    result = None
+    for offset in itertools.product(*(range(k) for k in kernel)):
+        start = [o * d for o, d in zip(offset, dilations, strict=True)]
+        limit = [b + (n - 1) * s + 1 for b, n, s in zip(start, out, strides, strict=True)]
+        part = lax.slice(x, (0, 0, *start), (*x.shape[:2], *limit), (1, 1, *strides))
+        result = part if result is None else jnp.maximum(result, part)
+    return result
+
+
+@register("AveragePool")
+def average_pool(node, x):
+    """Window sums over window counts: the explicit padding counts when
+    `count_include_pad`, the ceil-mode extension never does."""
+    kernel, strides, dilations, padding, extra = window(node, x)
+    full = [(lo, hi + e) for (lo, hi), e in zip(padding, extra, strict=True)]
+    total = _reduce(x, np.array(0, x.dtype), lax.add, kernel, strides, dilations, full)
+    ones = jnp.ones((1, 1) + x.shape[2:], x.dtype)
+    if node.attr("count_include_pad", 0):
+        ones = jnp.pad(ones, [(0, 0), (0, 0)] + list(padding), constant_values=1)
+        full = [(0, e) for e in extra]
+    count = _reduce(ones, np.array(0, x.dtype), lax.add, kernel, strides, dilations, full)
+    return total / count
+
+
+@register("LpPool")
+def lp_pool(node, x):
+    p = node.attr("p", 2)
+    kernel, strides, dilations, padding, extra = window(node, x)
+    full = [(lo, hi + e) for (lo, hi), e in zip(padding, extra, strict=True)]
+    total = _reduce(jnp.abs(x) ** p, np.array(0, x.dtype), lax.add, kernel, strides,
+                    dilations, full)
+    return total ** (1 / p)
+
+
+def _spatial(x):
+    return tuple(range(2, x.ndim))
+
+
+@register("GlobalAveragePool")
+def global_average_pool(node, x):
+    return x.mean(axis=_spatial(x), keepdims=True)
+
+
+@register("GlobalMaxPool")
+def global_max_pool(node, x):
+    return x.max(axis=_spatial(x), keepdims=True)
+
+
+@register("GlobalLpPool")
+def global_lp_pool(node, x):
+    p = node.attr("p", 2)
+    return (jnp.abs(x) ** p).sum(axis=_spatial(x), keepdims=True) ** (1 / p)
