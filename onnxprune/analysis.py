@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 from onnx import ModelProto
 
-from . import calibrate
+from . import calibrate, external
 from . import model as model_io
 from .cache import io_changes, shrink_io
 from .cost import Cost, concrete, model_cost, shrunk
@@ -41,8 +41,10 @@ class Analysis:
 
     def rewritten(self, removed: Removed, values: Values | None = None) -> ModelProto:
         """The model with the removed units cut out (and the constants of `values`, new
-        values by name, replaced first)."""
+        values by name, replaced first); the weights read so far are unmapped, and large
+        changed ones spilled, when the model is external (`external`)."""
         view, slots = self.dep.view, removed_slots(self.dep, removed)
+        external.settle(view.graph, to_scratch=external.has_external(self.proto))
         model = model_io.export(apply(view.graph, view, slots, values), self.proto)
         shrink_io(model, io_changes(self.proto, slots))
         return model

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import numpy as np
 from onnx import ModelProto
 
-from . import criteria, planning
+from . import criteria, memory, planning
 from . import model as model_io
 from .analysis import ActivationStats, Analysis, ModelLike, Pricer, analyze
 from .depgraph import Group
@@ -65,6 +65,7 @@ def prune_with(model: ModelLike, options: PruneOptions) -> tuple[ModelProto, Rep
     start = time.perf_counter()
     analysis = analyze(model, options.input_shapes, options.calib, options.calib_samples,
                        options.batch_size, options.images)
+    memory.check_model(analysis.proto, decisions.reconstruct, options.max_memory)
     price, stats = Pricer(analysis), ActivationStats(analysis, options.progress)
     planned = _planned(analysis, decisions, price, stats, options)
     removed = planned.plan.removed

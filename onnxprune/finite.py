@@ -7,6 +7,7 @@ import numpy as np
 import onnx
 from onnx import ModelProto
 
+from . import external
 from .errors import ModelError, VerificationError
 
 
@@ -34,7 +35,7 @@ def _nonfinite(tensor: onnx.TensorProto) -> str | None:
     if tensor.data_type == onnx.TensorProto.FLOAT and tensor.raw_data:
         values = np.frombuffer(tensor.raw_data, np.float32)  # no copy of large weights
     else:
-        values = onnx.numpy_helper.to_array(tensor)
+        values = external.array(tensor)  # mapped, when external
         if values.dtype.kind != "f":  # bfloat16 and other types numpy does not know
             values = values.astype(np.float32)
     if np.isfinite(values).all():

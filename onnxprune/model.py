@@ -16,6 +16,7 @@ import onnx
 import onnx_graphsurgeon as gs
 from onnx import ModelProto
 
+from . import datafiles, external
 from .errors import InputError, ModelError, first_line
 
 EXTERNAL_DATA_THRESHOLD = 1_800_000_000
@@ -49,7 +50,9 @@ def _read(model: str | os.PathLike) -> ModelProto:
     if path.is_dir():
         raise InputError(f"{path}: is a directory, not an ONNX file")
     try:
-        proto = onnx.load(str(path), load_external_data=True)
+        proto = external.read(path)
+    except InputError:
+        raise
     except Exception as exc:  # protobuf raises several unrelated types
         raise InputError(f"{path}: not a readable ONNX model ({first_line(exc)})") from None
     if not proto.graph.node:
@@ -61,7 +64,10 @@ def check(model: ModelProto, what: str = "model") -> None:
     """Run the ONNX checker on an input model; raise ModelError with its first line.
     (Shapes are inferred later; written models get the full check.)"""
     try:
-        onnx.checker.check_model(model)
+        if external.has_external(model) or _weight_bytes(model) > EXTERNAL_DATA_THRESHOLD:
+            datafiles.check(model)  # past 2 GB the checker needs a path
+        else:
+            onnx.checker.check_model(model)
     except Exception as exc:
         raise ModelError(f"{what} fails the ONNX checker: {first_line(exc)}") from None
 
@@ -69,6 +75,7 @@ def check(model: ModelProto, what: str = "model") -> None:
 def normalize(model: ModelProto) -> gs.Graph:
     """Import into onnx-graphsurgeon, fold constants and name every node."""
     graph = gs.import_onnx(model)
+    external.map_lazy(graph)
     fold_constants(graph)
     name_nodes(graph)
     return graph
@@ -182,6 +189,7 @@ def export(graph: gs.Graph, original: ModelProto) -> ModelProto:
     for tensor in graph.tensors().values():
         if isinstance(tensor, gs.Variable) and tensor.name not in io_names:
             tensor.shape = None
+    external.settle(graph, to_scratch=external.has_external(original))
     proto = gs.export_onnx(graph, do_type_check=False)
     del proto.graph.value_info[:]
     for field in ("producer_name", "producer_version", "domain", "model_version",
@@ -226,13 +234,15 @@ def weightless(model: ModelProto, limit: int = 256) -> ModelProto:
     graph.output.extend(model.graph.output)
     declared = {value.name for value in model.graph.input}
     for init in model.graph.initializer:
-        if init.name in declared:
+        if init.name in declared or not external.is_external(init) and \
+                int(np.prod(init.dims, dtype=np.int64)) <= limit:
             graph.initializer.append(init)
         elif int(np.prod(init.dims, dtype=np.int64)) > limit:
             graph.input.append(onnx.helper.make_tensor_value_info(
                 init.name, init.data_type, list(init.dims)))
-        else:
-            graph.initializer.append(init)
+        else:  # a small external tensor: its values (shape computations read them)
+            graph.initializer.append(onnx.numpy_helper.from_array(
+                np.array(external.array(init)), init.name))
     return light
 
 
@@ -256,28 +266,34 @@ def save(model: ModelProto, path: str | os.PathLike) -> None:
 
 def stage(model: ModelProto, path: str | os.PathLike, outputs) -> None:
     """Write a model into a `files.Transaction`: it (and `<name>.data` beside it, when
-    the model is large) appears at `path` when the transaction commits."""
+    it is large or read from external data) appears at `path` when the transaction
+    commits. An input model's external data file is never a target."""
     from .files import check_writable, unwritable
 
     path = Path(path)
     check_writable(path)
-    external = _weight_bytes(model) > EXTERNAL_DATA_THRESHOLD
-    temp = outputs.temp_path(path)
+    split = external.has_external(model) or _weight_bytes(model) > EXTERNAL_DATA_THRESHOLD
     data_name = path.name + ".data"
+    for target in (path, path.parent / data_name) if split else (path,):
+        external.refuse_input(target)
+    temp = outputs.temp_path(path)
     try:
-        onnx.save_model(model, str(temp), save_as_external_data=external,
-                        all_tensors_to_one_file=True, location=data_name,
-                        size_threshold=1024)
+        if split:
+            datafiles.write(model, temp, data_name)
+        else:
+            onnx.save_model(model, str(temp))
     except OSError as exc:
         raise unwritable(path, exc) from None
-    if external:
+    if split:
         outputs.add(temp.parent / data_name, path.parent / data_name)
 
 
 def _weight_bytes(model: ModelProto) -> int:
     total = 0
     for init in model.graph.initializer:
-        if init.HasField("raw_data"):
+        if external.is_external(init):
+            total += external.length(init)
+        elif init.HasField("raw_data"):
             total += len(init.raw_data)
         else:
             total += int(np.prod(init.dims, dtype=np.int64)) * 4

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, fields
 from . import criteria, planfiles
 from .errors import InputError
 from .images import ImageOptions
+from .memory import check_max_memory
 from .planfiles import prune as prune_plans
 from .planning import PlanOptions, planner_for, ranking
 from .planning.curves import DEFAULT_SAMPLES
@@ -36,8 +37,9 @@ class PruneOptions(PlanOptions):
     images, an iterable of feed dicts or an onnxruntime CalibrationDataReader),
     `calib_samples`, `batch_size`, `images`, `sensitivity_samples`, `input_shapes`.
     `plan`: a plan file (or a report's `plan_document`) to replay instead of planning:
-    it brings the planning options. `progress`, `show_progress`: what long steps
-    report."""
+    it brings the planning options. `max_memory`: bytes one level of layer-wise
+    calibration may hold (None: no cap; `memory`). `progress`, `show_progress`: what
+    long steps report."""
 
     criterion: str | None = None
     reconstruct: str | None = None
@@ -49,6 +51,7 @@ class PruneOptions(PlanOptions):
     batch_size: int = 8
     images: ImageOptions | None = None
     plan: str | os.PathLike | dict | None = None
+    max_memory: int | None = None
     progress: Callable[[int], None] | None = None
     show_progress: bool = False
 
@@ -70,6 +73,7 @@ class PruneOptions(PlanOptions):
             raise InputError(f"criterion {criterion!r} needs calibration data (--calib DATA)")
         if self.reconstruct is not None:
             check_reconstruct(self.reconstruct, self.calib is not None)
+        check_max_memory(self.max_memory)
 
     def criterion_or_default(self) -> str:
         """The criterion asked for: wanda with calibration data, else l1, by default."""

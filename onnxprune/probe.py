@@ -29,8 +29,7 @@ def probe_session(model: ModelProto, names: list[str]) -> tuple[Session, ModelPr
     del probe.graph.output[:]
     probe.graph.output.extend(onnx.ValueInfoProto(name=name) for name in names)
     _generate_weights(probe.graph)
-    # Serialized whole: a probe past protobuf's 2 GB fails here, and nothing is probed.
-    return session(probe.SerializeToString(), optimization="none", explain=False), probe
+    return session(probe, optimization="none", explain=False), probe
 
 
 def _generate_weights(graph: onnx.GraphProto, smallest: int = 4096) -> None:

@@ -202,3 +202,29 @@ def json_default(value):
     if hasattr(value, "tolist"):
         return value.tolist()
     return str(value)
+
+
+class ByteSize(click.ParamType):
+    """A size such as 4GB or 512MiB, in bytes."""
+
+    name = "size"
+
+    def convert(self, value, param, ctx):
+        from ..errors import InputError
+        from ..memory import parse_size
+
+        if isinstance(value, int):
+            return value
+        try:
+            return parse_size(value, param.opts[0] if param else "--max-memory")
+        except InputError as exc:
+            self.fail(str(exc).split(": ", 1)[-1], param, ctx)
+
+
+def max_memory_option(func):
+    """`--max-memory SIZE`: the cap on what one calibration level may hold."""
+    return click.option("--max-memory", type=ByteSize(), help="Cap what one level of "
+                        "layer-wise calibration (refit, wanda, sparsegpt) may hold, e.g. 4GB "
+                        "(decimal units; GiB binary); refused (exit 2) when a level needs "
+                        "more.")(func)
+

@@ -9,6 +9,7 @@ import click
 from .. import api
 from .. import model as model_io
 from ..errors import InputError
+from ..external import check_targets
 from ..files import check_outputs, transaction
 from ..reporting import FidelityData
 from . import main
@@ -19,6 +20,7 @@ from .common import (
     image_flags,
     image_options,
     json_text,
+    max_memory_option,
     parse_input_shapes,
     seed_option,
     warn,
@@ -76,6 +78,7 @@ from .common import (
 @click.option("--ridge", type=FiniteFloat(0.0), default=0.1, show_default=True,
               help="Damping of the least-squares refit, relative to the mean channel "
                    "energy.")
+@max_memory_option
 @click.option("--sensitivity-samples", type=int, default=32, show_default=True,
               help="Calibration samples each sensitivity measurement runs on.")
 @seed_option
@@ -95,13 +98,14 @@ def prune(model, output, ratio, head_ratio, hidden_ratio, target_macs, target_la
           target_energy, provider, threads, criterion,
           global_ranking, max_ratio, round_to, min_channels, ignore, input_shape, calib,
           image_size, image_mean, image_std, image_layout, bgr, calib_samples, eval_data,
-          batch_size, reconstruct, ridge, sensitivity_samples, seed, report_path, save_plan,
-          plan_path, report_html, report_md, as_json, quiet) -> None:
+          batch_size, reconstruct, ridge, max_memory, sensitivity_samples, seed, report_path,
+          save_plan, plan_path, report_html, report_md, as_json, quiet) -> None:
     """Remove channels from MODEL and write a verified, smaller model to OUTPUT."""
     quiet = quiet or as_json
     check_outputs({"-o": output, "--report": report_path, "--save-plan": save_plan,
                    "--report-html": report_html, "--report-md": report_md},
                   {"MODEL": model, "--calib": calib, "--eval": eval_data, "--plan": plan_path})
+    check_targets(model, output)
     images = image_options(image_size, image_mean, image_std, image_layout, bgr)
     with calibration_progress(quiet or calib is None) as advance:
         pruned, report = api.prune(
@@ -113,7 +117,7 @@ def prune(model, output, ratio, head_ratio, hidden_ratio, target_macs, target_la
             ridge=ridge, sensitivity_samples=sensitivity_samples, images=images,
             progress=advance, plan=plan_path,
             target_latency=target_latency, target_energy=target_energy, provider=provider,
-            threads=threads, show_progress=not quiet)
+            threads=threads, max_memory=max_memory, show_progress=not quiet)
     fidelity_data = FidelityData(eval_data or calib, None if eval_data else calib_samples,
                                  held_out=eval_data is not None)
     readable = _readable_report(model, pruned, report, report_html or report_md,

@@ -6,6 +6,7 @@ import click
 
 from .. import api
 from .. import model as model_io
+from ..external import check_targets
 from ..files import check_outputs, transaction
 from . import main
 from .common import (
@@ -14,6 +15,7 @@ from .common import (
     image_flags,
     image_options,
     json_text,
+    max_memory_option,
     parse_input_shapes,
     seed_option,
 )
@@ -53,6 +55,7 @@ from .common import (
               help="Use at most this many calibration samples.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True,
               help="Calibration batch size.")
+@max_memory_option
 @seed_option
 @click.option("--report", "report_path", help="Write a JSON report here.")
 @click.option("--save-plan", help="Write the decisions (zero masks per layer, options, model "
@@ -63,11 +66,13 @@ from .common import (
 @handle_errors
 def sparsify(model, output, pattern, sparsity, criterion, min_size, all_layers, ignore, fp16,
              storage, sparse_indices, input_shape, calib, image_size, image_mean, image_std,
-             image_layout, bgr, calib_samples, batch_size, seed, report_path, save_plan,
+             image_layout, bgr, calib_samples, batch_size, max_memory, seed, report_path,
+             save_plan,
              plan_path, quiet) -> None:
     """Zero weights of MODEL in an N:M or unstructured pattern; write a verified model."""
     check_outputs({"-o": output, "--report": report_path, "--save-plan": save_plan},
                   {"MODEL": model, "--calib": calib, "--plan": plan_path})
+    check_targets(model, output)
     with calibration_progress(quiet or calib is None) as advance:
         sparse, report = api.sparsify(
             model, pattern, sparsity=sparsity, criterion=criterion, calib=calib,
@@ -76,7 +81,7 @@ def sparsify(model, output, pattern, sparsity, criterion, min_size, all_layers, 
             min_size=min_size, all_layers=all_layers, ignore=ignore, fp16=fp16,
             storage=storage, sparse_indices=sparse_indices,
             input_shapes=parse_input_shapes(input_shape), seed=seed, progress=advance,
-            plan=plan_path)
+            plan=plan_path, max_memory=max_memory)
     with transaction() as outputs:
         model_io.stage(sparse, output, outputs)
         if report_path:

@@ -8,8 +8,10 @@ import numpy as np
 import onnx
 from onnx import ModelProto
 
+from .. import datafiles
 from ..errors import VerificationError, first_line
 from ..shapes import sample_shapes
+from ..targets.onnxruntime import serialized
 from ..verify import (
     check_written,
     outputs_close,
@@ -63,19 +65,23 @@ def _check_sparse_file(written: ModelProto, feeds, twin_outputs) -> list[str]:
     """The sparse file itself: the ONNX checker (whose full check has no shape
     inference for sparse initializers) and onnxruntime outputs equal to the twin's."""
     checks = []
-    try:
-        onnx.checker.check_model(written)
-        checks.append("sparse file: onnx.checker")
-    except Exception as exc:
-        if not _narrow_indices(written):
-            raise VerificationError(f"checker: {first_line(exc)}") from None
-        checks.append(f"sparse file: onnx.checker fails ({first_line(exc)}); "
-                      "onnxruntime reads int16 indices")
-    try:
-        outputs = run(written.SerializeToString(), feeds)
-    except Exception as exc:
-        raise VerificationError(f"onnxruntime cannot run the sparse file: "
-                                f"{first_line(exc)}") from None
+    with serialized(written) as data:
+        try:
+            if isinstance(data, bytes):
+                onnx.checker.check_model(data)
+            else:
+                datafiles.check(written)
+            checks.append("sparse file: onnx.checker")
+        except Exception as exc:
+            if not _narrow_indices(written):
+                raise VerificationError(f"checker: {first_line(exc)}") from None
+            checks.append(f"sparse file: onnx.checker fails ({first_line(exc)}); "
+                          "onnxruntime reads int16 indices")
+        try:
+            outputs = run(data, feeds)
+        except Exception as exc:
+            raise VerificationError(f"onnxruntime cannot run the sparse file: "
+                                    f"{first_line(exc)}") from None
     for name, value in twin_outputs.items():
         if np.issubdtype(value.dtype, np.floating) and not outputs_close(value, outputs[name],
                                                                          1e-6):

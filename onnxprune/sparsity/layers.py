@@ -19,6 +19,7 @@ import numpy as np
 import onnx
 from onnx import ModelProto, NodeProto, helper, numpy_helper
 
+from .. import external
 from ..ops import SparseLayer, WeightView, families, family_of
 
 FLOAT_TYPES = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE)
@@ -61,11 +62,16 @@ class WeightStore:
         return name in self.tensors
 
     def get(self, name: str) -> np.ndarray:
-        return numpy_helper.to_array(self.tensors[name])
+        """A weight's values (a copy of its own)."""
+        return np.array(external.array(self.tensors[name]))
 
     def set(self, name: str, values: np.ndarray) -> None:
+        """Replace a weight's values; an external weight stays external (spilled)."""
         tensor = self.tensors[name]
-        tensor.CopyFrom(numpy_helper.from_array(np.ascontiguousarray(values), tensor.name))
+        values = np.ascontiguousarray(values)
+        stored = external.spill(values, tensor.name) if external.is_external(tensor) \
+            else None
+        tensor.CopyFrom(stored or numpy_helper.from_array(values, tensor.name))
 
 
 def find_layers(model: ModelProto) -> list[Layer]:

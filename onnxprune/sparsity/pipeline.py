@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from onnx import ModelProto
 
-from .. import calibrate, planfiles
+from .. import calibrate, memory, planfiles
 from .. import model as model_io
 from ..errors import InputError, ModelError
 from ..planfiles import sparsify as sparsify_plans
@@ -92,14 +92,15 @@ def sparsify(model: ModelLike, pattern: str = "2:4", *, sparsity: float | None =
              storage: str = "dense", sparse_indices: str = "int64",
              input_shapes: dict[str, tuple[int, ...]] | None = None, seed: int = 0,
              damp: float = 0.01, progress: Callable[[int], None] | None = None,
-             plan: str | os.PathLike | dict | None = None
+             plan: str | os.PathLike | dict | None = None, max_memory: int | None = None
              ) -> tuple[ModelProto, SparsifyReport]:
     """Zero weights of Conv, MatMul, Gemm and Einsum layers in an N:M or unstructured pattern
     and return the verified model and a report. By default only layers with at least
     `min_size` outputs and reduction length (256 for N:M, where sparse kernels can
     win; 0 for unstructured) are sparsified; `all_layers` takes every eligible one.
     `plan`: a plan file (`report.plan_document`) whose zero masks are applied instead
-    of choosing (pattern and sparsity come from it; refused on another network)."""
+    of choosing (pattern and sparsity come from it; refused on another network).
+    `max_memory`: bytes one wave of wanda or sparsegpt statistics may hold (`memory`)."""
     document = planfiles.read(plan, sparsify_plans.KIND) if plan is not None else None
     if document is not None:
         recorded = document.get("options") or {}
@@ -109,10 +110,7 @@ def sparsify(model: ModelLike, pattern: str = "2:4", *, sparsity: float | None =
     _check_options(criterion, calib, storage, sparse_indices, min_size, damp, seed)
     min_size = (MIN_SIZE if spec.structured else 0) if min_size is None else min_size
     start = time.perf_counter()
-    original = model_io.load(model)
-    model_io.check(original)
-    work = ModelProto()
-    work.CopyFrom(original)
+    original, work = _loaded(model, criterion, max_memory)
     layers = find_layers(work)
     if document is not None:
         chosen, used = _replayed(document, layers, work)
@@ -135,6 +133,18 @@ def sparsify(model: ModelLike, pattern: str = "2:4", *, sparsity: float | None =
     report.layers = [_layer_report(layer, used, zeros, stored) for layer in layers]
     report.plan_document = saved
     return written, report
+
+
+def _loaded(model: ModelLike, criterion: str, max_memory: int | None
+            ) -> tuple[ModelProto, ModelProto]:
+    """The checked input model and a working copy, refused early past `max_memory`."""
+    memory.check_max_memory(max_memory)
+    original = model_io.load(model)
+    model_io.check(original)
+    memory.check_model(original, criterion, max_memory)
+    work = ModelProto()
+    work.CopyFrom(original)
+    return original, work
 
 
 def _replayed(document: dict, layers: list[Layer], work: ModelProto):

@@ -24,6 +24,9 @@ Settings that change numerics or speed belong to the caller; the callers use:
     deployment of a sparse model (user code,    all           as wanted               raw
       providers(): TensorRT options)
 
+A model read from a path (a large or external-data model: `serialized`) is run
+without weight prepacking, so onnxruntime holds its weights once.
+
 Every caller in the package logs fatal messages only (`QUIET`, the default): failures
 reach the user as one error line (`explain`: a `ModelError` naming the op onnxruntime
 lacks, or its first line). Thread spinning is onnxruntime's default everywhere unless
@@ -35,7 +38,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Literal
 
@@ -44,7 +46,9 @@ import onnx
 import onnxruntime as ort
 from onnx import ModelProto
 
+from ..datafiles import on_disk
 from ..errors import InputError, ModelError, first_line
+from ..external import has_external
 from ..model import EXTERNAL_DATA_THRESHOLD, _weight_bytes
 from . import tensorrt
 
@@ -90,6 +94,8 @@ def session(model: ModelProto | bytes | str | os.PathLike, *,
     source = serialized(proto) if proto is not None else contextlib.nullcontext(
         os.fspath(model) if isinstance(model, os.PathLike) else model)
     with source as data:
+        if isinstance(data, str):  # large or external: weights are not packed twice
+            options.add_session_config_entry("session.disable_prepacking", "1")
         try:
             sess = ort.InferenceSession(data, options, providers=list(providers))
         except Exception as exc:
@@ -132,13 +138,12 @@ def with_outputs(model: ModelProto, names: Sequence[str]) -> ModelProto:
 @contextlib.contextmanager
 def serialized(model: ModelProto) -> Iterator[bytes | str]:
     """The model as bytes, or as a temporary path with external data when it is too
-    large for one protobuf message; serialized once for every consumer."""
-    if _weight_bytes(model) < EXTERNAL_DATA_THRESHOLD:
+    large for one protobuf message or its weights are in external files (read lazily:
+    `external`); serialized once for every consumer."""
+    if _weight_bytes(model) < EXTERNAL_DATA_THRESHOLD and not has_external(model):
         yield model.SerializeToString()
         return
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "model.onnx")
-        onnx.save_model(model, path, save_as_external_data=True, location="model.onnx.data")
+    with on_disk(model) as path:
         yield path
 
 

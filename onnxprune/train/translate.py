@@ -16,8 +16,9 @@ from typing import Any
 
 import numpy as np
 import onnx
-from onnx import ModelProto, numpy_helper
+from onnx import ModelProto
 
+from .. import external
 from ..errors import InputError
 from . import ops  # noqa: F401  (registers every translation)
 from .ops.quantize import STE_DTYPE
@@ -53,7 +54,7 @@ def translate(model: ModelProto, **options: Any) -> Translated:
     Options: `depthwise` ("auto", "conv" or "slices"), see `ops.conv`."""
     graph = model.graph
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
-    tensors = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    tensors = {t.name: np.array(external.array(t)) for t in graph.initializer}
     nodes = [n for n in graph.node if not _constant_node(n)]
     tensors.update({n.output[0]: _constant_value(n) for n in graph.node if _constant_node(n)})
     sub = onnx.GraphProto()

@@ -7,6 +7,7 @@ import numpy as np
 import onnx
 from onnx import ModelProto
 
+from .. import datafiles
 from ..errors import VerificationError, first_line
 from ..finite import check_finite_outputs, check_finite_weights
 from ..model import weightless
@@ -23,7 +24,10 @@ def check_written(model: ModelProto, feeds: dict[str, np.ndarray],
     `reference` (the outputs it is compared with) either."""
     with serialized(model) as data:
         try:
-            onnx.checker.check_model(data, full_check=True)
+            if isinstance(data, bytes):
+                onnx.checker.check_model(data, full_check=True)
+            else:
+                datafiles.check(model, full_check=True)
         except Exception as exc:
             raise VerificationError(f"checker: {first_line(exc)}") from None
         _check_shapes(model, source)
