@@ -1,5 +1,5 @@
-"""Plots of sensitivity curves (matplotlib, an optional extra: `pip install
-'onnxprune[plot]'`)."""
+"""Plots of sensitivity curves and fine-tuning loss curves (matplotlib, an optional
+extra: `pip install 'onnxprune[plot]'`)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,7 @@ import io
 from .errors import InputError
 
 
-def sensitivity_png(curves: list[dict], title: str = "Sensitivity") -> bytes:
-    """Output error against the fraction removed, one line per group, as PNG bytes."""
+def _pyplot():
     try:
         import matplotlib
 
@@ -18,6 +17,20 @@ def sensitivity_png(curves: list[dict], title: str = "Sensitivity") -> bytes:
         from matplotlib import pyplot
     except ImportError:
         raise InputError("plots need matplotlib: pip install 'onnxprune[plot]'") from None
+    return pyplot
+
+
+def _png(figure, pyplot) -> bytes:
+    buffer = io.BytesIO()
+    figure.tight_layout()
+    figure.savefig(buffer, format="png")
+    pyplot.close(figure)
+    return buffer.getvalue()
+
+
+def sensitivity_png(curves: list[dict], title: str = "Sensitivity") -> bytes:
+    """Output error against the fraction removed, one line per group, as PNG bytes."""
+    pyplot = _pyplot()
     figure, axes = pyplot.subplots(figsize=(8, 5), dpi=100)
     for curve in curves:
         ratios = [0.0] + [r / curve["units"] for r in curve["removed"]]
@@ -32,11 +45,25 @@ def sensitivity_png(curves: list[dict], title: str = "Sensitivity") -> bytes:
     axes.grid(alpha=0.3)
     if len(curves) <= 20:
         axes.legend(fontsize=7, ncol=2)
-    buffer = io.BytesIO()
-    figure.tight_layout()
-    figure.savefig(buffer, format="png")
-    pyplot.close(figure)
-    return buffer.getvalue()
+    return _png(figure, pyplot)
+
+
+def loss_curves_png(losses: list, validation: list, title: str = "Fine-tuning") -> bytes:
+    """The training loss per step and the validation error per validation, as PNG
+    bytes (logarithmic loss axis)."""
+    pyplot = _pyplot()
+    figure, axes = pyplot.subplots(figsize=(8, 4.5), dpi=100)
+    if losses:
+        axes.plot(*zip(*losses, strict=True), linewidth=0.8, alpha=0.7, label="training loss")
+    axes.plot(*zip(*validation, strict=True), marker="o", linewidth=1.2,
+              label="validation error")
+    axes.set_yscale("log")
+    axes.set_xlabel("step")
+    axes.set_ylabel("loss")
+    axes.set_title(title)
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=8)
+    return _png(figure, pyplot)
 
 
 def data_uri(png: bytes) -> str:

@@ -22,6 +22,7 @@ from .common import (
     seed_option,
     warn,
 )
+from .finetuning import chain_flags, chained, check_chain
 
 
 @main.command()
@@ -82,6 +83,7 @@ from .common import (
               "MACs, parameters and measured latency before and after, a chart of kept and "
               "removed channels per group, fidelity with --calib, groups left alone.")
 @click.option("--report-md", help="The same report in Markdown.")
+@chain_flags
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout "
               "(no progress bars).")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
@@ -91,12 +93,13 @@ def prune(model, output, ratio, head_ratio, hidden_ratio, target_macs, target_la
           global_ranking, max_ratio, round_to, min_channels, ignore, input_shape, calib,
           image_size, image_mean, image_std, image_layout, bgr, calib_samples, batch_size,
           reconstruct, ridge, sensitivity_samples, seed, report_path, save_plan, plan_path,
-          report_html, report_md, as_json, quiet) -> None:
+          report_html, report_md, finetune_steps, finetune_minutes, as_json, quiet) -> None:
     """Remove channels from MODEL and write a verified, smaller model to OUTPUT."""
     quiet = quiet or as_json
     check_outputs({"-o": output, "--report": report_path, "--save-plan": save_plan,
                    "--report-html": report_html, "--report-md": report_md},
                   {"MODEL": model, "--calib": calib, "--plan": plan_path})
+    chain = check_chain(finetune_steps, finetune_minutes, calib)
     images = image_options(image_size, image_mean, image_std, image_layout, bgr)
     with calibration_progress(quiet or calib is None) as advance:
         pruned, report = api.prune(
@@ -109,9 +112,15 @@ def prune(model, output, ratio, head_ratio, hidden_ratio, target_macs, target_la
             progress=advance, plan=plan_path,
             target_latency=target_latency, target_energy=target_energy, provider=provider,
             threads=threads, show_progress=not quiet)
+    tuned = chained(pruned, model, calib, finetune_steps, finetune_minutes, seed, images,
+                    quiet) if chain else None
+    if tuned:
+        pruned = tuned[0]
     readable = _readable_report(model, pruned, report, report_html or report_md, calib,
                                 calib_samples, batch_size, images, quiet)
     extra = {k: readable[k] for k in ("latency", "fidelity")} if readable else {}
+    if tuned:
+        extra["finetune"] = tuned[1].to_dict()
     data = dict(report.to_dict(), **extra)
     with transaction() as outputs:
         model_io.stage(pruned, output, outputs)
