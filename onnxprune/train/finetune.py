@@ -94,6 +94,7 @@ def finetune(student: ModelProto | str | os.PathLike, teacher: ModelProto | str 
     mine, theirs = _loaded(student), _loaded(teacher)
     samples = distill_data.load(data, mine, theirs, options.val_fraction, options.seed,
                                 options.images)
+    scales = augmentation.image_inputs(samples.feeds(samples.train[:4096]), options.augment)
     size, fixed = distill_data.batch_size([mine, theirs], options.batch_size,
                                           len(samples.train))
     first = samples.feeds(samples.train[:size])
@@ -102,7 +103,7 @@ def finetune(student: ModelProto | str | os.PathLike, teacher: ModelProto | str 
     objective = Objective(options.loss, options.temperature, float_outputs(*pair, first),
                           matched_hidden(*pair, first) if options.match_hidden else ())
     val = _validation(pair[1], objective, samples, size, fixed)
-    best, history = _train(pair, weights, objective, samples, size, val, options)
+    best, history = _train(pair, weights, objective, samples, (size, scales), val, options)
     tuned = written(mine, weights, best) if history.best_step else mine
     checks = check_kept(mine, tuned)
     check_written(tuned, val[0][0], source=mine)
@@ -174,15 +175,15 @@ def _validation(teacher: Translated, objective: Objective, samples, size: int, f
 
 
 def _train(pair: tuple[Translated, Translated], weights: Weights, objective: Objective,
-           samples, size: int, val: list, options: FinetuneOptions
+           samples, batching: tuple[int, dict], val: list, options: FinetuneOptions
            ) -> tuple[dict[str, np.ndarray], History]:
     """Run the loop; returns the best trainable values and the history."""
     optimizer = optax.adam(options.lr)
     step = make_step(*pair, weights, objective, optimizer)
     evaluate = make_evaluator(pair[0], weights, objective)
     rng = np.random.default_rng(options.seed)
+    size, scales = batching
     order = distill_data.training_batches(samples.train, size, rng)
-    scales = augmentation.image_inputs(samples.feeds(samples.train[:4096]), options.augment)
     trainable = {n: jax.numpy.asarray(v) for n, v in weights.trainable.items()}
     state = {"trainable": trainable, "optimizer": optimizer.init(trainable)}
 

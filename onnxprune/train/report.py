@@ -16,7 +16,8 @@ class FinetuneReport:
     """One fine-tuning run. `validation_before`/`validation_after`: the loss (without
     hidden or label terms) over the validation samples for the input weights and for
     the weights returned; `improved` is False when no step beat the input, and the
-    input weights were returned unchanged."""
+    input weights were returned unchanged. `seconds`: the whole run; `train_seconds`:
+    the loop, by the clock it was given."""
 
     loss: str
     temperature: float
@@ -37,6 +38,7 @@ class FinetuneReport:
     validation_curve: list[tuple[int, float]]
     checks: list[str]
     seconds: float
+    train_seconds: float
 
     @property
     def improved(self) -> bool:
@@ -63,4 +65,4 @@ def finetune_report(options, objective, samples, weights, history: History,
         steps=history.steps, stop_reason=history.stop_reason, best_step=history.best_step,
         validation_before=history.before, validation_after=history.best,
         loss_curve=history.losses, validation_curve=history.validation, checks=checks,
-        seconds=seconds)
+        seconds=seconds, train_seconds=history.seconds)
