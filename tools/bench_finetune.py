@@ -22,6 +22,7 @@ the script prints it before and after, and their ratio.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -38,6 +39,18 @@ def held_out_error(model, dense, inputs: np.ndarray, name: str) -> float:
     got, want = run(model, {name: inputs}), run(dense, {name: inputs})
     key = next(iter(want))
     return float(np.linalg.norm(got[key] - want[key]) / np.linalg.norm(want[key]))
+
+
+def _printer():
+    """Print the mean training loss every 20 steps (on stderr)."""
+    seen: list[float] = []
+
+    def show(loss: float) -> None:
+        seen.append(loss)
+        if len(seen) % 20 == 0:
+            print(f"step {len(seen)}: loss {np.mean(seen[-20:]):.4g}", file=sys.stderr,
+                  flush=True)
+    return show
 
 
 def main() -> None:
@@ -70,7 +83,7 @@ def main() -> None:
     tuned, report = onnxprune.finetune(
         pruned, dense, {name: data}, minutes=args.minutes, steps=args.steps, lr=args.lr,
         batch_size=args.batch, val_fraction=0.1, match_hidden=args.match_hidden,
-        eval_every=20, patience=5, clock=CLOCKS[args.clock])
+        eval_every=20, patience=5, clock=CLOCKS[args.clock], progress=_printer())
     seconds, cpu = time.perf_counter() - start, report.train_seconds
     after = held_out_error(tuned, dense, held, name)
     print(f"{args.model} --ratio {args.ratio}: MACs {prune_report.macs_reduction:.2f}x fewer; "
