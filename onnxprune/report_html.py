@@ -164,7 +164,8 @@ def render_html(document: dict) -> str:
     if alone:
         parts += ["<h2>Groups left alone</h2>",
                   _table(["group", "kind", "size", "produced by", "reason"], alone, "text")]
-    parts += [sensitivity_html(document.get("sensitivity")), "</body></html>"]
+    parts += [sensitivity_html(document.get("sensitivity")),
+              finetune_html(document.get("finetune")), "</body></html>"]
     return "\n".join(parts)
 
 
@@ -245,3 +246,13 @@ def render_finetune_html(report: dict, title: str, plot: str | None = None) -> s
         parts.append(f"<h2>Loss curves</h2><img alt=\"loss curves\" src=\"{plot}\">")
     parts += ["<h2>Checks</h2><ul>"] + [f"<li>{escape(c)}</li>" for c in report["checks"]]
     return "\n".join([*parts, "</ul></body></html>"])
+
+
+def finetune_html(section: dict | None) -> str:
+    """The fine-tuning section of a prune page: its summary and loss curves."""
+    if not section:
+        return ""
+    plot = section.get("plot_png")
+    return "\n".join(["<h2>Fine-tuning</h2>",
+                      _table(["", "value"], finetune_rows(section["report"]), "text")]
+                     + ([f"<img alt=\"loss curves\" src=\"{plot}\">"] if plot else []))

@@ -120,8 +120,11 @@ def test_prune_chains_finetuning_on_calib_and_refuses_without(tmp_path):
     result = invoke(*base, "--finetune-steps", "10")
     assert result.exit_code == 2 and "--calib" in result.output
     assert not (tmp_path / "p.onnx").exists()
-    result = invoke(*base, "--calib", tmp_path / "calib.npz", "--finetune-steps", "10")
+    result = invoke(*base, "--calib", tmp_path / "calib.npz", "--finetune-steps", "10",
+                    "--report-html", tmp_path / "r.html")
     assert result.exit_code == 0, result.output
+    page = (tmp_path / "r.html").read_text()
+    assert "<h2>Fine-tuning</h2>" in page and page.count("data:image/png;base64,") == 1
     report = json.loads((tmp_path / "r.json").read_text())["finetune"]
     assert report["steps"] == 10 and report["validation_after"] <= report["validation_before"]
     result = invoke("sparsify", tmp_path / "dense.onnx", "-o", tmp_path / "s.onnx", "--all",

@@ -111,14 +111,24 @@ def report_text(report, path: str, student) -> str:
         return json_text(report.to_dict())
     from ..report_html import render_finetune_html
 
+    name = Path(student).name if isinstance(student, str) else "model"
+    return render_finetune_html(report.to_dict(), f"onnxprune finetune: {name}",
+                                loss_plot(report))
+
+
+def loss_plot(report) -> str | None:
+    """The loss curves as a PNG data URI, or None without matplotlib."""
     try:
         from ..plot import data_uri, loss_curves_png
 
-        plot = data_uri(loss_curves_png(report.loss_curve, report.validation_curve))
+        return data_uri(loss_curves_png(report.loss_curve, report.validation_curve))
     except InputError:
-        plot = None
-    name = Path(student).name if isinstance(student, str) else "model"
-    return render_finetune_html(report.to_dict(), f"onnxprune finetune: {name}", plot)
+        return None
+
+
+def finetune_section(report) -> dict:
+    """What a prune report page shows of a chained fine-tuning."""
+    return {"report": report.to_dict(), "plot_png": loss_plot(report)}
 
 
 def chain_flags(func):

@@ -22,7 +22,7 @@ from .common import (
     seed_option,
     warn,
 )
-from .finetuning import chain_flags, chained, check_chain
+from .finetuning import chain_flags, chained, check_chain, finetune_section
 
 
 @main.command()
@@ -121,6 +121,8 @@ def prune(model, output, ratio, head_ratio, hidden_ratio, target_macs, target_la
     extra = {k: readable[k] for k in ("latency", "fidelity")} if readable else {}
     if tuned:
         extra["finetune"] = tuned[1].to_dict()
+        if readable:
+            readable["finetune"] = finetune_section(tuned[1])
     data = dict(report.to_dict(), **extra)
     with transaction() as outputs:
         model_io.stage(pruned, output, outputs)
