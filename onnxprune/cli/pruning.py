@@ -25,6 +25,7 @@ from .common import (
     seed_option,
     warn,
 )
+from .finetuning import chain_flags, chained, check_chain, finetune_section
 
 
 @main.command()
@@ -90,6 +91,7 @@ from .common import (
               "MACs, parameters and measured latency before and after, a chart of kept and "
               "removed channels per group, fidelity with --calib, groups left alone.")
 @click.option("--report-md", help="The same report in Markdown.")
+@chain_flags
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout "
               "(no progress bars).")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
@@ -99,13 +101,15 @@ def prune(model, output, ratio, head_ratio, hidden_ratio, target_macs, target_la
           global_ranking, max_ratio, round_to, min_channels, ignore, input_shape, calib,
           image_size, image_mean, image_std, image_layout, bgr, calib_samples, eval_data,
           batch_size, reconstruct, ridge, max_memory, sensitivity_samples, seed, report_path,
-          save_plan, plan_path, report_html, report_md, as_json, quiet) -> None:
+          save_plan, plan_path, report_html, report_md, finetune_steps, finetune_minutes,
+          as_json, quiet) -> None:
     """Remove channels from MODEL and write a verified, smaller model to OUTPUT."""
     quiet = quiet or as_json
     check_outputs({"-o": output, "--report": report_path, "--save-plan": save_plan,
                    "--report-html": report_html, "--report-md": report_md},
                   {"MODEL": model, "--calib": calib, "--eval": eval_data, "--plan": plan_path})
     check_targets(model, output)
+    chain = check_chain(finetune_steps, finetune_minutes, calib)
     images = image_options(image_size, image_mean, image_std, image_layout, bgr)
     with calibration_progress(quiet or calib is None) as advance:
         pruned, report = api.prune(
@@ -118,22 +122,23 @@ def prune(model, output, ratio, head_ratio, hidden_ratio, target_macs, target_la
             progress=advance, plan=plan_path,
             target_latency=target_latency, target_energy=target_energy, provider=provider,
             threads=threads, max_memory=max_memory, show_progress=not quiet)
+    tuned = chained(pruned, model, calib, finetune_steps, finetune_minutes, seed, images,
+                    quiet) if chain else None
+    if tuned:
+        pruned = tuned[0]
     fidelity_data = FidelityData(eval_data or calib, None if eval_data else calib_samples,
                                  held_out=eval_data is not None)
     readable = _readable_report(model, pruned, report, report_html or report_md,
                                 fidelity_data, batch_size, images, quiet)
     configs = _runtime_configs(model, output, report)
     extra = {k: readable[k] for k in ("latency", "fidelity")} if readable else {}
+    if tuned:
+        extra["finetune"] = tuned[1].to_dict()
+        if readable:
+            readable["finetune"] = finetune_section(tuned[1])
     data = dict(report.to_dict(), **extra)
-    with transaction() as outputs:
-        model_io.stage(pruned, output, outputs)
-        for path, text in configs.items():
-            outputs.write(path, text)
-        if report_path:
-            outputs.write(report_path, json_text(data))
-        _write_readable(outputs, readable, report_html, report_md)
-        if save_plan:
-            outputs.write(save_plan, json_text(report.plan_document))
+    _write_outputs(pruned, output, configs, {report_path: json_text(data),
+                   save_plan: json_text(report.plan_document)}, readable, report_html, report_md)
     warn(report.warnings, quiet)
     if as_json:
         click.echo(json_text(data))
@@ -141,6 +146,19 @@ def prune(model, output, ratio, head_ratio, hidden_ratio, target_macs, target_la
         from ..display import prune_summary
 
         prune_summary(report, output)
+
+
+def _write_outputs(pruned, output: str, configs: dict[Path, str], texts: dict,
+                   readable: dict | None, report_html: str | None, report_md: str | None
+                   ) -> None:
+    """The model, runtime configurations, JSON texts (by path; None: not asked) and
+    readable reports, written together or not at all."""
+    with transaction() as outputs:
+        model_io.stage(pruned, output, outputs)
+        for path, text in [*configs.items(), *texts.items()]:
+            if path:
+                outputs.write(path, text)
+        _write_readable(outputs, readable, report_html, report_md)
 
 
 def _runtime_configs(model, output, report) -> dict[Path, str]:
