@@ -100,6 +100,11 @@ def sample_sizes(model: ModelProto, pairs: list[CachePair]) -> dict[str, int]:
     return sizes
 
 
+def io_names(model: ModelProto) -> set[str]:
+    """Names of the graph inputs and outputs (the tensors `io_changes` looks at)."""
+    return {v.name for v in [*model.graph.input, *model.graph.output]}
+
+
 def io_changes(model: ModelProto, removed: dict) -> list[IoChange]:
     """The graph inputs and outputs that lose indices under `removed` (slot -> indices),
     as they are declared in `model` (initializers declared as inputs are weights)."""

@@ -12,7 +12,7 @@ import onnx_graphsurgeon as gs
 from onnx import ModelProto
 
 from .bench import CPU, benchmark
-from .cache import io_changes
+from .cache import io_changes, io_names
 from .cost import Cost
 from .depgraph import DepGraph
 from .notices import cut_warnings, requested_cuts
@@ -92,8 +92,8 @@ def prune_report(analysis: Analysis, planned: Planned, price: Pricer, start: flo
         {k: list(v) for k, v in analysis.shapes.items()}, group_reports(analysis.dep, plan),
         node_reports(analysis.dep.view.graph, before, after))
     report.target = planned.target
-    report.io_changes = [c.to_dict() for c in io_changes(
-        analysis.proto, removed_slots(analysis.dep, plan.removed))]
+    report.io_changes = [c.to_dict() for c in io_changes(analysis.proto, removed_slots(
+        analysis.dep, plan.removed, io_names(analysis.proto)))]
     report.warnings = cut_warnings(report.groups, requested_cuts(decisions.planning))
     report.sensitivity = [asdict(c) for c in planned.curves] if planned.curves else None
     report.plan_document = prune_plans.document(analysis.dep, analysis.proto, plan,

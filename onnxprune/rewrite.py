@@ -13,15 +13,21 @@ from .ops.rule import Change, rule_for
 Values = dict[str, np.ndarray]  # new constant values by tensor name
 
 
-def removed_slots(dep: DepGraph, removed_units: dict[int, np.ndarray]) -> dict[Slot, np.ndarray]:
-    """Indices each slot loses under a plan (the union over the groups that hold it)."""
+def removed_slots(dep: DepGraph, removed_units: dict[int, np.ndarray],
+                  tensors: set[str] | None = None) -> dict[Slot, np.ndarray]:
+    """Indices each slot (of `tensors` only, when given) loses under a plan (the union
+    over the groups that hold it)."""
     by_slot: dict[Slot, np.ndarray] = {}
     for group in dep.groups:
         units = removed_units.get(group.id)
         if units is None or not len(units):
             continue
+        gone = np.zeros(int(max(group.units, np.max(units) + 1)) + 1, bool)
+        gone[units] = True  # the last entry stays False: owner -1 (no unit) maps there
         for slot, owner in group.members.items():
-            idx = np.flatnonzero(np.isin(owner, units))
+            if tensors is not None and slot.tensor not in tensors:
+                continue
+            idx = np.flatnonzero(gone[owner])
             if idx.size:
                 by_slot[slot] = np.union1d(by_slot.get(slot, idx), idx)
     return by_slot

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 from onnx import ModelProto
 
-from ..cache import IoChange, cut_feeds, io_changes
+from ..cache import IoChange, cut_feeds, io_changes, io_names
 from ..depgraph import DepGraph
 from ..errors import VerificationError
 from ..model import export
@@ -105,7 +105,7 @@ def check_plan(pruned: ModelProto, dep: DepGraph, removed_units: dict[int, np.nd
     reference = reference_model(dep, exact, original, hidden, values) \
         if exact or not hidden else None
     bounded = reference_model(dep, removed_units, original, None, values) if hidden else None
-    changes = io_changes(original, removed_slots(dep, removed_units))
+    changes = io_changes(original, removed_slots(dep, removed_units, io_names(original)))
     check_pruned(pruned, reference, feeds, bounded, original, changes)
     if reference is not None and can_generate(original):
         check_generation(pruned, reference)
