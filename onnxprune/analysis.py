@@ -51,8 +51,8 @@ class Analysis:
 
 
 def analyze(model: ModelLike, input_shapes: dict[str, tuple[int, ...]] | None = None,
-            calib=None, calib_samples: int | None = None, batch_size: int = 8,
-            images: ImageOptions | None = None) -> Analysis:
+            calib: calibrate.CalibrationSource | None = None, calib_samples: int | None = None,
+            batch_size: int = 8,            images: ImageOptions | None = None) -> Analysis:
     """Load and check a model; its calibration stream, sample shapes and groups."""
     proto = model_io.load(model)
     model_io.check(proto)

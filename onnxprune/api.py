@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 from onnx import ModelProto
@@ -24,6 +25,10 @@ from .pruning import RECONSTRUCTIONS, verify
 from .reporting import GroupReport, Report, prune_report  # noqa: F401  (public surface)
 from .sparsity import SparsifyReport, sparsify  # noqa: F401  (public surface)
 from .verify import sample_feeds
+
+if TYPE_CHECKING:
+    from .calibrate import CalibrationSource
+    from .images import ImageOptions
 
 
 def inspect(model: ModelLike, input_shapes: dict[str, tuple[int, ...]] | None = None
@@ -86,11 +91,13 @@ def _planned(analysis: Analysis, decisions: Decisions, price: Pricer,
                          options.sensitivity_samples, quiet=not options.show_progress)
 
 
-def sensitivity(model: ModelLike, calib, *, ratios: tuple[float, ...] = DEFAULT_RATIOS,
+def sensitivity(model: ModelLike, calib: CalibrationSource | None, *,
+                ratios: tuple[float, ...] = DEFAULT_RATIOS,
                 criterion: str = "wanda", samples: int = DEFAULT_SAMPLES,
                 round_to: int | None = None, min_channels: int = 1,
                 input_shapes: dict[str, tuple[int, ...]] | None = None,
-                calib_samples: int | None = None, batch_size: int = 8, images=None,
+                calib_samples: int | None = None, batch_size: int = 8,
+                images: ImageOptions | None = None,
                 progress: Callable[[int], None] | None = None,
                 executor: Executor | None = None) -> list[Curve]:
     """Prune each prunable group alone at each ratio (its lowest-ranked units by
