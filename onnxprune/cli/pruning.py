@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -25,6 +26,9 @@ from .common import (
     seed_option,
     warn,
 )
+
+if TYPE_CHECKING:
+    from ..reporting import Report
 
 
 @main.command()
@@ -94,12 +98,18 @@ from .common import (
               "(no progress bars).")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
 @handle_errors
-def prune(model, output, ratio, head_ratio, hidden_ratio, target_macs, target_latency,
-          target_energy, provider, threads, criterion,
-          global_ranking, max_ratio, round_to, min_channels, ignore, input_shape, calib,
-          image_size, image_mean, image_std, image_layout, bgr, calib_samples, eval_data,
-          batch_size, reconstruct, ridge, max_memory, sensitivity_samples, seed, report_path,
-          save_plan, plan_path, report_html, report_md, as_json, quiet) -> None:
+def prune(model: str, output: str, ratio: float | None, head_ratio: float | None,
+          hidden_ratio: float | None, target_macs: float | None,
+          target_latency: float | None, target_energy: float | None, provider: str,
+          threads: int, criterion: str | None, global_ranking: bool, max_ratio: float,
+          round_to: int | None, min_channels: int, ignore: tuple[str, ...],
+          input_shape: tuple[str, ...], calib: str | None, image_size: str | None,
+          image_mean: str, image_std: str, image_layout: str, bgr: bool,
+          calib_samples: int | None, eval_data: str | None, batch_size: int,
+          reconstruct: str | None, ridge: float, max_memory: int | None,
+          sensitivity_samples: int, seed: int, report_path: str | None, save_plan: str | None,
+          plan_path: str | None, report_html: str | None, report_md: str | None,
+          as_json: bool, quiet: bool) -> None:
     """Remove channels from MODEL and write a verified, smaller model to OUTPUT."""
     quiet = quiet or as_json
     check_outputs({"-o": output, "--report": report_path, "--save-plan": save_plan,
@@ -134,6 +144,11 @@ def prune(model, output, ratio, head_ratio, hidden_ratio, target_macs, target_la
         _write_readable(outputs, readable, report_html, report_md)
         if save_plan:
             outputs.write(save_plan, json_text(report.plan_document))
+    _announce(report, data, output, as_json, quiet)
+
+
+def _announce(report: Report, data: dict, output: str, as_json: bool, quiet: bool) -> None:
+    """The report's warnings, then the report as JSON or a summary."""
     warn(report.warnings, quiet)
     if as_json:
         click.echo(json_text(data))
