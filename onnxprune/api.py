@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from onnx import ModelProto
@@ -40,7 +40,8 @@ def inspect(model: ModelLike, input_shapes: dict[str, tuple[int, ...]] | None = 
     return analyze_groups(proto, input_shapes).groups
 
 
-def prune(model: ModelLike, ratio: float | None = None, **keywords) -> tuple[ModelProto, Report]:
+def prune(model: ModelLike, ratio: float | None = None, **keywords: Any
+          ) -> tuple[ModelProto, Report]:
     """Remove channels and return the verified pruned model and a report.
 
     The keywords are the fields of `PruneOptions` (see there): e.g. `target_macs`,

@@ -26,7 +26,7 @@ import importlib
 import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnx_graphsurgeon as gs
@@ -143,7 +143,7 @@ _FAMILIES: dict[str, OpFamily] = {}
 _LOADED = False
 
 
-def register(*op_types: str, rule: Rule, **hooks) -> OpFamily:
+def register(*op_types: str, rule: Rule, **hooks: Any) -> OpFamily:
     """Register the op types of one family; registering a type twice is an error."""
     family = OpFamily(rule, **hooks)
     for op in op_types:

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
@@ -19,8 +21,12 @@ from jax import lax
 
 from ..registry import register
 
+if TYPE_CHECKING:
+    from ..registry import Array, Node
 
-def conv_padding(node, x_shape, kernel, strides, dilations) -> list[tuple[int, int]]:
+
+def conv_padding(node: Node, x_shape: Sequence[int], kernel: Sequence[int],
+                 strides: Sequence[int], dilations: Sequence[int]) -> list[tuple[int, int]]:
     """Per spatial axis (begin, end) padding from `pads` or `auto_pad`."""
     auto = node.attr("auto_pad", "NOTSET")
     spatial = len(kernel)
@@ -46,7 +52,7 @@ def _geometry(node, x, w):
 
 
 @register("Conv")
-def conv(node, x, w, b=None):
+def conv(node: Node, x: Array, w: Array, b: Array | None = None) -> Array:
     """Y = X ⋆ W (+ B), with `group` feature groups."""
     kernel, strides, dilations, padding = _geometry(node, x, w)
     group = node.attr("group", 1)
@@ -58,7 +64,7 @@ def conv(node, x, w, b=None):
     return y if b is None else y + b.reshape((-1,) + (1,) * len(kernel))
 
 
-def depthwise_path(node) -> str:
+def depthwise_path(node: Node) -> str:
     """The depthwise translation chosen by the `depthwise` option."""
     choice = node.options.get("depthwise", "auto")
     if choice == "auto":
@@ -66,7 +72,8 @@ def depthwise_path(node) -> str:
     return choice
 
 
-def shifted_sum(x, w, strides, dilations, padding):
+def shifted_sum(x: Array, w: Array, strides: Sequence[int], dilations: Sequence[int],
+                padding: Sequence[tuple[int, int]]) -> jax.Array:
     """Depthwise convolution as Σ over kernel offsets of (strided slice of the padded
     input) × (that offset's weight per channel). Output channel o reads input channel
     o // m, m = out channels / in channels."""
@@ -90,7 +97,7 @@ def shifted_sum(x, w, strides, dilations, padding):
 
 
 @register("ConvTranspose")
-def conv_transpose(node, x, w, b=None):
+def conv_transpose(node: Node, x: Array, w: Array, b: Array | None = None) -> Array:
     """The gradient of Conv with respect to its input: X dilated by the strides,
     convolved with W flipped, in/out channels swapped per group."""
     if node.attr("output_shape") is not None or node.attr("auto_pad", "NOTSET") not in (

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from typing import TYPE_CHECKING
 
 import jax.numpy as jnp
 import numpy as np
@@ -12,8 +13,14 @@ from jax import lax
 from ..registry import register
 from .conv import conv_padding
 
+if TYPE_CHECKING:
+    from ..registry import Array, Node
 
-def window(node, x):
+# Kernel, strides, dilations, (begin, end) padding and the ceil-mode end padding, per axis.
+Window = tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...], list[tuple[int, int]], list[int]]
+
+
+def window(node: Node, x: Array) -> Window:
     """Kernel, strides, dilations and (begin, end) padding per spatial axis; with
     `ceil_mode`, the end padding grows so a last partial window is kept (unless it
     would start past the input and its begin padding)."""
@@ -39,7 +46,7 @@ def _reduce(x, init, fn, kernel, strides, dilations, padding):
 
 
 @register("MaxPool")
-def max_pool(node, x):
+def max_pool(node: Node, x: Array) -> Array:
     """The window maximum; with dilations, the maximum over the kernel offsets of
     strided slices (JAX has no gradient for a dilated reduce_window max)."""
     if node.outputs > 1:
@@ -61,7 +68,7 @@ def max_pool(node, x):
 
 
 @register("AveragePool")
-def average_pool(node, x):
+def average_pool(node: Node, x: Array) -> Array:
     """Window sums over window counts: the explicit padding counts when
     `count_include_pad`, the ceil-mode extension never does."""
     kernel, strides, dilations, padding, extra = window(node, x)
@@ -76,7 +83,7 @@ def average_pool(node, x):
 
 
 @register("LpPool")
-def lp_pool(node, x):
+def lp_pool(node: Node, x: Array) -> Array:
     p = node.attr("p", 2)
     kernel, strides, dilations, padding, extra = window(node, x)
     full = [(lo, hi + e) for (lo, hi), e in zip(padding, extra, strict=True)]
@@ -90,16 +97,16 @@ def _spatial(x):
 
 
 @register("GlobalAveragePool")
-def global_average_pool(node, x):
+def global_average_pool(node: Node, x: Array) -> Array:
     return x.mean(axis=_spatial(x), keepdims=True)
 
 
 @register("GlobalMaxPool")
-def global_max_pool(node, x):
+def global_max_pool(node: Node, x: Array) -> Array:
     return x.max(axis=_spatial(x), keepdims=True)
 
 
 @register("GlobalLpPool")
-def global_lp_pool(node, x):
+def global_lp_pool(node: Node, x: Array) -> Array:
     p = node.attr("p", 2)
     return (jnp.abs(x) ** p).sum(axis=_spatial(x), keepdims=True) ** (1 / p)
