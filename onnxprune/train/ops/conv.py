@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
 import jax
@@ -84,16 +84,23 @@ def shifted_sum(x: Array, w: Array, strides: Sequence[int], dilations: Sequence[
     x = x[(slice(None), slice(None)) + tuple(
         slice(-min(lo, 0), x.shape[2 + i] + min(hi, 0)) for i, (lo, hi) in enumerate(padding))]
     kernel = w.shape[2:]
-    out = [(size - (k - 1) * d - 1) // s + 1
-           for size, k, s, d in zip(x.shape[2:], kernel, strides, dilations, strict=True)]
     total = None
-    for offset in itertools.product(*(range(k) for k in kernel)):
-        start = [o * d for o, d in zip(offset, dilations, strict=True)]
-        limit = [b + (n - 1) * s + 1 for b, n, s in zip(start, out, strides, strict=True)]
-        window = lax.slice(x, (0, 0, *start), (*x.shape[:2], *limit), (1, 1, *strides))
+    for offset, window in offset_slices(x, kernel, strides, dilations):
         term = window * w[(slice(None), 0) + offset].reshape((1, -1) + (1,) * len(kernel))
         total = term if total is None else total + term
     return total
+
+
+def offset_slices(x: Array, kernel: Sequence[int], strides: Sequence[int],
+                  dilations: Sequence[int]) -> Iterator[tuple[tuple[int, ...], jax.Array]]:
+    """Each kernel offset with the strided slice of the padded input `x` [N, C, ...] that
+    it meets at every output position."""
+    out = [(size - (k - 1) * d - 1) // s + 1
+           for size, k, s, d in zip(x.shape[2:], kernel, strides, dilations, strict=True)]
+    for offset in itertools.product(*(range(k) for k in kernel)):
+        start = [o * d for o, d in zip(offset, dilations, strict=True)]
+        limit = [b + (n - 1) * s + 1 for b, n, s in zip(start, out, strides, strict=True)]
+        yield offset, lax.slice(x, (0, 0, *start), (*x.shape[:2], *limit), (1, 1, *strides))
 
 
 @register("ConvTranspose")

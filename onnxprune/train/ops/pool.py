@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import math
 from typing import TYPE_CHECKING
 
@@ -11,7 +10,7 @@ import numpy as np
 from jax import lax
 
 from ..registry import register
-from .conv import conv_padding
+from .conv import conv_padding, offset_slices
 
 if TYPE_CHECKING:
     from ..registry import Array, Node
@@ -56,13 +55,8 @@ def max_pool(node: Node, x: Array) -> Array:
     if all(d == 1 for d in dilations):
         return _reduce(x, -jnp.inf, lax.max, kernel, strides, dilations, padding)
     x = jnp.pad(x, [(0, 0), (0, 0)] + padding, constant_values=-jnp.inf)
-    out = [(n - (k - 1) * d - 1) // s + 1
-           for n, k, s, d in zip(x.shape[2:], kernel, strides, dilations, strict=True)]
     result = None
-    for offset in itertools.product(*(range(k) for k in kernel)):
-        start = [o * d for o, d in zip(offset, dilations, strict=True)]
-        limit = [b + (n - 1) * s + 1 for b, n, s in zip(start, out, strides, strict=True)]
-        part = lax.slice(x, (0, 0, *start), (*x.shape[:2], *limit), (1, 1, *strides))
+    for _, part in offset_slices(x, kernel, strides, dilations):
         result = part if result is None else jnp.maximum(result, part)
     return result
 
