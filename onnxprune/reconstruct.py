@@ -22,7 +22,7 @@ from .criteria.activation import sink_activations
 from .depgraph import DepGraph, Group, Role, Slot
 from .moments import Moments
 from .ops import Sink, family_for
-from .rewrite import Values
+from .rewrite import Values, cut_groups
 
 if TYPE_CHECKING:
     from .ops.registry import Carrier
@@ -47,9 +47,8 @@ def _fold_all(dep: DepGraph, removed_units, stats, fold) -> tuple[Values, int, i
     counts."""
     values: Values = {}
     done = missed = 0
-    for group in dep.groups:
-        units = removed_units.get(group.id)
-        if units is None or not len(units) or group.approximate:
+    for group, units in cut_groups(dep, removed_units):
+        if group.approximate:
             continue
         for node, weight, act in sinks(group, dep):
             found = (stats or {}).get((act.tensor, act.axis))

@@ -28,7 +28,7 @@ from ..depgraph import GraphView, Group, Role, Slot
 from ..train import check_translation
 from ..train.saliency import MaskTap, edge_gradients, mask_gradients, per_sample, readers
 from .activation import _consumers
-from .magnitude import _atom_reduce, _per_unit, l2
+from .magnitude import _atom_reduce, _per_unit, _weight_slots, l2
 
 if TYPE_CHECKING:
     from ..analysis import Analysis
@@ -86,11 +86,6 @@ def mask_scores(name: str, groups: list[Group], analysis: Analysis, seed: int
             summed += (grads ** 2 if name == "fisher" else np.abs(grads)).sum(axis=0)
     return {g.id: summed[offsets[g.id]:offsets[g.id] + g.units] if g.id in offsets
             else l2(g, view, None) for g in groups}
-
-
-def _weight_slots(group: Group, view: GraphView) -> list[Slot]:
-    return [s for s in group.members if group.roles.get(s) in (Role.OUT, Role.IN)
-            and view.is_const(s.tensor)]
 
 
 def snip_scores(groups: list[Group], analysis: Analysis, seed: int) -> dict[int, np.ndarray]:
