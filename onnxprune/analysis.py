@@ -7,8 +7,8 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import numpy as np
 from onnx import ModelProto
 
 from . import calibrate, external
@@ -21,8 +21,10 @@ from .images import ImageOptions
 from .rewrite import Values, apply, removed_slots
 from .shapes import Probe, concrete_shape_table, sample_shapes
 
+if TYPE_CHECKING:
+    from .planning.problem import Removed
+
 ModelLike = ModelProto | str | os.PathLike
-Removed = dict[int, np.ndarray]
 
 
 @dataclass(frozen=True)

@@ -20,12 +20,12 @@ from typing import TypeVar
 import numpy as np
 from onnx import ModelProto
 
+from .calibrate import Feeds
 from .errors import InputError, first_line
 from .moments import Moments
 from .targets.onnxruntime import Session, serialized, session
 
 L = TypeVar("L")
-Feeds = dict[str, np.ndarray]
 Fetch = Callable[[Feeds], dict[str, np.ndarray]]  # feeds → the feeds and named tensors
 Node = tuple[Sequence[str], Sequence[str], bool]  # inputs, outputs, whether a layer
 Prefixes = Callable[[list[str]], AbstractContextManager[tuple[Fetch, Fetch | None]]]

@@ -32,9 +32,9 @@ from .storage import INDEX_TYPES, to_fp16, to_initializers, to_sparse
 from .weight_criteria import DATA_AWARE, check_criterion, magnitude, snip, sparsegpt, wanda
 
 if TYPE_CHECKING:
+    from ..analysis import ModelLike
     from ..images import ImageOptions
 
-ModelLike = ModelProto | str | os.PathLike
 MIN_SIZE = 256  # outputs and reduction length from which sparse kernels can win
 STORAGES = ("dense", "sparse")
 
