@@ -20,8 +20,7 @@ from typing import TypeVar
 import numpy as np
 from onnx import ModelProto
 
-from .calibrate import Feeds
-from .errors import InputError, first_line
+from .calibrate import Feeds, not_running
 from .moments import Moments
 from .targets.onnxruntime import Session, serialized, session
 
@@ -87,8 +86,7 @@ def fetcher(sess: Session | None, names: list[str]) -> Fetch:
         try:
             values.update(zip(names, sess.run(names, feeds), strict=True) if sess else {})
         except Exception as exc:
-            raise InputError(f"the model does not run on the calibration data: "
-                             f"{first_line(exc)}") from None
+            raise not_running(exc) from None
         return values
 
     return fetch
