@@ -43,18 +43,20 @@ def conv_padding(node: Node, x_shape: Sequence[int], kernel: Sequence[int],
     return list(zip(pads[:spatial], pads[spatial:], strict=True))
 
 
-def _geometry(node, x, w):
-    kernel = tuple(w.shape[2:])
+def geometry(node: Node, x: Array, kernel: tuple[int, ...]
+             ) -> tuple[tuple[int, ...], tuple[int, ...], list[tuple[int, int]]]:
+    """Strides, dilations and (begin, end) padding per spatial axis of a kernel over x."""
     spatial = len(kernel)
     strides = tuple(node.attr("strides", [1] * spatial))
     dilations = tuple(node.attr("dilations", [1] * spatial))
-    return kernel, strides, dilations, conv_padding(node, x.shape, kernel, strides, dilations)
+    return strides, dilations, conv_padding(node, x.shape, kernel, strides, dilations)
 
 
 @register("Conv")
 def conv(node: Node, x: Array, w: Array, b: Array | None = None) -> Array:
     """Y = X ⋆ W (+ B), with `group` feature groups."""
-    kernel, strides, dilations, padding = _geometry(node, x, w)
+    kernel = tuple(w.shape[2:])
+    strides, dilations, padding = geometry(node, x, kernel)
     group = node.attr("group", 1)
     if group > 1 and w.shape[1] == 1 and depthwise_path(node) == "slices":
         y = shifted_sum(x, w, strides, dilations, padding)

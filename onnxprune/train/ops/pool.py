@@ -10,7 +10,7 @@ import numpy as np
 from jax import lax
 
 from ..registry import register
-from .conv import conv_padding, offset_slices
+from .conv import geometry, offset_slices
 
 if TYPE_CHECKING:
     from ..registry import Array, Node
@@ -24,10 +24,7 @@ def window(node: Node, x: Array) -> Window:
     `ceil_mode`, the end padding grows so a last partial window is kept (unless it
     would start past the input and its begin padding)."""
     kernel = tuple(node.attr("kernel_shape"))
-    spatial = len(kernel)
-    strides = tuple(node.attr("strides", [1] * spatial))
-    dilations = tuple(node.attr("dilations", [1] * spatial))
-    padding = conv_padding(node, x.shape, kernel, strides, dilations)
+    strides, dilations, padding = geometry(node, x, kernel)
     extra = []
     for size, k, s, d, (lo, hi) in zip(x.shape[2:], kernel, strides, dilations, padding,
                                        strict=True):
