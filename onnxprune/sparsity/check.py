@@ -67,10 +67,7 @@ def _check_sparse_file(written: ModelProto, feeds, twin_outputs) -> list[str]:
     checks = []
     with serialized(written) as data:
         try:
-            if isinstance(data, bytes):
-                onnx.checker.check_model(data)
-            else:
-                datafiles.check(written)
+            datafiles.check_serialized(written, data)
             checks.append("sparse file: onnx.checker")
         except Exception as exc:
             if not _narrow_indices(written):
