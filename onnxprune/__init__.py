@@ -8,11 +8,11 @@ from .errors import InputError, ModelError, OnnxPruneError, VerificationError
 
 __version__ = "0.1.0"
 
-_API = {"PruneOptions", "Report", "SparsifyReport", "inspect", "prune", "prune_with",
-        "sensitivity", "sparsify"}
+_API = {"PruneOptions", "Report", "SparsifyReport", "finetune", "inspect", "prune",
+        "prune_with", "sensitivity", "sparsify"}
 
 __all__ = ["InputError", "ModelError", "OnnxPruneError", "PruneOptions", "Report",
-           "VerificationError", "SparsifyReport", "__version__", "inspect", "prune",
+           "VerificationError", "SparsifyReport", "__version__", "finetune", "inspect", "prune",
            "prune_with", "sensitivity", "sparsify"]
 
 

@@ -1,4 +1,5 @@
-"""The public Python surface: prune(), sensitivity(), sparsify() and inspect()."""
+"""The public Python surface: prune(), sensitivity(), sparsify(), finetune() and
+inspect()."""
 
 from __future__ import annotations
 
@@ -121,3 +122,17 @@ def sensitivity(model: ModelLike, calib: CalibrationSource | None, *,
     return measure_curves(analysis.dep, analysis.proto, groups,
                           removals_at(scores, options, options.rounding),
                           first_samples(analysis.stream, samples), ratios, progress, executor)
+
+
+def finetune(student: ModelLike, teacher: ModelLike, data, **keywords):
+    """Distill `student` (a pruned or sparsified model) toward `teacher` (the dense one)
+    on `data` (an .npz path, a folder of .npz files or images, or a dict of arrays),
+    keeping its structure and every zero; returns the model best on the held-out
+    validation samples (never worse than the input) and a `FinetuneReport`. The
+    keywords are the fields of `onnxprune.train.finetune.FinetuneOptions` (`steps`,
+    `minutes`, `lr`, `batch_size`, `loss`, `temperature`, `match_hidden`,
+    `val_fraction`, `augment`, `seed`, ...). Needs the `train` extra (JAX, optax)."""
+    from .train.finetune import FinetuneOptions
+    from .train.finetune import finetune as run
+
+    return run(student, teacher, data, FinetuneOptions(**keywords))

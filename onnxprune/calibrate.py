@@ -41,11 +41,7 @@ def batches(source: CalibrationSource, model: ModelProto, samples: int | None = 
         raise InputError(f"--batch-size must be at least 1, got {batch_size}")
     specs = {spec.name: spec for spec in input_specs(model)}
     if isinstance(source, (str, os.PathLike)):
-        arrays = _load_arrays(Path(source), specs, images or ImageOptions())
-        for name in arrays:
-            _check_input(name, arrays[name], specs)
-            check_finite(name, arrays[name])
-        _check_complete(arrays, specs)
+        arrays = check_arrays(read_arrays(source, model, images), model)
         fixed = {_declared(spec)[0] for spec in specs.values() if _declared(spec)}
         size = fixed.pop() if len(fixed) == 1 and None not in fixed else batch_size
         return lambda: _slices(arrays, samples, size)
@@ -53,6 +49,24 @@ def batches(source: CalibrationSource, model: ModelProto, samples: int | None = 
     if not cached:
         raise InputError("calibration data is empty")
     return lambda: iter(cached)
+
+
+def read_arrays(source: str | os.PathLike, model: ModelProto,
+                images: ImageOptions | None = None) -> dict[str, np.ndarray]:
+    """The arrays of an .npz file, a folder of them or a folder of images, unchecked."""
+    specs = {spec.name: spec for spec in input_specs(model)}
+    return _load_arrays(Path(source), specs, images or ImageOptions())
+
+
+def check_arrays(arrays: dict[str, np.ndarray], model: ModelProto) -> dict[str, np.ndarray]:
+    """Refuse arrays that do not fit the model's inputs (names, ranks, static sizes,
+    dtypes, sample counts) or hold NaN or infinity; returns them."""
+    specs = {spec.name: spec for spec in input_specs(model)}
+    for name in arrays:
+        _check_input(name, arrays[name], specs)
+        check_finite(name, arrays[name])
+    _check_complete(arrays, specs)
+    return arrays
 
 
 def _load_arrays(path: Path, specs: dict, images: ImageOptions) -> dict[str, np.ndarray]:

@@ -1,5 +1,5 @@
-"""Plots of sensitivity curves and sweeps (matplotlib, an optional extra: `pip install
-'onnxprune[plot]'`)."""
+"""Plots of sensitivity curves, sweeps and fine-tuning loss curves (matplotlib, an
+optional extra: `pip install 'onnxprune[plot]'`)."""
 
 from __future__ import annotations
 
@@ -26,6 +26,24 @@ def sensitivity_png(curves: list[dict], title: str = "Sensitivity") -> bytes:
     axes.grid(alpha=0.3)
     if len(curves) <= 20:
         axes.legend(fontsize=7, ncol=2)
+    return _png(figure, pyplot)
+
+
+def loss_curves_png(losses: list, validation: list, title: str = "Fine-tuning") -> bytes:
+    """The training loss per step and the validation error per validation, as PNG
+    bytes (logarithmic loss axis)."""
+    pyplot = _pyplot()
+    figure, axes = pyplot.subplots(figsize=(8, 4.5), dpi=100)
+    if losses:
+        axes.plot(*zip(*losses, strict=True), linewidth=0.8, alpha=0.7, label="training loss")
+    axes.plot(*zip(*validation, strict=True), marker="o", linewidth=1.2,
+              label="validation error")
+    axes.set_yscale("log")
+    axes.set_xlabel("step")
+    axes.set_ylabel("loss")
+    axes.set_title(title)
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=8)
     return _png(figure, pyplot)
 
 

@@ -17,7 +17,8 @@ def wanted(quiet: bool) -> bool:
 @contextlib.contextmanager
 def bar(description: str, total: int | None = None, quiet: bool = False
         ) -> Iterator[Advance | None]:
-    """A transient progress bar; yields `advance(steps)`, or None when not drawn."""
+    """A transient progress bar; yields `advance(steps, status=None)` (`status`: text
+    shown after the description), or None when not drawn."""
     if not wanted(quiet):
         yield None
         return
@@ -33,6 +34,8 @@ def bar(description: str, total: int | None = None, quiet: bool = False
         return
     try:
         task = progress.add_task(description, total=total)
-        yield lambda steps=1: progress.advance(task, steps)
+        yield lambda steps=1, status=None: progress.update(
+            task, advance=steps, **({"description": f"{description} {status}"}
+                                    if status else {}))
     finally:
         progress.stop()

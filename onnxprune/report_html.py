@@ -173,7 +173,8 @@ def render_html(document: dict) -> str:
     if alone:
         parts += ["<h2>Groups left alone</h2>",
                   html_table(["group", "kind", "size", "produced by", "reason"], alone, "text")]
-    parts += [sensitivity_html(document.get("sensitivity")), "</body></html>"]
+    parts += [sensitivity_html(document.get("sensitivity")),
+              finetune_html(document.get("finetune")), "</body></html>"]
     return "\n".join(parts)
 
 
@@ -223,3 +224,43 @@ def sensitivity_markdown(sensitivity: dict | None) -> list[str]:
     if plot and not plot.startswith("data:"):
         lines += [f"![output error against ratio per group]({plot})", ""]
     return lines
+
+
+def finetune_rows(report: dict) -> list[tuple[str, str]]:
+    """(quantity, value) rows of a fine-tuning report."""
+    gain = report["validation_reduction"]
+    return [("loss", report["loss"]), ("steps", str(report["steps"])),
+            ("stopped by", report["stop_reason"]),
+            ("best step", f"{report['best_step']}" + ("" if report["improved"] else
+                                                      " (input weights kept)")),
+            ("validation error before", f"{report['validation_before']:.4g}"),
+            ("validation error after", f"{report['validation_after']:.4g}"),
+            ("reduction", f"{gain:.2f}×" if gain else "-"),
+            ("samples (training / validation)",
+             f"{report['train_samples']} / {len(report['validation_samples'])}"),
+            ("trainable weights", number(report["trainable"])),
+            ("zeros kept", number(report["masked_zeros"])),
+            ("seconds", f"{report['seconds']:.1f}")]
+
+
+def render_finetune_html(report: dict, title: str, plot: str | None = None) -> str:
+    """A fine-tuning report as one self-contained HTML page (with the loss-curve plot,
+    a PNG data URI, when given)."""
+    parts = [f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
+             f"<title>{escape(title)}</title><style>{STYLE}</style></head><body>",
+             f"<h1>{escape(title)}</h1>", "<h2>Summary</h2>",
+             html_table(["", "value"], finetune_rows(report), "text")]
+    if plot:
+        parts.append(f"<h2>Loss curves</h2><img alt=\"loss curves\" src=\"{plot}\">")
+    parts += ["<h2>Checks</h2><ul>"] + [f"<li>{escape(c)}</li>" for c in report["checks"]]
+    return "\n".join([*parts, "</ul></body></html>"])
+
+
+def finetune_html(section: dict | None) -> str:
+    """The fine-tuning section of a prune page: its summary and loss curves."""
+    if not section:
+        return ""
+    plot = section.get("plot_png")
+    return "\n".join(["<h2>Fine-tuning</h2>",
+                      html_table(["", "value"], finetune_rows(section["report"]), "text")]
+                     + ([f"<img alt=\"loss curves\" src=\"{plot}\">"] if plot else []))

@@ -138,6 +138,27 @@ CASES = [
     ("bench missing.onnx", 2, "no such file"),
     ("bench garbage.onnx", 2, "not a readable ONNX"),
     ("bench tiny.onnx --input-shape x", 2, "--input-shape"),
+    # finetune (and the chain from prune and sparsify)
+    ("finetune tiny.onnx --teacher tiny.onnx --data t.npz -o tiny.onnx", 2, INPUT),
+    ("finetune tiny.onnx --teacher tiny.onnx --data t.npz -o t.npz", 2, INPUT),
+    ("finetune tiny.onnx --teacher tiny.onnx --data t.npz -o o.onnx --report o.onnx", 2,
+     SAME),
+    ("finetune tiny.onnx --teacher missing.onnx --data t.npz -o o.onnx", 2, "no such file"),
+    ("finetune tiny.onnx --teacher tiny.onnx --data missing.npz -o o.onnx", 2, "no such"),
+    ("finetune tiny.onnx --teacher tiny.onnx --data t_nan.npz -o o.onnx", 2, "NaN"),
+    ("finetune tiny.onnx --teacher tiny.onnx --data t_shape.npz -o o.onnx", 2, "shape"),
+    ("finetune tiny.onnx --teacher other.onnx --data t.npz -o o.onnx", 2, "shape"),
+    ("finetune tiny.onnx --teacher tiny.onnx --data text.npz -o o.onnx", 2, "not an .npz"),
+    ("finetune custom.onnx --teacher tiny.onnx --data t.npz -o o.onnx", 2, "MyOp"),
+    ("finetune tiny.onnx --teacher tiny.onnx --data t.npz -o o.onnx --loss l1", 2, "--loss"),
+    ("finetune tiny.onnx --teacher tiny.onnx --data t.npz -o o.onnx --val-fraction 1", 2,
+     "--val-fraction"),
+    ("finetune tiny.onnx --teacher tiny.onnx --data t.npz -o o.onnx --lr -1", 2, "--lr"),
+    ("finetune tiny.onnx --teacher tiny.onnx --data t.npz -o o.onnx --minutes nan", 2,
+     "--minutes"),
+    ("finetune tiny.onnx --teacher tiny.onnx --data t.npz", 2, "Missing option"),
+    ("prune tiny.onnx -o o.onnx --ratio 0.5 --finetune-steps 5", 2, "--calib"),
+    ("sparsify tiny.onnx -o o.onnx --finetune-minutes 1", 2, "--calib"),
     # sparsify
     ("sparsify tiny.onnx -o tiny.onnx", 2, INPUT),
     ("sparsify tiny.onnx -o link.onnx", 2, INPUT),
@@ -199,6 +220,6 @@ def test_bad_input_is_one_error_line_and_changes_no_file(folder, command, code, 
 def test_the_matrix_covers_every_command_with_many_cases():
     commands = {c[0].split()[0] for c in CASES}
     assert commands == {"inspect", "prune", "verify", "sensitivity", "bench", "sparsify",
-                        "sweep"}
+                        "sweep", "finetune"}
     assert len(CASES) >= 80
 

@@ -15,6 +15,6 @@ def main() -> None:
 
 
 # The command modules register themselves on `main`.
-from . import analysis, pruning, sparsifying, sweeping  # noqa: E402, F401
+from . import analysis, finetuning, pruning, sparsifying, sweeping  # noqa: E402, F401
 
 __all__ = ["main"]

@@ -26,6 +26,7 @@ from .common import (
     seed_option,
     warn,
 )
+from .finetuning import chain_flags, chained, check_chain, finetune_section
 
 if TYPE_CHECKING:
     from ..reporting import Report
@@ -94,6 +95,7 @@ if TYPE_CHECKING:
               "MACs, parameters and measured latency before and after, a chart of kept and "
               "removed channels per group, fidelity with --calib, groups left alone.")
 @click.option("--report-md", help="The same report in Markdown.")
+@chain_flags
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout "
               "(no progress bars).")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
@@ -109,13 +111,15 @@ def prune(model: str, output: str, ratio: float | None, head_ratio: float | None
           reconstruct: str | None, ridge: float, max_memory: int | None,
           sensitivity_samples: int, seed: int, report_path: str | None, save_plan: str | None,
           plan_path: str | None, report_html: str | None, report_md: str | None,
-          as_json: bool, quiet: bool) -> None:
+          finetune_steps: int | None, finetune_minutes: float | None, as_json: bool,
+          quiet: bool) -> None:
     """Remove channels from MODEL and write a verified, smaller model to OUTPUT."""
     quiet = quiet or as_json
     check_outputs({"-o": output, "--report": report_path, "--save-plan": save_plan,
                    "--report-html": report_html, "--report-md": report_md},
                   {"MODEL": model, "--calib": calib, "--eval": eval_data, "--plan": plan_path})
     check_targets(model, output)
+    chain = check_chain(finetune_steps, finetune_minutes, calib)
     images = image_options(image_size, image_mean, image_std, image_layout, bgr)
     with calibration_progress(quiet or calib is None) as advance:
         pruned, report = api.prune(
@@ -128,22 +132,23 @@ def prune(model: str, output: str, ratio: float | None, head_ratio: float | None
             progress=advance, plan=plan_path,
             target_latency=target_latency, target_energy=target_energy, provider=provider,
             threads=threads, max_memory=max_memory, show_progress=not quiet)
+    tuned = chained(pruned, model, calib, finetune_steps, finetune_minutes, seed, images,
+                    quiet) if chain else None
+    if tuned:
+        pruned = tuned[0]
     fidelity_data = FidelityData(eval_data or calib, None if eval_data else calib_samples,
                                  held_out=eval_data is not None)
     readable = _readable_report(model, pruned, report, report_html or report_md,
                                 fidelity_data, batch_size, images, quiet)
     configs = _runtime_configs(model, output, report)
     extra = {k: readable[k] for k in ("latency", "fidelity")} if readable else {}
+    if tuned:
+        extra["finetune"] = tuned[1].to_dict()
+        if readable:
+            readable["finetune"] = finetune_section(tuned[1])
     data = dict(report.to_dict(), **extra)
-    with transaction() as outputs:
-        model_io.stage(pruned, output, outputs)
-        for path, text in configs.items():
-            outputs.write(path, text)
-        if report_path:
-            outputs.write(report_path, json_text(data))
-        _write_readable(outputs, readable, report_html, report_md)
-        if save_plan:
-            outputs.write(save_plan, json_text(report.plan_document))
+    _write_outputs(pruned, output, configs, {report_path: json_text(data),
+                   save_plan: json_text(report.plan_document)}, readable, report_html, report_md)
     _announce(report, data, output, as_json, quiet)
 
 
@@ -156,6 +161,19 @@ def _announce(report: Report, data: dict, output: str, as_json: bool, quiet: boo
         from ..display import prune_summary
 
         prune_summary(report, output)
+
+
+def _write_outputs(pruned, output: str, configs: dict[Path, str], texts: dict,
+                   readable: dict | None, report_html: str | None, report_md: str | None
+                   ) -> None:
+    """The model, runtime configurations, JSON texts (by path; None: not asked) and
+    readable reports, written together or not at all."""
+    with transaction() as outputs:
+        model_io.stage(pruned, output, outputs)
+        for path, text in [*configs.items(), *texts.items()]:
+            if path:
+                outputs.write(path, text)
+        _write_readable(outputs, readable, report_html, report_md)
 
 
 def _runtime_configs(model, output, report) -> dict[Path, str]:

@@ -19,6 +19,7 @@ from .common import (
     parse_input_shapes,
     seed_option,
 )
+from .finetuning import chain_flags, chained, check_chain
 
 
 @main.command()
@@ -62,6 +63,7 @@ from .common import (
               "fingerprint) to this JSON plan file.")
 @click.option("--plan", "plan_path", help="Apply a saved plan's zero masks instead of "
               "choosing (another export of the same network; refused on another network).")
+@chain_flags
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
 @handle_errors
 def sparsify(model: str, output: str, pattern: str, sparsity: float | None, criterion: str,
@@ -70,24 +72,32 @@ def sparsify(model: str, output: str, pattern: str, sparsity: float | None, crit
              calib: str | None, image_size: str | None, image_mean: str, image_std: str,
              image_layout: str, bgr: bool, calib_samples: int | None, batch_size: int,
              max_memory: int | None, seed: int, report_path: str | None,
-             save_plan: str | None, plan_path: str | None, quiet: bool) -> None:
+             save_plan: str | None, plan_path: str | None, finetune_steps: int | None,
+             finetune_minutes: float | None, quiet: bool) -> None:
     """Zero weights of MODEL in an N:M or unstructured pattern; write a verified model."""
     check_outputs({"-o": output, "--report": report_path, "--save-plan": save_plan},
                   {"MODEL": model, "--calib": calib, "--plan": plan_path})
     check_targets(model, output)
+    chain = check_chain(finetune_steps, finetune_minutes, calib)
+    images = image_options(image_size, image_mean, image_std, image_layout, bgr)
     with calibration_progress(quiet or calib is None) as advance:
         sparse, report = api.sparsify(
             model, pattern, sparsity=sparsity, criterion=criterion, calib=calib,
             calib_samples=calib_samples, batch_size=batch_size,
-            images=image_options(image_size, image_mean, image_std, image_layout, bgr),
+            images=images,
             min_size=min_size, all_layers=all_layers, ignore=ignore, fp16=fp16,
             storage=storage, sparse_indices=sparse_indices,
             input_shapes=parse_input_shapes(input_shape), seed=seed, progress=advance,
             plan=plan_path, max_memory=max_memory)
+    data = report.to_dict()
+    if chain:
+        sparse, tuned = chained(sparse, model, calib, finetune_steps, finetune_minutes, seed,
+                                images, quiet)
+        data["finetune"] = tuned.to_dict()
     with transaction() as outputs:
         model_io.stage(sparse, output, outputs)
         if report_path:
-            outputs.write(report_path, json_text(report.to_dict()))
+            outputs.write(report_path, json_text(data))
         if save_plan:
             outputs.write(save_plan, json_text(report.plan_document))
     if not quiet:

@@ -1,0 +1,162 @@
+"""`onnxprune finetune`, and the `--finetune-steps/--finetune-minutes` chain that
+`prune` and `sparsify` run on their result."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .. import model as model_io
+from ..errors import InputError
+from ..files import check_outputs, transaction
+from . import main
+from .common import (
+    FiniteFloat,
+    handle_errors,
+    image_flags,
+    image_options,
+    json_text,
+    seed_option,
+)
+
+
+@main.command()
+@click.argument("student", type=click.Path(dir_okay=True))
+@click.option("--teacher", required=True, help="The dense model the student is fit to.")
+@click.option("--data", required=True, help="Inputs to distill on: an .npz file (one array "
+              "per model input, first axis = samples; optional 'labels'), a directory of "
+              "them, or a directory of images.")
+@click.option("-o", "--output", required=True, help="Where to write the fine-tuned model.")
+@click.option("--steps", type=click.IntRange(min=1), help="Optimizer steps at most "
+              "[default: 500 without --minutes].")
+@click.option("--minutes", type=FiniteFloat(0.0), help="Wall-clock minutes at most.")
+@click.option("--lr", type=FiniteFloat(0.0), default=1e-4, show_default=True,
+              help="Adam's learning rate.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True,
+              help="Samples per step.")
+@click.option("--loss", default="mse", show_default=True, help="mse, kl or cosine "
+              "(see README).")
+@click.option("--temperature", type=FiniteFloat(0.0), default=1.0, show_default=True,
+              help="Softmax temperature of --loss kl.")
+@click.option("--match-hidden", is_flag=True, help="Also fit the intermediate tensors that "
+              "both graphs hold with the same name and shape.")
+@click.option("--val-fraction", type=float, default=0.2, show_default=True,
+              help="Fraction of the samples held out for validation (chosen with --seed).")
+@click.option("--augment", help="Comma-separated: flip, crop, noise (4-D image inputs).")
+@click.option("--eval-every", type=click.IntRange(min=1), default=25, show_default=True,
+              help="Validate every this many steps.")
+@click.option("--patience", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Stop after this many validations without improvement.")
+@image_flags
+@seed_option
+@click.option("--report", "report_path", help="Write a report here: JSON, or an HTML page "
+              "(with the loss curves) when the name ends in .html.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
+@click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
+@handle_errors
+def finetune(student, teacher, data, output, steps, minutes, lr, batch_size, loss,
+             temperature, match_hidden, val_fraction, augment, eval_every, patience,
+             image_size, image_mean, image_std, image_layout, bgr, seed, report_path,
+             as_json, quiet) -> None:
+    """Distill STUDENT toward --teacher on --data, keeping its structure and zeros."""
+    quiet = quiet or as_json
+    check_outputs({"-o": output, "--report": report_path},
+                  {"STUDENT": student, "--teacher": teacher, "--data": data})
+    keywords = dict(steps=steps, minutes=minutes, lr=lr, batch_size=batch_size, loss=loss,
+                    temperature=temperature, match_hidden=match_hidden,
+                    val_fraction=val_fraction, augment=tuple((augment or "").split(",")),
+                    seed=seed, eval_every=eval_every, patience=patience,
+                    images=image_options(image_size, image_mean, image_std, image_layout, bgr))
+    tuned, report = run_finetune(student, teacher, data, keywords, quiet)
+    with transaction() as outputs:
+        model_io.stage(tuned, output, outputs)
+        if report_path:
+            outputs.write(report_path, report_text(report, report_path, student))
+    if as_json:
+        click.echo(json_text(report.to_dict()))
+    elif not quiet:
+        click.echo(f"{output}: {summary(report)}")
+
+
+def run_finetune(student, teacher, data, keywords: dict, quiet: bool):
+    """api.finetune with a progress bar showing the current loss."""
+    from ..progress import bar
+    from ..train.finetune import FinetuneOptions, finetune
+
+    options = FinetuneOptions(**keywords)
+    with bar("fine-tuning", options.steps, quiet) as advance:
+        progress = None if advance is None else (
+            lambda loss: advance(1, status=f"(loss {loss:.4g})"))
+        return finetune(student, teacher, data, FinetuneOptions(**keywords,
+                                                                progress=progress))
+
+
+def summary(report) -> str:
+    """One line: validation error before and after, steps and the stop reason."""
+    if not report.improved:
+        return (f"no step improved on the input (validation error "
+                f"{report.validation_before:.4g}); the input weights were kept; "
+                f"{report.steps} steps ({report.stop_reason}), {report.seconds:.1f} s")
+    gain = report.validation_before / max(report.validation_after, 1e-30)
+    return (f"validation error {report.validation_before:.4g} -> "
+            f"{report.validation_after:.4g} ({gain:.2f}× lower) "
+            f"at step {report.best_step} of {report.steps} ({report.stop_reason}); "
+            f"{report.seconds:.1f} s")
+
+
+def report_text(report, path: str, student) -> str:
+    """JSON, or an HTML page with the loss curves when `path` ends in .html."""
+    if not str(path).lower().endswith((".html", ".htm")):
+        return json_text(report.to_dict())
+    from ..report_html import render_finetune_html
+
+    name = Path(student).name if isinstance(student, str) else "model"
+    return render_finetune_html(report.to_dict(), f"onnxprune finetune: {name}",
+                                loss_plot(report))
+
+
+def loss_plot(report) -> str | None:
+    """The loss curves as a PNG data URI, or None without matplotlib."""
+    try:
+        from ..plot import data_uri, loss_curves_png
+
+        return data_uri(loss_curves_png(report.loss_curve, report.validation_curve))
+    except InputError:
+        return None
+
+
+def finetune_section(report) -> dict:
+    """What a prune report page shows of a chained fine-tuning."""
+    return {"report": report.to_dict(), "plot_png": loss_plot(report)}
+
+
+def chain_flags(func):
+    """--finetune-steps and --finetune-minutes of prune and sparsify."""
+    for option in reversed([
+        click.option("--finetune-steps", type=click.IntRange(min=1), help="Then fine-tune "
+                     "the result by distillation from MODEL on --calib for at most this "
+                     "many steps (see finetune)."),
+        click.option("--finetune-minutes", type=FiniteFloat(0.0), help="Then fine-tune for "
+                     "at most this many minutes."),
+    ]):
+        func = option(func)
+    return func
+
+
+def check_chain(steps: int | None, minutes: float | None, calib) -> bool:
+    """Whether to chain fine-tuning; refuses it without calibration data."""
+    if steps is None and minutes is None:
+        return False
+    if calib is None:
+        raise InputError("--finetune-steps and --finetune-minutes need --calib (the data "
+                         "to fine-tune on)")
+    from .. import train  # noqa: F401  (refuses now, before any work, without JAX)
+
+    return True
+
+
+def chained(result, model, calib, steps, minutes, seed: int, images, quiet: bool):
+    """The result fine-tuned from MODEL on the calibration data, and its report."""
+    return run_finetune(result, model, calib, dict(steps=steps, minutes=minutes, seed=seed,
+                                                   images=images), quiet)
