@@ -30,6 +30,8 @@ from .verify import sample_feeds
 if TYPE_CHECKING:
     from .calibrate import CalibrationSource
     from .images import ImageOptions
+    from .train.data import Source
+    from .train.report import FinetuneReport
 
 
 def inspect(model: ModelLike, input_shapes: dict[str, tuple[int, ...]] | None = None
@@ -124,7 +126,8 @@ def sensitivity(model: ModelLike, calib: CalibrationSource | None, *,
                           first_samples(analysis.stream, samples), ratios, progress, executor)
 
 
-def finetune(student: ModelLike, teacher: ModelLike, data, **keywords):
+def finetune(student: ModelLike, teacher: ModelLike, data: Source, **keywords: Any
+             ) -> tuple[ModelProto, FinetuneReport]:
     """Distill `student` (a pruned or sparsified model) toward `teacher` (the dense one)
     on `data` (an .npz path, a folder of .npz files or images, or a dict of arrays),
     keeping its structure and every zero; returns the model best on the held-out
