@@ -7,8 +7,8 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import numpy as np
 from onnx import ModelProto
 
 from . import calibrate, external
@@ -21,8 +21,10 @@ from .images import ImageOptions
 from .rewrite import Values, apply, removed_slots
 from .shapes import Probe, concrete_shape_table, sample_shapes
 
+if TYPE_CHECKING:
+    from .planning.problem import Removed
+
 ModelLike = ModelProto | str | os.PathLike
-Removed = dict[int, np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -51,8 +53,8 @@ class Analysis:
 
 
 def analyze(model: ModelLike, input_shapes: dict[str, tuple[int, ...]] | None = None,
-            calib=None, calib_samples: int | None = None, batch_size: int = 8,
-            images: ImageOptions | None = None) -> Analysis:
+            calib: calibrate.CalibrationSource | None = None, calib_samples: int | None = None,
+            batch_size: int = 8,            images: ImageOptions | None = None) -> Analysis:
     """Load and check a model; its calibration stream, sample shapes and groups."""
     proto = model_io.load(model)
     model_io.check(proto)

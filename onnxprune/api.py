@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from onnx import ModelProto
@@ -26,6 +27,12 @@ from .reporting import GroupReport, Report, prune_report  # noqa: F401  (public 
 from .sparsity import SparsifyReport, sparsify  # noqa: F401  (public surface)
 from .verify import sample_feeds
 
+if TYPE_CHECKING:
+    from .calibrate import CalibrationSource
+    from .images import ImageOptions
+    from .train.data import Source
+    from .train.report import FinetuneReport
+
 
 def inspect(model: ModelLike, input_shapes: dict[str, tuple[int, ...]] | None = None
             ) -> list[Group]:
@@ -36,7 +43,8 @@ def inspect(model: ModelLike, input_shapes: dict[str, tuple[int, ...]] | None = 
     return analyze_groups(proto, input_shapes).groups
 
 
-def prune(model: ModelLike, ratio: float | None = None, **keywords) -> tuple[ModelProto, Report]:
+def prune(model: ModelLike, ratio: float | None = None, **keywords: Any
+          ) -> tuple[ModelProto, Report]:
     """Remove channels and return the verified pruned model and a report.
 
     The keywords are the fields of `PruneOptions` (see there): e.g. `target_macs`,
@@ -87,11 +95,13 @@ def _planned(analysis: Analysis, decisions: Decisions, price: Pricer,
                          options.sensitivity_samples, quiet=not options.show_progress)
 
 
-def sensitivity(model: ModelLike, calib, *, ratios: tuple[float, ...] = DEFAULT_RATIOS,
+def sensitivity(model: ModelLike, calib: CalibrationSource | None, *,
+                ratios: tuple[float, ...] = DEFAULT_RATIOS,
                 criterion: str = "wanda", samples: int = DEFAULT_SAMPLES,
                 round_to: int | None = None, min_channels: int = 1,
                 input_shapes: dict[str, tuple[int, ...]] | None = None,
-                calib_samples: int | None = None, batch_size: int = 8, images=None,
+                calib_samples: int | None = None, batch_size: int = 8,
+                images: ImageOptions | None = None,
                 progress: Callable[[int], None] | None = None,
                 executor: Executor | None = None) -> list[Curve]:
     """Prune each prunable group alone at each ratio (its lowest-ranked units by
@@ -116,7 +126,8 @@ def sensitivity(model: ModelLike, calib, *, ratios: tuple[float, ...] = DEFAULT_
                           first_samples(analysis.stream, samples), ratios, progress, executor)
 
 
-def finetune(student: ModelLike, teacher: ModelLike, data, **keywords):
+def finetune(student: ModelLike, teacher: ModelLike, data: Source, **keywords: Any
+             ) -> tuple[ModelProto, FinetuneReport]:
     """Distill `student` (a pruned or sparsified model) toward `teacher` (the dense one)
     on `data` (an .npz path, a folder of .npz files or images, or a dict of arrays),
     keeping its structure and every zero; returns the model best on the held-out

@@ -111,6 +111,11 @@ def _check_complete(arrays: dict, specs: dict) -> None:
                          "has 0 along its first axis)")
 
 
+def not_running(exc: BaseException) -> InputError:
+    """The error for a model that onnxruntime cannot run on the calibration data."""
+    return InputError(f"the model does not run on the calibration data: {first_line(exc)}")
+
+
 def check_finite(name: str, value: np.ndarray, first_sample: int = 0, chunk: int = 64
                  ) -> None:
     """Refuse NaN or infinity in a floating-point input, naming the first sample that
@@ -190,8 +195,7 @@ def collect(model: ModelProto, slots: list[tuple[str, int]],
             try:
                 values = sess.run(chunk, feeds)
             except Exception as exc:
-                raise InputError(f"the model does not run on the calibration data: "
-                                 f"{first_line(exc)}") from None
+                raise not_running(exc) from None
             for name, value in zip(chunk, values, strict=True):
                 for slot in (s for s in slots if s[0] == name):
                     stats[slot].add_channels(value, slot[1])

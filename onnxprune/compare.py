@@ -4,9 +4,11 @@ ratio measured in the same run."""
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 from onnx import ModelProto
@@ -20,6 +22,10 @@ from .shapes import concrete_shape_table, input_specs
 from .targets.onnxruntime import session
 from .verify import sample_feeds
 from .verify.generation import can_generate, generate, prompt_for
+
+if TYPE_CHECKING:
+    from .calibrate import CalibrationSource
+    from .images import ImageOptions
 
 
 @dataclass
@@ -50,8 +56,10 @@ class Comparison:
         return asdict(self)
 
 
-def compare(original, pruned, calib=None, samples: int | None = None, batch_size: int = 8,
-            runs: int = 20, images=None) -> Comparison:
+def compare(original: ModelProto | str | os.PathLike, pruned: ModelProto | str | os.PathLike,
+            calib: CalibrationSource | None = None, samples: int | None = None,
+            batch_size: int = 8, runs: int = 20, images: ImageOptions | None = None
+            ) -> Comparison:
     """Compare two models on the same inputs (calibration data or seeded samples)."""
     if batch_size < 1 or (samples is not None and samples < 1):
         raise InputError(f"batch size and samples must be at least 1, got {batch_size} and "

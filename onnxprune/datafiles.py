@@ -129,3 +129,12 @@ def check(model: ModelProto, full_check: bool = False) -> None:
     """The ONNX checker on a model with external tensors or past 2 GB (by path)."""
     with on_disk(model, holes=True) as path:
         onnx.checker.check_model(path, full_check=full_check)
+
+
+def check_serialized(model: ModelProto, data: bytes | str, full_check: bool = False) -> None:
+    """The ONNX checker on a model as `targets.onnxruntime.serialized` gives it: on its
+    bytes, or by path when it is too large for them."""
+    if isinstance(data, bytes):
+        onnx.checker.check_model(data, full_check=full_check)
+    else:
+        check(model, full_check=full_check)

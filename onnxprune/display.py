@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from rich.console import Console
 from rich.table import Table
 
 from .depgraph import Group
 from .reporting import Report
+
+if TYPE_CHECKING:
+    from .bench import BenchRow
+    from .compare import Comparison
+    from .planning.curves import Curve
 
 
 def _count(value: float) -> str:
@@ -51,7 +58,7 @@ def prune_summary(report: Report, output: str, console: Console | None = None) -
     console.print(f"wrote {output}")
 
 
-def comparison_table(result, console: Console | None = None) -> None:
+def comparison_table(result: Comparison, console: Console | None = None) -> None:
     """Per-output fidelity, then MACs, parameters and latency."""
     console = console or Console()
     table = Table(title=f"fidelity on {result.samples} samples")
@@ -71,7 +78,7 @@ def comparison_table(result, console: Console | None = None) -> None:
                       f"agree, logits relative L2 at most {gen['max_logits_relative_l2']:.3e}")
 
 
-def bench_table(rows, console: Console | None = None) -> None:
+def bench_table(rows: list[BenchRow], console: Console | None = None) -> None:
     """Latency percentiles and throughput per provider and batch size."""
     console = console or Console()
     pruned = any(row.pruned for row in rows)
@@ -90,7 +97,7 @@ def bench_table(rows, console: Console | None = None) -> None:
     console.print(table)
 
 
-def sensitivity_table(curves, console: Console | None = None) -> None:
+def sensitivity_table(curves: list[Curve], console: Console | None = None) -> None:
     """Output error per group at each ratio, most sensitive groups first."""
     console = console or Console()
     ratios = curves[0].ratios if curves else []

@@ -1,5 +1,7 @@
 """Errors raised by onnxprune. Every one carries a message fit for a user."""
 
+from __future__ import annotations
+
 
 def first_line(exc: BaseException) -> str:
     """The first line of an exception's message, shortened for a one-line error."""

@@ -20,12 +20,11 @@ from typing import TypeVar
 import numpy as np
 from onnx import ModelProto
 
-from .errors import InputError, first_line
+from .calibrate import Feeds, not_running
 from .moments import Moments
 from .targets.onnxruntime import Session, serialized, session
 
 L = TypeVar("L")
-Feeds = dict[str, np.ndarray]
 Fetch = Callable[[Feeds], dict[str, np.ndarray]]  # feeds → the feeds and named tensors
 Node = tuple[Sequence[str], Sequence[str], bool]  # inputs, outputs, whether a layer
 Prefixes = Callable[[list[str]], AbstractContextManager[tuple[Fetch, Fetch | None]]]
@@ -87,8 +86,7 @@ def fetcher(sess: Session | None, names: list[str]) -> Fetch:
         try:
             values.update(zip(names, sess.run(names, feeds), strict=True) if sess else {})
         except Exception as exc:
-            raise InputError(f"the model does not run on the calibration data: "
-                             f"{first_line(exc)}") from None
+            raise not_running(exc) from None
         return values
 
     return fetch

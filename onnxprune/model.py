@@ -1,15 +1,15 @@
 """Loading, normalizing and saving ONNX models.
 
-Normalization turns every weight into a graph-level constant (initializers,
-`Constant` nodes, `ConstantOfShape`, `Identity` of a constant, and any other node
-whose inputs are all constants are folded), names unnamed nodes, and infers
-shapes, so later passes see one uniform form.
+Normalization turns every weight into a graph-level constant (initializers, `Constant` nodes,
+`ConstantOfShape`, `Identity` of a constant, and any other node whose inputs are all constants
+are folded), names unnamed nodes, and infers shapes, so later passes see one uniform form.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
@@ -18,6 +18,9 @@ from onnx import ModelProto
 
 from . import datafiles, external
 from .errors import InputError, ModelError, first_line
+
+if TYPE_CHECKING:
+    from .files import Transaction
 
 EXTERNAL_DATA_THRESHOLD = 1_800_000_000
 FOLD_LIMIT_ELEMENTS = 64_000_000
@@ -153,10 +156,9 @@ def _evaluate(node: gs.Node, opset: int) -> np.ndarray | None:
     inputs = list(node.inputs)
     proto_inputs = [onnx.helper.make_tensor_value_info(f"i{k}", 0, None)
                     for k in range(len(inputs))]
-    proto_node = onnx.helper.make_node(
-        node.op, [f"i{k}" if t.name else "" for k, t in enumerate(inputs)], ["y"],
-        **{k: _attr_value(v) for k, v in node.attrs.items()},
-    )
+    names = [f"i{k}" if t.name else "" for k, t in enumerate(inputs)]
+    proto_node = onnx.helper.make_node(node.op, names, ["y"],
+                                       **{k: _attr_value(v) for k, v in node.attrs.items()})
     graph = onnx.helper.make_graph([proto_node], "fold", proto_inputs, [
         onnx.helper.make_tensor_value_info("y", 0, None)])
     model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", opset)])
@@ -192,8 +194,7 @@ def export(graph: gs.Graph, original: ModelProto) -> ModelProto:
     external.settle(graph, to_scratch=external.has_external(original))
     proto = gs.export_onnx(graph, do_type_check=False)
     del proto.graph.value_info[:]
-    for field in ("producer_name", "producer_version", "domain", "model_version",
-                  "doc_string"):
+    for field in ("producer_name", "producer_version", "domain", "model_version", "doc_string"):
         setattr(proto, field, getattr(original, field))
     # IR 4 is the first version whose initializers need not be graph inputs.
     proto.ir_version = max(original.ir_version, 4)
@@ -222,8 +223,7 @@ def weightless(model: ModelProto, limit: int = 256) -> ModelProto:
     """A copy for shape checks: initializers over `limit` elements become typed graph
     inputs, so nothing large is copied or serialized."""
     light = ModelProto()
-    for field in ("ir_version", "producer_name", "producer_version", "domain",
-                  "model_version"):
+    for field in ("ir_version", "producer_name", "producer_version", "domain", "model_version"):
         setattr(light, field, getattr(model, field))
     light.opset_import.extend(model.opset_import)
     light.functions.extend(model.functions)
@@ -264,7 +264,7 @@ def save(model: ModelProto, path: str | os.PathLike) -> None:
         stage(model, path, outputs)
 
 
-def stage(model: ModelProto, path: str | os.PathLike, outputs) -> None:
+def stage(model: ModelProto, path: str | os.PathLike, outputs: Transaction) -> None:
     """Write a model into a `files.Transaction`: it (and `<name>.data` beside it, when
     it is large or read from external data) appears at `path` when the transaction
     commits. An input model's external data file is never a target."""

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 from onnx import ModelProto
@@ -15,8 +16,9 @@ from .refit import refit_layerwise
 from .rewrite import Values
 from .verify import check_plan
 
-Removed = dict[int, np.ndarray]
-Progress = Callable[[int], None] | None
+if TYPE_CHECKING:
+    from .bench import Progress
+    from .planning.problem import Removed
 
 
 def _keep(analysis: Analysis, removed: Removed, stats: ActivationStats, ridge: float,

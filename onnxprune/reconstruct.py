@@ -12,6 +12,9 @@ constant values by name, which the rewrite applies; the analyzed graph is left a
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
 import numpy as np
 import onnx_graphsurgeon as gs
 
@@ -19,7 +22,10 @@ from .criteria.activation import sink_activations
 from .depgraph import DepGraph, Group, Role, Slot
 from .moments import Moments
 from .ops import Sink, family_for
-from .rewrite import Values
+from .rewrite import Values, cut_groups
+
+if TYPE_CHECKING:
+    from .ops.registry import Carrier
 
 
 def compensate_bias(dep: DepGraph, removed_units: dict[int, np.ndarray],
@@ -41,9 +47,8 @@ def _fold_all(dep: DepGraph, removed_units, stats, fold) -> tuple[Values, int, i
     counts."""
     values: Values = {}
     done = missed = 0
-    for group in dep.groups:
-        units = removed_units.get(group.id)
-        if units is None or not len(units) or group.approximate:
+    for group, units in cut_groups(dep, removed_units):
+        if group.approximate:
             continue
         for node, weight, act in sinks(group, dep):
             found = (stats or {}).get((act.tensor, act.axis))
@@ -57,7 +62,7 @@ def _fold_all(dep: DepGraph, removed_units, stats, fold) -> tuple[Values, int, i
     return values, done, missed
 
 
-def sinks(group: Group, dep: DepGraph):
+def sinks(group: Group, dep: DepGraph) -> Iterator[tuple[gs.Node, Slot, Slot]]:
     """(consumer node, its weight slot, its activation slot) for each absorbing layer."""
     acts = sink_activations(group, dep.view)
     for weight in group.slots(Role.IN):
@@ -99,7 +104,7 @@ def add_to_bias(node: gs.Node, delta: np.ndarray, values: Values) -> bool:
     return True
 
 
-def bias_of(node: gs.Node):
+def bias_of(node: gs.Node) -> Carrier | None:
     """The unshared constant that adds per output channel after the node, with the
     factor a unit of the node's output becomes in it (None for a node that is not a
     sink or has no such constant)."""

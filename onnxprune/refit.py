@@ -15,8 +15,9 @@ channel size whatever the kernel.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx_graphsurgeon as gs
@@ -29,6 +30,9 @@ from .moments import Moments
 from .ops import family_for
 from .reconstruct import add_to_bias, bias_of, sinks
 from .rewrite import Values, zeroed_sinks
+
+if TYPE_CHECKING:
+    from .calibrate import Feeds
 
 
 @dataclass
@@ -44,7 +48,7 @@ class Layer:
 
 
 def refit_layerwise(dep: DepGraph, removed_units: dict[int, np.ndarray], original: ModelProto,
-                    stream, ridge: float = 0.1,
+                    stream: Callable[[], Iterator[Feeds]], ridge: float = 0.1,
                     progress: Callable[[int], None] | None = None
                     ) -> tuple[Values, int, int]:
     """Refit every consumer of an exact group. Returns the new constant values by name

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import onnx_graphsurgeon as gs
 from onnx import ModelProto
 
-from .bench import CPU, benchmark
+from .bench import CPU, Progress, benchmark
 from .cache import io_changes, io_names
 from .cost import Cost
 from .depgraph import DepGraph
@@ -22,6 +22,7 @@ from .rewrite import removed_slots
 
 if TYPE_CHECKING:
     from .analysis import Analysis, Pricer
+    from .images import ImageOptions
     from .options import Decisions, PruneOptions
 
 
@@ -128,7 +129,7 @@ def node_reports(graph: gs.Graph, before: Cost, after: Cost) -> list[dict]:
     return rows
 
 def measured_latency(original: ModelProto, pruned: ModelProto, report: Report,
-                     runs: int = 30, provider: str = CPU, progress=None) -> dict:
+                     runs: int = 30, provider: str = CPU, progress: Progress = None) -> dict:
     """Median latency (ms) of both models at the report's input shapes, in turns."""
     shapes = {name: tuple(shape) for name, shape in report.input_shapes.items()}
     batch = next(iter(shapes.values()))[0] if shapes else 1
@@ -154,7 +155,7 @@ class FidelityData:
 
 
 def measured_fidelity(original: ModelProto, pruned: ModelProto, data: FidelityData,
-                      batch_size: int = 8, images=None) -> dict:
+                      batch_size: int = 8, images: ImageOptions | None = None) -> dict:
     """Per-output agreement of the pruned model with the original on `data`."""
     from .compare import compare
 

@@ -3,14 +3,25 @@ attributes and shape constants."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from .depgraph import DepGraph, GraphView, Role, Slot
+from .depgraph import DepGraph, GraphView, Group, Role, Slot
 from .ops import family_of
 from .ops.rule import Change, rule_for
 
 Values = dict[str, np.ndarray]  # new constant values by tensor name
+
+
+def cut_groups(dep: DepGraph, removed_units: dict[int, np.ndarray]
+               ) -> Iterator[tuple[Group, np.ndarray]]:
+    """Each group that loses units under a plan, with its removed units."""
+    for group in dep.groups:
+        units = removed_units.get(group.id)
+        if units is not None and len(units):
+            yield group, units
 
 
 def removed_slots(dep: DepGraph, removed_units: dict[int, np.ndarray],
@@ -18,10 +29,7 @@ def removed_slots(dep: DepGraph, removed_units: dict[int, np.ndarray],
     """Indices each slot (of `tensors` only, when given) loses under a plan (the union
     over the groups that hold it)."""
     by_slot: dict[Slot, np.ndarray] = {}
-    for group in dep.groups:
-        units = removed_units.get(group.id)
-        if units is None or not len(units):
-            continue
+    for group, units in cut_groups(dep, removed_units):
         gone = np.zeros(int(max(group.units, np.max(units) + 1)) + 1, bool)
         gone[units] = True  # the last entry stays False: owner -1 (no unit) maps there
         for slot, owner in group.members.items():
@@ -69,10 +77,7 @@ def zeroed_sinks(dep: DepGraph, removed_units: dict[int, np.ndarray],
     tensors = dep.view.tensors if tensors is None else tensors
     applied = applied or {}
     new: Values = {}
-    for group in dep.groups:
-        units = removed_units.get(group.id)
-        if units is None or not len(units):
-            continue
+    for group, units in cut_groups(dep, removed_units):
         for slot in group.slots(Role.IN):
             idx = np.flatnonzero(np.isin(group.members[slot], units))
             if slot in applied:  # where these indices moved when `applied` was removed

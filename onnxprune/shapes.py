@@ -47,10 +47,7 @@ class Prober:
 
     def __init__(self, model: ModelProto, runnable: Callable[[], ModelProto]):
         table = shape_table(infer_shapes(model))
-        read = _read(model)
-        names = [n for n, shape in table.items() if not _static(shape)]
-        names += [o for node in model.graph.node for o in node.output if o and o not in table]
-        self.names = list(dict.fromkeys(n for n in names if n in read))
+        self.names = list(dict.fromkeys(_open(model, table, _static)))
         self._runnable = runnable
         self._session = None
         self._runs: dict[tuple, dict[str, Shape]] = {}
@@ -90,10 +87,7 @@ def infer_shape_table(model: ModelProto,
     targets, for example) are probed: the model is run in onnxruntime with two
     different concrete input shapes, and a size equal in both runs is static."""
     table = shape_table(infer_shapes(model))
-    read = _read(model)
-    unknown = [name for name, shape in table.items() if not _complete(shape)]
-    unknown += [o for node in model.graph.node for o in node.output if o and o not in table]
-    unknown = [name for name in unknown if name in read]
+    unknown = _open(model, table, _complete)
     prober = prober_for(model, runnable)
     if not unknown or prober is None:
         return table
@@ -121,6 +115,15 @@ def concrete_shape_table(model: ModelProto, shapes: dict[str, tuple[int, ...]],
         probed = prober.shapes(shapes)
         table.update({name: probed[name] for name in unknown if name in probed})
     return table
+
+
+def _open(model: ModelProto, table: dict[str, Shape], settled: Callable[[Shape], bool]
+          ) -> list[str]:
+    """Tensors that something reads whose inferred shape is not `settled`, or missing."""
+    read = _read(model)
+    names = [n for n, shape in table.items() if not settled(shape)]
+    names += [o for node in model.graph.node for o in node.output if o and o not in table]
+    return [n for n in names if n in read]
 
 
 def _read(model: ModelProto) -> set[str]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
@@ -29,7 +30,8 @@ from .options import PruneOptions
 from .reporting import FidelityData, measured_fidelity
 from .verify import sample_feeds
 
-Feeds = dict[str, np.ndarray]
+if TYPE_CHECKING:
+    from .calibrate import Feeds
 
 
 @dataclass(frozen=True)

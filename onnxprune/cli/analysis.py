@@ -66,7 +66,8 @@ def _group_dict(group) -> dict:
 @click.option("--batch-size", type=SAMPLES, default=8, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
 @handle_errors
-def verify(original, pruned, calib, calib_samples, batch_size, as_json) -> None:
+def verify(original: str, pruned: str, calib: str | None, calib_samples: int | None,
+           batch_size: int, as_json: bool) -> None:
     """Compare PRUNED with ORIGINAL: output fidelity, MACs, parameters, latency."""
     from ..compare import compare
     from ..progress import bar
@@ -98,8 +99,9 @@ def verify(original, pruned, calib, calib_samples, batch_size, as_json) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @handle_errors
-def bench(model, pruned, batch_sizes, providers, runs, threads, input_shape, as_json,
-          quiet) -> None:
+def bench(model: str, pruned: str | None, batch_sizes: tuple[int, ...],
+          providers: tuple[str, ...], runs: int, threads: int, input_shape: tuple[str, ...],
+          as_json: bool, quiet: bool) -> None:
     """Time MODEL (and PRUNED, in turns with it): latency p50/p90/p99, throughput,
     speedup."""
     from ..bench import CPU, benchmark
@@ -146,9 +148,12 @@ def bench(model, pruned, batch_sizes, providers, runs, threads, input_shape, as_
 @click.option("--json", "as_json", is_flag=True, help="Print the curves as JSON.")
 @click.option("-q", "--quiet", is_flag=True, help="No table, no progress bar.")
 @handle_errors
-def sensitivity(model, calib, image_size, image_mean, image_std, image_layout, bgr,
-                calib_samples, batch_size, samples, ratios, criterion, round_to, input_shape,
-                workers, ray_address, output, plot, as_json, quiet) -> None:
+def sensitivity(model: str, calib: str, image_size: str | None, image_mean: str,
+                image_std: str, image_layout: str, bgr: bool, calib_samples: int | None,
+                batch_size: int, samples: int, ratios: str, criterion: str,
+                round_to: int | None, input_shape: tuple[str, ...], workers: int,
+                ray_address: str | None, output: str | None, plot: str | None, as_json: bool,
+                quiet: bool) -> None:
     """Prune each group of MODEL alone at several ratios and measure how much the outputs
     change: a table, JSON curves and a plot."""
     from ..distributed import check_request, executor

@@ -11,10 +11,15 @@ import json
 import math
 import os
 import sys
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, NoReturn, ParamSpec, TypeVar
 
 import click
 
 from ..errors import InputError, OnnxPruneError, first_line
+
+if TYPE_CHECKING:
+    from ..images import ImageOptions
 
 BAD_INPUT = 2
 INTERNAL_ERROR = 70
@@ -22,26 +27,29 @@ INTERRUPTED = 130
 # Failures of the file system that say an output cannot be written, not a bug.
 NO_ARGS = getattr(click.exceptions, "NoArgsIsHelpError", ())
 UNWRITABLE = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
+P = ParamSpec("P")
+R = TypeVar("R")
+Command = TypeVar("Command", bound=Callable[..., Any])  # a function click decorates
 
 
-def fail(message: str, code: int) -> None:
+def fail(message: str, code: int) -> NoReturn:
     """One line on stderr, then exit with a documented status."""
     message = " ".join(line.strip() for line in str(message).splitlines() if line.strip())
     click.echo(f"onnxprune: error: {message}", err=True)
     sys.exit(code)
 
 
-def interrupted() -> None:
+def interrupted() -> NoReturn:
     """Ctrl-C: one line, exit status 130 (temporary outputs are already removed)."""
     click.echo("onnxprune: interrupted", err=True)
     sys.exit(INTERRUPTED)
 
 
-def handle_errors(func):
+def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
     """Turn every failure into one clear line and a documented exit status."""
 
     @functools.wraps(func)
-    def wrapper(*args, **kwargs):
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return func(*args, **kwargs)
         except OnnxPruneError as exc:
@@ -60,7 +68,7 @@ def handle_errors(func):
     return wrapper
 
 
-def _internal(exc: Exception) -> None:
+def _internal(exc: Exception) -> NoReturn:
     if os.environ.get("ONNXPRUNE_DEBUG"):
         raise exc
     fail(f"internal error: {type(exc).__name__}: {first_line(exc)} (set ONNXPRUNE_DEBUG=1 for a "
@@ -70,8 +78,9 @@ def _internal(exc: Exception) -> None:
 class Main(click.Group):
     """The command group: usage errors are one line too, and Ctrl-C is exit 130."""
 
-    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True,
-             **extra):
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
+             complete_var: str | None = None, standalone_mode: bool = True,
+             **extra: Any) -> Any:
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, False, **extra)
         try:
@@ -99,10 +108,11 @@ class FiniteFloat(click.ParamType):
 
     name = "float"
 
-    def __init__(self, low: float = 0.0):
+    def __init__(self, low: float = 0.0) -> None:
         self.low = low
 
-    def convert(self, value, param, ctx):
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> float:
         try:
             number = float(value)
         except (TypeError, ValueError):
@@ -112,7 +122,7 @@ class FiniteFloat(click.ParamType):
         return number
 
 
-def seed_option(func):
+def seed_option(func: Command) -> Command:
     """The seed of a command's random choices."""
     return click.option(
         "--seed", type=click.IntRange(min=0), default=0, show_default=True,
@@ -120,7 +130,7 @@ def seed_option(func):
              "positions, and the sample inputs verification runs on.")(func)
 
 
-def distributed_flags(func):
+def distributed_flags(func: Command) -> Command:
     """--workers and --ray-address: where independent tasks run (see distributed.py)."""
     func = click.option("--ray-address", help="Run the tasks on the Ray cluster at this "
                         "address (host:port of `ray start --head`; needs the distributed "
@@ -146,7 +156,8 @@ def parse_input_shapes(values: tuple[str, ...]) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def image_options(size: str | None, mean: str, std: str, layout: str, bgr: bool):
+def image_options(size: str | None, mean: str, std: str, layout: str, bgr: bool
+                  ) -> ImageOptions:
     """Image preprocessing from command-line strings ("48x192", "0.5,0.5,0.5")."""
     from ..images import ImageOptions
 
@@ -163,7 +174,7 @@ def image_options(size: str | None, mean: str, std: str, layout: str, bgr: bool)
     return options
 
 
-def image_flags(func):
+def image_flags(func: Command) -> Command:
     """The image preprocessing options of commands that read calibration images."""
     for option in reversed([
         click.option("--image-size", help="Images: HxW (default: the input's fixed size)."),
@@ -180,7 +191,7 @@ def image_flags(func):
 
 
 @contextlib.contextmanager
-def calibration_progress(silent: bool):
+def calibration_progress(silent: bool) -> Iterator[Callable[[int], None] | None]:
     """A progress bar on stderr for calibration passes (samples seen), when wanted."""
     if silent or not sys.stderr.isatty():
         yield None
@@ -193,12 +204,12 @@ def calibration_progress(silent: bool):
         yield lambda samples: bar.advance(task, samples)
 
 
-def json_text(data) -> str:
+def json_text(data: object) -> str:
     """Indented JSON of a report (numpy values as lists)."""
     return json.dumps(data, indent=2, default=json_default)
 
 
-def json_default(value):
+def json_default(value: object) -> object:
     if hasattr(value, "tolist"):
         return value.tolist()
     return str(value)
@@ -209,7 +220,8 @@ class ByteSize(click.ParamType):
 
     name = "size"
 
-    def convert(self, value, param, ctx):
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> int:
         from ..errors import InputError
         from ..memory import parse_size
 
@@ -221,7 +233,7 @@ class ByteSize(click.ParamType):
             self.fail(str(exc).split(": ", 1)[-1], param, ctx)
 
 
-def max_memory_option(func):
+def max_memory_option(func: Command) -> Command:
     """`--max-memory SIZE`: the cap on what one calibration level may hold."""
     return click.option("--max-memory", type=ByteSize(), help="Cap what one level of "
                         "layer-wise calibration (refit, wanda, sparsegpt) may hold, e.g. 4GB "

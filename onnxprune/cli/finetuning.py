@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -19,6 +20,13 @@ from .common import (
     json_text,
     seed_option,
 )
+
+if TYPE_CHECKING:
+    from onnx import ModelProto
+
+    from ..images import ImageOptions
+    from ..train.report import FinetuneReport
+    from .common import Command
 
 
 @main.command()
@@ -55,10 +63,12 @@ from .common import (
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
 @handle_errors
-def finetune(student, teacher, data, output, steps, minutes, lr, batch_size, loss,
-             temperature, match_hidden, val_fraction, augment, eval_every, patience,
-             image_size, image_mean, image_std, image_layout, bgr, seed, report_path,
-             as_json, quiet) -> None:
+def finetune(student: str, teacher: str, data: str, output: str, steps: int | None,
+             minutes: float | None, lr: float, batch_size: int, loss: str,
+             temperature: float, match_hidden: bool, val_fraction: float, augment: str | None,
+             eval_every: int, patience: int, image_size: str | None, image_mean: str,
+             image_std: str, image_layout: str, bgr: bool, seed: int,
+             report_path: str | None, as_json: bool, quiet: bool) -> None:
     """Distill STUDENT toward --teacher on --data, keeping its structure and zeros."""
     quiet = quiet or as_json
     check_outputs({"-o": output, "--report": report_path},
@@ -79,7 +89,8 @@ def finetune(student, teacher, data, output, steps, minutes, lr, batch_size, los
         click.echo(f"{output}: {summary(report)}")
 
 
-def run_finetune(student, teacher, data, keywords: dict, quiet: bool):
+def run_finetune(student: ModelProto | str, teacher: str, data: str, keywords: dict,
+                 quiet: bool) -> tuple[ModelProto, FinetuneReport]:
     """api.finetune with a progress bar showing the current loss."""
     from ..progress import bar
     from ..train.finetune import FinetuneOptions, finetune
@@ -92,7 +103,7 @@ def run_finetune(student, teacher, data, keywords: dict, quiet: bool):
                                                                 progress=progress))
 
 
-def summary(report) -> str:
+def summary(report: FinetuneReport) -> str:
     """One line: validation error before and after, steps and the stop reason."""
     if not report.improved:
         return (f"no step improved on the input (validation error "
@@ -105,7 +116,7 @@ def summary(report) -> str:
             f"{report.seconds:.1f} s")
 
 
-def report_text(report, path: str, student) -> str:
+def report_text(report: FinetuneReport, path: str, student: ModelProto | str) -> str:
     """JSON, or an HTML page with the loss curves when `path` ends in .html."""
     if not str(path).lower().endswith((".html", ".htm")):
         return json_text(report.to_dict())
@@ -116,7 +127,7 @@ def report_text(report, path: str, student) -> str:
                                 loss_plot(report))
 
 
-def loss_plot(report) -> str | None:
+def loss_plot(report: FinetuneReport) -> str | None:
     """The loss curves as a PNG data URI, or None without matplotlib."""
     try:
         from ..plot import data_uri, loss_curves_png
@@ -126,12 +137,12 @@ def loss_plot(report) -> str | None:
         return None
 
 
-def finetune_section(report) -> dict:
+def finetune_section(report: FinetuneReport) -> dict:
     """What a prune report page shows of a chained fine-tuning."""
     return {"report": report.to_dict(), "plot_png": loss_plot(report)}
 
 
-def chain_flags(func):
+def chain_flags(func: Command) -> Command:
     """--finetune-steps and --finetune-minutes of prune and sparsify."""
     for option in reversed([
         click.option("--finetune-steps", type=click.IntRange(min=1), help="Then fine-tune "
@@ -144,7 +155,7 @@ def chain_flags(func):
     return func
 
 
-def check_chain(steps: int | None, minutes: float | None, calib) -> bool:
+def check_chain(steps: int | None, minutes: float | None, calib: str | None) -> bool:
     """Whether to chain fine-tuning; refuses it without calibration data."""
     if steps is None and minutes is None:
         return False
@@ -156,7 +167,9 @@ def check_chain(steps: int | None, minutes: float | None, calib) -> bool:
     return True
 
 
-def chained(result, model, calib, steps, minutes, seed: int, images, quiet: bool):
+def chained(result: ModelProto, model: str, calib: str, steps: int | None,
+            minutes: float | None, seed: int, images: ImageOptions | None, quiet: bool
+            ) -> tuple[ModelProto, FinetuneReport]:
     """The result fine-tuned from MODEL on the calibration data, and its report."""
     return run_finetune(result, model, calib, dict(steps=steps, minutes=minutes, seed=seed,
                                                    images=images), quiet)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -26,6 +27,9 @@ from .common import (
     warn,
 )
 from .finetuning import chain_flags, chained, check_chain, finetune_section
+
+if TYPE_CHECKING:
+    from ..reporting import Report
 
 
 @main.command()
@@ -96,13 +100,19 @@ from .finetuning import chain_flags, chained, check_chain, finetune_section
               "(no progress bars).")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
 @handle_errors
-def prune(model, output, ratio, head_ratio, hidden_ratio, target_macs, target_latency,
-          target_energy, provider, threads, criterion,
-          global_ranking, max_ratio, round_to, min_channels, ignore, input_shape, calib,
-          image_size, image_mean, image_std, image_layout, bgr, calib_samples, eval_data,
-          batch_size, reconstruct, ridge, max_memory, sensitivity_samples, seed, report_path,
-          save_plan, plan_path, report_html, report_md, finetune_steps, finetune_minutes,
-          as_json, quiet) -> None:
+def prune(model: str, output: str, ratio: float | None, head_ratio: float | None,
+          hidden_ratio: float | None, target_macs: float | None,
+          target_latency: float | None, target_energy: float | None, provider: str,
+          threads: int, criterion: str | None, global_ranking: bool, max_ratio: float,
+          round_to: int | None, min_channels: int, ignore: tuple[str, ...],
+          input_shape: tuple[str, ...], calib: str | None, image_size: str | None,
+          image_mean: str, image_std: str, image_layout: str, bgr: bool,
+          calib_samples: int | None, eval_data: str | None, batch_size: int,
+          reconstruct: str | None, ridge: float, max_memory: int | None,
+          sensitivity_samples: int, seed: int, report_path: str | None, save_plan: str | None,
+          plan_path: str | None, report_html: str | None, report_md: str | None,
+          finetune_steps: int | None, finetune_minutes: float | None, as_json: bool,
+          quiet: bool) -> None:
     """Remove channels from MODEL and write a verified, smaller model to OUTPUT."""
     quiet = quiet or as_json
     check_outputs({"-o": output, "--report": report_path, "--save-plan": save_plan,
@@ -139,6 +149,11 @@ def prune(model, output, ratio, head_ratio, hidden_ratio, target_macs, target_la
     data = dict(report.to_dict(), **extra)
     _write_outputs(pruned, output, configs, {report_path: json_text(data),
                    save_plan: json_text(report.plan_document)}, readable, report_html, report_md)
+    _announce(report, data, output, as_json, quiet)
+
+
+def _announce(report: Report, data: dict, output: str, as_json: bool, quiet: bool) -> None:
+    """The report's warnings, then the report as JSON or a summary."""
     warn(report.warnings, quiet)
     if as_json:
         click.echo(json_text(data))

@@ -66,10 +66,14 @@ from .finetuning import chain_flags, chained, check_chain
 @chain_flags
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
 @handle_errors
-def sparsify(model, output, pattern, sparsity, criterion, min_size, all_layers, ignore, fp16,
-             storage, sparse_indices, input_shape, calib, image_size, image_mean, image_std,
-             image_layout, bgr, calib_samples, batch_size, max_memory, seed, report_path,
-             save_plan, plan_path, finetune_steps, finetune_minutes, quiet) -> None:
+def sparsify(model: str, output: str, pattern: str, sparsity: float | None, criterion: str,
+             min_size: int | None, all_layers: bool, ignore: tuple[str, ...], fp16: bool,
+             storage: str, sparse_indices: str, input_shape: tuple[str, ...],
+             calib: str | None, image_size: str | None, image_mean: str, image_std: str,
+             image_layout: str, bgr: bool, calib_samples: int | None, batch_size: int,
+             max_memory: int | None, seed: int, report_path: str | None,
+             save_plan: str | None, plan_path: str | None, finetune_steps: int | None,
+             finetune_minutes: float | None, quiet: bool) -> None:
     """Zero weights of MODEL in an N:M or unstructured pattern; write a verified model."""
     check_outputs({"-o": output, "--report": report_path, "--save-plan": save_plan},
                   {"MODEL": model, "--calib": calib, "--plan": plan_path})

@@ -57,10 +57,13 @@ TABLE_FILES = ("sweep.json", "sweep.csv", "sweep.html", "sweep.png")
 @click.option("--json", "as_json", is_flag=True, help="Print sweep.json on stdout.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
 @handle_errors
-def sweep(model, calib, grid, directory, held_out, target_latency, target_macs, round_to,
-          reconstruct, provider, threads, runs, input_shape, image_size, image_mean,
-          image_std, image_layout, bgr, calib_samples, batch_size, seed, workers,
-          ray_address, as_json, quiet) -> None:
+def sweep(model: str, calib: str, grid: str, directory: str, held_out: int | None,
+          target_latency: float | None, target_macs: float | None, round_to: int | None,
+          reconstruct: str | None, provider: str, threads: int, runs: int,
+          input_shape: tuple[str, ...], image_size: str | None, image_mean: str,
+          image_std: str, image_layout: str, bgr: bool, calib_samples: int | None,
+          batch_size: int, seed: int, workers: int, ray_address: str | None, as_json: bool,
+          quiet: bool) -> None:
     """Prune MODEL once per setting of a grid (each a task, in-process or on Ray), verify
     and write every model, and tabulate MACs, parameters, latency and held-out fidelity
     with the Pareto front."""

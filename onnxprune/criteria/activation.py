@@ -14,11 +14,18 @@ layers whose weights absorb the group), per unit:
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from ..depgraph import GraphView, Group, Role, Slot
 from ..ops.registry import VIEW_DEPTH, is_axis_view
 from .magnitude import _atom_reduce, _mean_normalized, _per_unit, l2
+
+if TYPE_CHECKING:
+    from ..moments import Moments
+
+    Stats = dict[tuple[str, int], Moments]  # activation statistics by (tensor, axis)
 
 
 def sink_activations(group: Group, view: GraphView) -> list[Slot]:
@@ -53,24 +60,28 @@ def _or_l2(scores, group, view, rng):
     return l2(group, view, rng) if scores is None else scores
 
 
-def activation(group: Group, view: GraphView, rng, stats=None) -> np.ndarray:
+def activation(group: Group, view: GraphView, rng: np.random.Generator,
+               stats: Stats | None = None) -> np.ndarray:
     """Mean |a| of the unit's channels at the group's consumers."""
     return _or_l2(_from_stats(group, view, stats, lambda s: s.mean_abs), group, view, rng)
 
 
-def apoz(group: Group, view: GraphView, rng, stats=None) -> np.ndarray:
+def apoz(group: Group, view: GraphView, rng: np.random.Generator,
+         stats: Stats | None = None) -> np.ndarray:
     """1 − fraction of zero activations."""
     return _or_l2(_from_stats(group, view, stats, lambda s: 1.0 - s.apoz + 1e-12), group,
                   view, rng)
 
 
-def variance(group: Group, view: GraphView, rng, stats=None) -> np.ndarray:
+def variance(group: Group, view: GraphView, rng: np.random.Generator,
+             stats: Stats | None = None) -> np.ndarray:
     """Variance of the unit's activations."""
     return _or_l2(_from_stats(group, view, stats, lambda s: s.variance + 1e-12), group,
                   view, rng)
 
 
-def wanda(group: Group, view: GraphView, rng, stats=None) -> np.ndarray:
+def wanda(group: Group, view: GraphView, rng: np.random.Generator,
+          stats: Stats | None = None) -> np.ndarray:
     """‖consumer weight slice‖₂ × root-mean-square activation, per unit."""
     norms = _from_stats(group, view, stats, lambda s: np.sqrt(s.mean_sq))
     if norms is None:

@@ -20,13 +20,19 @@ A group with no edge into an absorbing layer falls back to `l2`.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from ..depgraph import GraphView, Group, Role, Slot
 from ..train import check_translation
 from ..train.saliency import MaskTap, edge_gradients, mask_gradients, per_sample, readers
 from .activation import _consumers
-from .magnitude import _atom_reduce, _per_unit, l2
+from .magnitude import _atom_reduce, _per_unit, _weight_slots, l2
+
+if TYPE_CHECKING:
+    from ..analysis import Analysis
+    from ..train.translate import Translated
 
 MASKED = ("fisher", "taylor")
 
@@ -60,13 +66,13 @@ def mask_taps(groups: list[Group], view: GraphView) -> tuple[list[MaskTap], dict
     return taps, offsets
 
 
-def _checked(analysis):
+def _checked(analysis: Analysis) -> Translated:
     """The translation, checked against onnxruntime on the first calibration batch."""
     first = next(iter(analysis.stream()))
     return check_translation(analysis.proto, first)[0]
 
 
-def mask_scores(name: str, groups: list[Group], analysis, seed: int
+def mask_scores(name: str, groups: list[Group], analysis: Analysis, seed: int
                 ) -> dict[int, np.ndarray]:
     """`fisher` or `taylor` scores of each group's units."""
     view = analysis.dep.view
@@ -82,12 +88,7 @@ def mask_scores(name: str, groups: list[Group], analysis, seed: int
             else l2(g, view, None) for g in groups}
 
 
-def _weight_slots(group: Group, view: GraphView) -> list[Slot]:
-    return [s for s in group.members if group.roles.get(s) in (Role.OUT, Role.IN)
-            and view.is_const(s.tensor)]
-
-
-def snip_scores(groups: list[Group], analysis, seed: int) -> dict[int, np.ndarray]:
+def snip_scores(groups: list[Group], analysis: Analysis, seed: int) -> dict[int, np.ndarray]:
     """`snip` scores of each group's units."""
     view = analysis.dep.view
     tensors = sorted({s.tensor for g in groups for s in _weight_slots(g, view)})
@@ -108,7 +109,8 @@ def snip_scores(groups: list[Group], analysis, seed: int) -> dict[int, np.ndarra
     return scores
 
 
-def evidence(name: str, groups: list[Group], analysis, seed: int) -> dict[int, np.ndarray]:
+def evidence(name: str, groups: list[Group], analysis: Analysis, seed: int
+             ) -> dict[int, np.ndarray]:
     """The scores of criterion `name` for every group, from one gradient pass."""
     if name in MASKED:
         return mask_scores(name, groups, analysis, seed)

@@ -56,13 +56,13 @@ def _norm(group: Group, view: GraphView, power: int) -> np.ndarray:
 
 
 def l1(group: Group, view: GraphView, rng: np.random.Generator,
-       stats=None) -> np.ndarray:
+       stats: object = None) -> np.ndarray:
     """Mean-normalized L1 norm of each unit's weight slices, averaged over members."""
     return _norm(group, view, 1)
 
 
 def l2(group: Group, view: GraphView, rng: np.random.Generator,
-       stats=None) -> np.ndarray:
+       stats: object = None) -> np.ndarray:
     """Mean-normalized L2 norm of each unit's weight slices, averaged over members."""
     return _norm(group, view, 2)
 
@@ -73,7 +73,7 @@ def _norm_inputs(view: GraphView, tensor: str, op: str, index: int) -> bool:
 
 
 def bn_scale(group: Group, view: GraphView, rng: np.random.Generator,
-             stats=None) -> np.ndarray:
+             stats: object = None) -> np.ndarray:
     """|γ| of the group's BatchNorm scales; groups without one fall back to `l1`."""
     rows = [_per_unit(group, s, np.abs(view.const(s.tensor)).astype(np.float64))
             for s in group.slots(Role.PARAM)
@@ -83,7 +83,7 @@ def bn_scale(group: Group, view: GraphView, rng: np.random.Generator,
 
 
 def random_scores(group: Group, view: GraphView, rng: np.random.Generator,
-                  stats=None) -> np.ndarray:
+                  stats: object = None) -> np.ndarray:
     """Uniform random scores from the seeded generator."""
     return rng.random(group.units)
 
@@ -110,7 +110,7 @@ def _shift_params(group: Group, view: GraphView) -> list[Slot]:
 
 
 def zero(group: Group, view: GraphView, rng: np.random.Generator,
-         stats=None) -> np.ndarray:
+         stats: object = None) -> np.ndarray:
     """0 for units whose removal is exactly lossless, 1 for the others."""
     sinks = group.slots(Role.IN)
     dead_in = _all_zero(group, view, sinks) if sinks else np.zeros(group.units, bool)

@@ -54,7 +54,8 @@ def rows(slots: list[Slot], links: list[Link], sizes: dict[Slot, int | None]) ->
     return Rows(row_of, offsets, row_sizes)
 
 
-def atom_pairs(links: list[Link], rows: Rows, sizes) -> tuple[np.ndarray, np.ndarray]:
+def atom_pairs(links: list[Link], rows: Rows, sizes: dict[Slot, int | None]
+               ) -> tuple[np.ndarray, np.ndarray]:
     """Pairs of atoms that rules link (as two index arrays)."""
     us, vs = [np.empty(0, np.int64)], [np.empty(0, np.int64)]
     for link in links:

@@ -5,12 +5,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx_graphsurgeon as gs
 
 from ..ops.registry import VIEW_DEPTH, is_axis_view
 from ..shapes import Shape
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
 
 
 @dataclass(frozen=True, order=True)
@@ -82,7 +86,8 @@ class Edges:
         self.links.append(Link(a, b))
         self._role(b, role)
 
-    def map(self, a: Slot, b: Slot, a_idx, b_idx, role: Role | None = None) -> None:
+    def map(self, a: Slot, b: Slot, a_idx: npt.ArrayLike, b_idx: npt.ArrayLike,
+            role: Role | None = None) -> None:
         """Couple atoms a_idx[i] of `a` with atoms b_idx[i] of `b`."""
         self.links.append(Link(a, b, np.asarray(a_idx, np.int64), np.asarray(b_idx, np.int64)))
         self._role(b, role)

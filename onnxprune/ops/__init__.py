@@ -7,6 +7,8 @@ checks of compute layers), `align`, `regroup` and `axes` (following an axis thro
 ops that regroup or move axes), `target` (Reshape and Expand targets) and `values`
 (static values of shape computations)."""
 
+from __future__ import annotations
+
 from .registry import OpFamily, Sink, SparseLayer, WeightView, families, family_for, family_of
 
 __all__ = ["OpFamily", "Sink", "SparseLayer", "WeightView", "families", "family_for",

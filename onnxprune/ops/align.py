@@ -3,10 +3,16 @@ products (the axes a run holds on one side regroup those it holds on the other).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..shapes import Dim
+
 Groups = list[tuple[list[int], list[int]]]
 
 
-def align(a, b) -> Groups:
+def align(a: Sequence[Dim], b: Sequence[Dim]) -> Groups:
     """Pair runs of axes with equal products, from the front and then the back."""
     front = _align_prefix(a, b)
     used_a = {k for group, _ in front for k in group}

@@ -4,6 +4,8 @@ every other axis the operands are coupled index for index."""
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 import onnx_graphsurgeon as gs
 
@@ -184,7 +186,8 @@ def _sliced_axes(node: gs.Node, rank: int, view: GraphView) -> set[int]:
     return set(range(count if count is not None and "starts" not in node.attrs else rank))
 
 
-def slice_window(node: gs.Node, axis: int, view: GraphView):
+def slice_window(node: gs.Node, axis: int, view: GraphView
+                 ) -> tuple[int, int] | Literal[False] | None:
     """(start, stop) on the axis; None if the axis is not sliced; False if unusable."""
     x = node.inputs[0].name
     params = _params(node, view)

@@ -15,6 +15,8 @@ sampled im2col patches, columns in (kernel tap, channel) order.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import onnx_graphsurgeon as gs
 
@@ -31,6 +33,9 @@ from .layer import (
 )
 from .registry import Sink, SparseLayer, register
 from .rule import Change, Rule
+
+if TYPE_CHECKING:
+    from ..sparsity.layers import Layer
 
 
 def _names(node: gs.Node) -> tuple[str, str, str, str]:
@@ -188,18 +193,18 @@ def _shape_problem(shape: tuple[int, ...]) -> str | None:
     return f"Conv weight of rank {len(shape)}" if len(shape) < 3 else None
 
 
-def _unmeasurable(layer, gram: bool) -> str | None:
+def _unmeasurable(layer: Layer, gram: bool) -> str | None:
     if gram and (layer.attrs.get("group", 1) != 1 or len(layer.shape) != 4):
         return "grouped or non-2-D convolution"
     return None
 
 
-def _input_key(layer) -> tuple:
+def _input_key(layer: Layer) -> tuple:
     return (layer.activation, "Conv", tuple(layer.shape),
             tuple(sorted((k, str(v)) for k, v in layer.attrs.items())))
 
 
-def channel_sq(layer, value: np.ndarray) -> tuple[np.ndarray, int]:
+def channel_sq(layer: Layer, value: np.ndarray) -> tuple[np.ndarray, int]:
     """Σx² of a convolution's input per matrix-view entry [K, R·S·C/g] (each channel's
     sum repeated for every kernel position, each output row seeing its own group), and
     the rows it sums over."""
@@ -210,7 +215,7 @@ def channel_sq(layer, value: np.ndarray) -> tuple[np.ndarray, int]:
     return np.repeat(per_group, layer.shape[0] // groups, axis=0), value.size // value.shape[1]
 
 
-def im2col(layer, value: np.ndarray, seed: int) -> np.ndarray:
+def im2col(layer: Layer, value: np.ndarray, seed: int) -> np.ndarray:
     """Sampled input patches of a 2-D convolution, columns in (r, s, c) order."""
     rng = np.random.default_rng(seed)
     kernel = layer.shape[2:]

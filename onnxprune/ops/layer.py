@@ -4,15 +4,19 @@ carriers after a layer, and the weight-operand checks of their hooks."""
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx_graphsurgeon as gs
 
 from .norm import batchnorm_shift
 
+if TYPE_CHECKING:
+    from .registry import Carrier
 
-def elements(shape) -> int:
+
+def elements(shape: Sequence[int] | None) -> int:
     """Elements of a shape (0 when unknown)."""
     return int(math.prod(shape)) if shape is not None else 0
 
@@ -22,7 +26,7 @@ def own(tensor: gs.Tensor) -> bool:
     return isinstance(tensor, gs.Constant) and len(tensor.outputs) == 1
 
 
-def own_bias(node: gs.Node, index: int = 2):
+def own_bias(node: gs.Node, index: int = 2) -> Carrier | None:
     """The node's own bias input as a carrier (factor 1), or None."""
     if len(node.inputs) > index and own(node.inputs[index]):
         return node.inputs[index], 1.0
@@ -34,7 +38,7 @@ def only_user(node: gs.Node) -> gs.Node | None:
     return users[0] if len(users) == 1 else None
 
 
-def added_after(node: gs.Node, channels: int | None, trailing: int = 0):
+def added_after(node: gs.Node, channels: int | None, trailing: int = 0) -> Carrier | None:
     """An unshared constant that the node's one user (an Add) adds per output channel:
     `channels` values on the axis `trailing` axes before the last. None otherwise."""
     user = only_user(node)
@@ -47,7 +51,7 @@ def added_after(node: gs.Node, channels: int | None, trailing: int = 0):
     return None
 
 
-def normalized_after(node: gs.Node):
+def normalized_after(node: gs.Node) -> Carrier | None:
     """The shift of a BatchNormalization that is the node's one user, as a carrier."""
     user = only_user(node)
     return None if user is None else batchnorm_shift(user)

@@ -7,12 +7,17 @@ channels within windows and block."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import onnx_graphsurgeon as gs
 
 from ..depgraph.core import Edges, GraphView, Role, Slot
 from .registry import register
 from .rule import Rule
+
+if TYPE_CHECKING:
+    from .registry import Carrier
 
 
 class PerChannelNorm(Rule):
@@ -97,7 +102,7 @@ def _mixed_axes(node: gs.Node, rank: int) -> set[int]:
     return set(range(1, rank))
 
 
-def batchnorm_shift(node: gs.Node):
+def batchnorm_shift(node: gs.Node) -> Carrier | None:
     """A BatchNormalization's shift (B) as the carrier of a per-channel shift of its input,
     with the factor it scales the input by, when its parameters are constants and B is
     its own; None otherwise."""

@@ -36,6 +36,9 @@ if TYPE_CHECKING:
     from .rule import Rule
 
 ShapeOf = Callable[[str], tuple[int, ...] | None]
+# A bias carrier: the constant that adds per output channel after a layer, and the
+# factor (a scalar or one per channel) a unit of the layer's output becomes in it.
+Carrier = tuple[gs.Constant, float | np.ndarray]
 
 # Views between a stored weight and the op that reads it (a Cast of a DequantizeLinear
 # of an int8 constant is two): exporters write at most a few.
@@ -57,7 +60,7 @@ class Sink:
     refit's shift per weight row (`weight` has its input axis last).
     """
 
-    bias: Callable[[gs.Node], tuple[gs.Constant, Any] | None]
+    bias: Callable[[gs.Node], Carrier | None]
     contribution: Callable[[gs.Node, np.ndarray, int, np.ndarray], np.ndarray | None]
     refittable: Callable[[gs.Node, gs.Constant], bool]
     output_shift: Callable[[gs.Node, np.ndarray, np.ndarray], np.ndarray]
@@ -140,7 +143,7 @@ _FAMILIES: dict[str, OpFamily] = {}
 _LOADED = False
 
 
-def register(*op_types: str, rule: Rule, **hooks) -> OpFamily:
+def register(*op_types: str, rule: Rule, **hooks: Any) -> OpFamily:
     """Register the op types of one family; registering a type twice is an error."""
     family = OpFamily(rule, **hooks)
     for op in op_types:

@@ -14,8 +14,12 @@ TARGET_NESTING = 3
 # Nodes of shape arithmetic (Gather, Unsqueeze, Mul...) between a Shape and a target piece.
 SHAPE_ARITHMETIC_DEPTH = 8
 
+# Where one entry of a shape input lives: (node, input index, value or None, offset).
+Piece = tuple[gs.Node, int, int | None, int]
 
-def target_piece(node: gs.Node, entry: int, view: GraphView, free_needed: bool = True):
+
+def target_piece(node: gs.Node, entry: int, view: GraphView, free_needed: bool = True
+                 ) -> Piece | None:
     """(node, input index, value, offset) of what holds entry `entry` of the node's
     shape input (input 1): a constant (value known) or a one-element piece computed at
     run time (value None; usable when `free_needed` is off or no entry is -1)."""
@@ -26,7 +30,7 @@ def target_piece(node: gs.Node, entry: int, view: GraphView, free_needed: bool =
 
 
 def _concat_piece(target: gs.Tensor, entry: int, view: GraphView, free_needed: bool,
-                  depth: int):
+                  depth: int) -> Piece | None:
     """The piece of a (possibly nested) shape-building Concat that holds an entry."""
     producer = target.inputs[0] if target.inputs else None
     if producer is not None and producer.op == "Cast" and depth > 0:
@@ -73,7 +77,7 @@ def own_target(node: gs.Node, change: Change) -> None:
     node.inputs[1] = source
 
 
-def set_target_entry(piece, value: int) -> None:
+def set_target_entry(piece: Piece, value: int) -> None:
     """Write one entry of a shape input found by `target_piece`."""
     owner, index, known, offset = piece
     if known is None:

@@ -7,6 +7,8 @@ Every strategy is a planner behind one interface (`planners.py`: a `Problem` in,
 groups, builds the budget of the options' target and runs the planner they choose.
 """
 
+from __future__ import annotations
+
 from .options import CHANNEL_KINDS, DEFAULT_ROUND_TO, PlanOptions
 from .planners import PLANNERS, Planner, criterion_names, plan, planner_for, ranking
 from .problem import Plan, Planned, Problem, Removed, eligible

@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from onnx import ModelProto
 
+from ..calibrate import not_running
 from ..depgraph import DepGraph, Group
 from ..distributed import Executor, InProcess
-from ..errors import InputError, first_line
 from ..layerwise import with_values
 from ..model import export
 from ..rewrite import zeroed_sinks
@@ -117,8 +117,7 @@ def _outputs(model, weights: dict[str, np.ndarray], feeds: list[dict]) -> list[l
         sess = with_values(model, weights)
         return [sess.run(None, batch) for batch in feeds]
     except Exception as exc:
-        raise InputError(f"the model does not run on the calibration data: "
-                         f"{first_line(exc)}") from None
+        raise not_running(exc) from None
 
 
 def _error(dense: list[list], pruned: list[list]) -> float:

@@ -17,7 +17,7 @@ so the planner's logic runs the same on any timer.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -34,6 +34,11 @@ from .problem import Plan
 
 if TYPE_CHECKING:
     from ..analysis import Analysis, Pricer
+    from ..depgraph import DepGraph
+    from .budgets import RemovedAt
+    from .problem import Removed
+
+    Layers = Callable[[Removed], Iterator[tuple[str, str, int]]]  # (node, config, opset)
 
 GRID = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
 PROBE_WIDTH = 32  # kept counts below a group's size timed for the rounding
@@ -55,8 +60,8 @@ class LatencyMeter:
     rounds = 8
     retimes = 2  # whole-model timings of the most pruned plan before a target is refused
 
-    def __init__(self, table: LatencyTable, layers, price, rewrite, timer: Timer,
-                 quiet=True):
+    def __init__(self, table: LatencyTable, layers: Layers, price: Pricer,
+                 rewrite: Callable[[Removed], ModelProto], timer: Timer, quiet: bool = True):
         self.table, self.layers, self.price, self.rewrite = table, layers, price, rewrite
         self.timer, self.quiet = timer, quiet
         self.curves: dict[str, tuple[np.ndarray, np.ndarray]] = {}
@@ -64,7 +69,7 @@ class LatencyMeter:
         self.removed_at, self.max_ratio = (lambda ratio: {}), GRID[-1]
         self.chosen_rounding: dict | None = None
 
-    def prepare(self, removed_at, max_ratio: float = GRID[-1]) -> None:
+    def prepare(self, removed_at: RemovedAt, max_ratio: float = GRID[-1]) -> None:
         """Time every layer at the planner's kept counts for each grid ratio."""
         from ..progress import bar
 
@@ -87,7 +92,7 @@ class LatencyMeter:
                                  np.array([p[1] for p in pairs], float))
         self.dense_layers = sum(float(y[-1]) for _, y in self.curves.values()) or 1e-30
 
-    def fraction(self, removed) -> float:
+    def fraction(self, removed: Removed) -> float:
         """Predicted latency of the layers under `removed`, over their dense latency."""
         per_node = self.price(removed).per_node
         total = sum(float(np.interp(per_node[name][0], x, y))
@@ -96,7 +101,7 @@ class LatencyMeter:
 
     __call__ = fraction
 
-    def measured(self, removed, repeat: int = 1) -> float:
+    def measured(self, removed: Removed, repeat: int = 1) -> float:
         """Measured whole-model latency under `removed` over the given dense model's (the
         user's file, whose form can be slower than the rewritten graph's)."""
         return self.timer.ratio(self.rewrite(removed), repeat)
@@ -134,7 +139,7 @@ class LatencyMeter:
                                 "groups": [g[0] for g in chosen]}
         return self.chosen_rounding["round_to"]
 
-    def settle(self, plan_at, target: float) -> tuple[Plan, dict]:
+    def settle(self, plan_at: Callable[[float], Plan], target: float) -> tuple[Plan, dict]:
         """Start from the table's plan for the target, then search the chain of plans
         (see `plan_chain`) on whole-model measurements (`next_step`); the plan measured
         closest to the target without exceeding it wins and is measured again. A target
@@ -196,12 +201,12 @@ class LatencyMeter:
                          f"{known[last]:.2f} of the dense latency")
 
 
-def layers_under(dep, base: ShapeOf, opset: int):
+def layers_under(dep: DepGraph, base: ShapeOf, opset: int) -> Layers:
     """A function: removed units → (node name, layer configuration, opset) of every
     compute layer in the pruned graph."""
     from ..rewrite import apply, removed_slots
 
-    def layers(removed):
+    def layers(removed: Removed) -> Iterator[tuple[str, str, int]]:
         slots = removed_slots(dep, removed)
         graph = apply(dep.view.graph, dep.view, slots)
         shape_of = shrunk(base, slots)

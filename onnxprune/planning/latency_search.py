@@ -11,7 +11,7 @@ import numpy as np
 MULTIPLES = (1, 2, 4, 8, 16, 32)
 
 
-def step_multiple(curves: list[dict[int, float]], multiples=MULTIPLES,
+def step_multiple(curves: list[dict[int, float]], multiples: tuple[int, ...] = MULTIPLES,
                   share: float = 0.9) -> int:
     """The rounding latency curves call for (seconds per kept channel count, over
     consecutive counts up to a group's size). A count is *efficient* when every larger

@@ -42,7 +42,7 @@ def check_pattern(model: ModelProto, targeted: list[Layer], pattern: Pattern) ->
 
 
 def verify_written(written: ModelProto, original: ModelProto, targeted: list[Layer],
-                   pattern: Pattern, input_shapes, seed: int
+                   pattern: Pattern, input_shapes: dict[str, tuple[int, ...]] | None, seed: int
                    ) -> tuple[dict[str, float], list[str]]:
     """Check a model about to be written; returns the relative output error against
     the original on sample inputs and the list of checks passed."""
@@ -67,10 +67,7 @@ def _check_sparse_file(written: ModelProto, feeds, twin_outputs) -> list[str]:
     checks = []
     with serialized(written) as data:
         try:
-            if isinstance(data, bytes):
-                onnx.checker.check_model(data)
-            else:
-                datafiles.check(written)
+            datafiles.check_serialized(written, data)
             checks.append("sparse file: onnx.checker")
         except Exception as exc:
             if not _narrow_indices(written):

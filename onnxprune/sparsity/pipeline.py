@@ -6,6 +6,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 from onnx import ModelProto
@@ -30,7 +31,10 @@ from .statistics import measurable, measure
 from .storage import INDEX_TYPES, to_fp16, to_initializers, to_sparse
 from .weight_criteria import DATA_AWARE, check_criterion, magnitude, snip, sparsegpt, wanda
 
-ModelLike = ModelProto | str | os.PathLike
+if TYPE_CHECKING:
+    from ..analysis import ModelLike
+    from ..images import ImageOptions
+
 MIN_SIZE = 256  # outputs and reduction length from which sparse kernels can win
 STORAGES = ("dense", "sparse")
 
@@ -86,8 +90,9 @@ class SparsifyReport:
 
 
 def sparsify(model: ModelLike, pattern: str = "2:4", *, sparsity: float | None = None,
-             criterion: str = "magnitude", calib=None, calib_samples: int | None = None,
-             batch_size: int = 8, images=None, min_size: int | None = None,
+             criterion: str = "magnitude", calib: calibrate.CalibrationSource | None = None,
+             calib_samples: int | None = None, batch_size: int = 8,
+             images: ImageOptions | None = None, min_size: int | None = None,
              all_layers: bool = False, ignore: tuple[str, ...] = (), fp16: bool = False,
              storage: str = "dense", sparse_indices: str = "int64",
              input_shapes: dict[str, tuple[int, ...]] | None = None, seed: int = 0,

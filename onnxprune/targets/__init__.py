@@ -1,1 +1,3 @@
 """Deployment targets: onnxruntime sessions and TensorRT settings for sparse models."""
+
+from __future__ import annotations

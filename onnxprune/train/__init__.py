@@ -7,6 +7,8 @@ JAX function, checked against onnxruntime before use.
     outputs = f(translated.params, feeds)
 """
 
+from __future__ import annotations
+
 from ..errors import InputError
 
 try:

@@ -15,13 +15,13 @@ from dataclasses import dataclass
 import numpy as np
 from onnx import ModelProto
 
-from ..calibrate import check_arrays, read_arrays
+from ..calibrate import Feeds, check_arrays, read_arrays
 from ..errors import InputError
 from ..images import ImageOptions
 from ..shapes import input_specs
 
 LABELS = "labels"
-Feeds = dict[str, np.ndarray]
+Source = str | os.PathLike | Feeds  # an .npz file, a folder of them or of images; arrays
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ class Data:
         return None if self.labels is None else self.labels[indices]
 
 
-def load(source: str | os.PathLike | Feeds, student: ModelProto, teacher: ModelProto,
+def load(source: Source, student: ModelProto, teacher: ModelProto,
          fraction: float, seed: int, images: ImageOptions | None = None) -> Data:
     """Read and check the data against both models' inputs, then split it."""
     if isinstance(source, dict):

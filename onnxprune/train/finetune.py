@@ -85,7 +85,7 @@ class FinetuneOptions:
 
 
 def finetune(student: ModelProto | str | os.PathLike, teacher: ModelProto | str | os.PathLike,
-             data, options: FinetuneOptions | None = None
+             data: distill_data.Source, options: FinetuneOptions | None = None
              ) -> tuple[ModelProto, FinetuneReport]:
     """Distill `student` toward `teacher` on `data` (an .npz path, a folder of them or
     of images, or a dict of arrays); returns the verified model and its report."""

@@ -10,6 +10,7 @@ onnxruntime's fast logistic and tanh kernels differ from the exact functions by
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import jax
 import numpy as np
@@ -78,7 +79,7 @@ def compare(want: dict[str, np.ndarray], got: dict[str, np.ndarray]) -> Parity:
 
 
 def check_translation(model: ModelProto, feeds: dict[str, np.ndarray],
-                      translated: Translated | None = None, **options
+                      translated: Translated | None = None, **options: Any
                       ) -> tuple[Translated, Parity]:
     """Translate (unless given) and compare the jitted translation with onnxruntime on
     `feeds`; refuses, naming the op, a model that does not translate or disagrees."""

@@ -21,11 +21,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..errors import InputError
+
+if TYPE_CHECKING:
+    import jax
+
+    Array = np.ndarray | jax.Array  # numpy for constants, JAX for data and parameters
+    Outputs = Array | tuple[Array | None, ...]  # a translation's values, one per output
+    Translate = Callable[..., Outputs]  # (node: Node, *inputs: Array | None) -> Outputs
 
 MS = "com.microsoft"
 ONNX_DOMAINS = ("", "ai.onnx")
@@ -35,7 +42,7 @@ ONNX_DOMAINS = ("", "ai.onnx")
 class Translation:
     """One registered translation and what it needs of its inputs."""
 
-    fn: Callable[..., Any]
+    fn: Translate
     numpy: bool = False
     static: tuple[int, ...] = ()
 
@@ -69,9 +76,9 @@ class Node:
 
 
 def register(*ops: str, domain: str = "", numpy: bool = False,
-             static: tuple[int, ...] = ()) -> Callable:
+             static: tuple[int, ...] = ()) -> Callable[[Translate], Translate]:
     """Register the decorated function as the translation of `ops` in `domain`."""
-    def wrap(fn: Callable) -> Callable:
+    def wrap(fn: Translate) -> Translate:
         for op in ops:
             TRANSLATIONS[(domain, op)] = Translation(fn, numpy, static)
         return fn

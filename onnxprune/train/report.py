@@ -4,11 +4,17 @@ validation error before and after (JSON, and an HTML page with the loss curves).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .loop import History
+
+if TYPE_CHECKING:
+    from .data import Data
+    from .finetune import FinetuneOptions
+    from .trainer import Objective
+    from .weights import Weights
 
 
 @dataclass(frozen=True)
@@ -52,7 +58,8 @@ class FinetuneReport:
         return data
 
 
-def finetune_report(options, objective, samples, weights, history: History,
+def finetune_report(options: FinetuneOptions, objective: Objective, samples: Data,
+                    weights: Weights, history: History,
                     checks: list[str], seconds: float) -> FinetuneReport:
     """The report of a finished run."""
     return FinetuneReport(

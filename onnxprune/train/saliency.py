@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
@@ -28,7 +29,8 @@ import onnx
 from .program import Edge, run
 from .translate import Translated
 
-Feeds = dict[str, np.ndarray]
+if TYPE_CHECKING:
+    from ..calibrate import Feeds
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,8 @@
 reference a pruned model must equal and output comparisons (`reference`), and the
 onnxruntime runs they rest on (`runs`; sessions come from `targets.onnxruntime`)."""
 
+from __future__ import annotations
+
 from .reference import (
     HIDDEN_TOLERANCE,
     check_plan,

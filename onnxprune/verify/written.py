@@ -24,10 +24,7 @@ def check_written(model: ModelProto, feeds: dict[str, np.ndarray],
     `reference` (the outputs it is compared with) either."""
     with serialized(model) as data:
         try:
-            if isinstance(data, bytes):
-                onnx.checker.check_model(data, full_check=True)
-            else:
-                datafiles.check(model, full_check=True)
+            datafiles.check_serialized(model, data, full_check=True)
         except Exception as exc:
             raise VerificationError(f"checker: {first_line(exc)}") from None
         _check_shapes(model, source)

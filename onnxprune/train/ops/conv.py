@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
@@ -19,8 +21,12 @@ from jax import lax
 
 from ..registry import register
 
+if TYPE_CHECKING:
+    from ..registry import Array, Node
 
-def conv_padding(node, x_shape, kernel, strides, dilations) -> list[tuple[int, int]]:
+
+def conv_padding(node: Node, x_shape: Sequence[int], kernel: Sequence[int],
+                 strides: Sequence[int], dilations: Sequence[int]) -> list[tuple[int, int]]:
     """Per spatial axis (begin, end) padding from `pads` or `auto_pad`."""
     auto = node.attr("auto_pad", "NOTSET")
     spatial = len(kernel)
@@ -37,18 +43,20 @@ def conv_padding(node, x_shape, kernel, strides, dilations) -> list[tuple[int, i
     return list(zip(pads[:spatial], pads[spatial:], strict=True))
 
 
-def _geometry(node, x, w):
-    kernel = tuple(w.shape[2:])
+def geometry(node: Node, x: Array, kernel: tuple[int, ...]
+             ) -> tuple[tuple[int, ...], tuple[int, ...], list[tuple[int, int]]]:
+    """Strides, dilations and (begin, end) padding per spatial axis of a kernel over x."""
     spatial = len(kernel)
     strides = tuple(node.attr("strides", [1] * spatial))
     dilations = tuple(node.attr("dilations", [1] * spatial))
-    return kernel, strides, dilations, conv_padding(node, x.shape, kernel, strides, dilations)
+    return strides, dilations, conv_padding(node, x.shape, kernel, strides, dilations)
 
 
 @register("Conv")
-def conv(node, x, w, b=None):
+def conv(node: Node, x: Array, w: Array, b: Array | None = None) -> Array:
     """Y = X ⋆ W (+ B), with `group` feature groups."""
-    kernel, strides, dilations, padding = _geometry(node, x, w)
+    kernel = tuple(w.shape[2:])
+    strides, dilations, padding = geometry(node, x, kernel)
     group = node.attr("group", 1)
     if group > 1 and w.shape[1] == 1 and depthwise_path(node) == "slices":
         y = shifted_sum(x, w, strides, dilations, padding)
@@ -58,7 +66,7 @@ def conv(node, x, w, b=None):
     return y if b is None else y + b.reshape((-1,) + (1,) * len(kernel))
 
 
-def depthwise_path(node) -> str:
+def depthwise_path(node: Node) -> str:
     """The depthwise translation chosen by the `depthwise` option."""
     choice = node.options.get("depthwise", "auto")
     if choice == "auto":
@@ -66,7 +74,8 @@ def depthwise_path(node) -> str:
     return choice
 
 
-def shifted_sum(x, w, strides, dilations, padding):
+def shifted_sum(x: Array, w: Array, strides: Sequence[int], dilations: Sequence[int],
+                padding: Sequence[tuple[int, int]]) -> jax.Array:
     """Depthwise convolution as Σ over kernel offsets of (strided slice of the padded
     input) × (that offset's weight per channel). Output channel o reads input channel
     o // m, m = out channels / in channels."""
@@ -77,20 +86,27 @@ def shifted_sum(x, w, strides, dilations, padding):
     x = x[(slice(None), slice(None)) + tuple(
         slice(-min(lo, 0), x.shape[2 + i] + min(hi, 0)) for i, (lo, hi) in enumerate(padding))]
     kernel = w.shape[2:]
-    out = [(size - (k - 1) * d - 1) // s + 1
-           for size, k, s, d in zip(x.shape[2:], kernel, strides, dilations, strict=True)]
     total = None
-    for offset in itertools.product(*(range(k) for k in kernel)):
-        start = [o * d for o, d in zip(offset, dilations, strict=True)]
-        limit = [b + (n - 1) * s + 1 for b, n, s in zip(start, out, strides, strict=True)]
-        window = lax.slice(x, (0, 0, *start), (*x.shape[:2], *limit), (1, 1, *strides))
+    for offset, window in offset_slices(x, kernel, strides, dilations):
         term = window * w[(slice(None), 0) + offset].reshape((1, -1) + (1,) * len(kernel))
         total = term if total is None else total + term
     return total
 
 
+def offset_slices(x: Array, kernel: Sequence[int], strides: Sequence[int],
+                  dilations: Sequence[int]) -> Iterator[tuple[tuple[int, ...], jax.Array]]:
+    """Each kernel offset with the strided slice of the padded input `x` [N, C, ...] that
+    it meets at every output position."""
+    out = [(size - (k - 1) * d - 1) // s + 1
+           for size, k, s, d in zip(x.shape[2:], kernel, strides, dilations, strict=True)]
+    for offset in itertools.product(*(range(k) for k in kernel)):
+        start = [o * d for o, d in zip(offset, dilations, strict=True)]
+        limit = [b + (n - 1) * s + 1 for b, n, s in zip(start, out, strides, strict=True)]
+        yield offset, lax.slice(x, (0, 0, *start), (*x.shape[:2], *limit), (1, 1, *strides))
+
+
 @register("ConvTranspose")
-def conv_transpose(node, x, w, b=None):
+def conv_transpose(node: Node, x: Array, w: Array, b: Array | None = None) -> Array:
     """The gradient of Conv with respect to its input: X dilated by the strides,
     convolved with W flipped, in/out channels swapped per group."""
     if node.attr("output_shape") is not None or node.attr("auto_pad", "NOTSET") not in (

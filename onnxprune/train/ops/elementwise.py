@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,6 +12,9 @@ from jax.scipy.special import erf
 from onnx import helper
 
 from ..registry import register
+
+if TYPE_CHECKING:
+    from ..registry import Array, Node
 
 BINARY = {"Add": "add", "Sub": "subtract", "Mul": "multiply", "Equal": "equal",
           "Less": "less", "LessOrEqual": "less_equal", "Greater": "greater",
@@ -39,7 +44,7 @@ for _op, _name in UNARY.items():
 
 
 @register(*VARIADIC, "Mean", numpy=True)
-def variadic(node, *xs):
+def variadic(node: Node, *xs: Array) -> Array:
     """Max, Min, Sum, Mean of any number of broadcast inputs."""
     fn = getattr(node.xp, VARIADIC.get(node.op, "add"))
     total = xs[0]
@@ -49,7 +54,7 @@ def variadic(node, *xs):
 
 
 @register("Div", numpy=True)
-def div(node, a, b):
+def div(node: Node, a: Array, b: Array) -> Array:
     """True division for floats; integer division truncates toward zero."""
     xp = node.xp
     if not xp.issubdtype(xp.result_type(a, b), xp.integer):
@@ -59,13 +64,13 @@ def div(node, a, b):
 
 
 @register("Mod", numpy=True)
-def mod(node, a, b):
+def mod(node: Node, a: Array, b: Array) -> Array:
     """`fmod=1`: the sign of the dividend (C fmod); else that of the divisor."""
     return node.xp.fmod(a, b) if node.attr("fmod", 0) else node.xp.mod(a, b)
 
 
 @register("Pow", numpy=True)
-def power(node, x, y):
+def power(node: Node, x: Array, y: Array) -> Array:
     """x ** y; a constant integral exponent is an integer power (negative bases work)."""
     if node.xp is jnp and isinstance(y, np.ndarray) and y.size == 1 \
             and float(y.reshape(-1)[0]).is_integer():
@@ -74,32 +79,32 @@ def power(node, x, y):
 
 
 @register("Reciprocal", numpy=True)
-def reciprocal(node, x):
+def reciprocal(node: Node, x: Array) -> Array:
     return 1 / x
 
 
 @register("IsInf", numpy=True)
-def isinf(node, x):
+def isinf(node: Node, x: Array) -> Array:
     positive, negative = node.attr("detect_positive", 1), node.attr("detect_negative", 1)
     return node.xp.isinf(x) & (((x > 0) & bool(positive)) | ((x < 0) & bool(negative)))
 
 
 @register("Erf")
-def erf_(node, x):
+def erf_(node: Node, x: Array) -> Array:
     return erf(x)
 
 
 @register("Where", numpy=True)
-def where(node, condition, x, y):
+def where(node: Node, condition: Array, x: Array, y: Array) -> Array:
     return node.xp.where(condition, x, y)
 
 
 @register("Identity", numpy=True)
-def identity(node, x):
+def identity(node: Node, x: Array) -> Array:
     return x
 
 
-def dtype_of(node, onnx_type: int):
+def dtype_of(node: Node, onnx_type: int) -> np.dtype:
     """The array module's dtype for an ONNX element type (int64 is int32 in JAX
     unless 64-bit mode is on)."""
     dtype = np.dtype(helper.tensor_dtype_to_np_dtype(onnx_type))
@@ -107,17 +112,17 @@ def dtype_of(node, onnx_type: int):
 
 
 @register("Cast", numpy=True)
-def cast(node, x):
+def cast(node: Node, x: Array) -> Array:
     return x.astype(dtype_of(node, node.attr("to")))
 
 
 @register("CastLike", numpy=True)
-def cast_like(node, x, like):
+def cast_like(node: Node, x: Array, like: Array) -> Array:
     return x.astype(like.dtype)
 
 
 @register("Clip", numpy=True)
-def clip(node, x, low=None, high=None):
+def clip(node: Node, x: Array, low: Array | None = None, high: Array | None = None) -> Array:
     """Clip to [min, max] (inputs from opset 11, attributes before)."""
     if node.opset < 11:
         low, high = node.attr("min"), node.attr("max")

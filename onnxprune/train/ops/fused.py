@@ -6,6 +6,8 @@ in the default domain)."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import jax
 import jax.numpy as jnp
 from jax import lax
@@ -14,35 +16,38 @@ from ..registry import MS, register
 from .matmul import PRECISION
 from .norm import _wide, standardize
 
+if TYPE_CHECKING:
+    from ..registry import Array, Node
+
 
 @register("Gelu", domain=MS)
-def gelu(node, x):
+def gelu(node: Node, x: Array) -> Array:
     return jax.nn.gelu(x, approximate=False)
 
 
 @register("BiasGelu", domain=MS)
-def bias_gelu(node, x, bias):
+def bias_gelu(node: Node, x: Array, bias: Array) -> Array:
     return jax.nn.gelu(x + bias, approximate=False)
 
 
 @register("FastGelu", domain=MS)
-def fast_gelu(node, x, bias=None):
+def fast_gelu(node: Node, x: Array, bias: Array | None = None) -> Array:
     """The tanh approximation of Gelu, after an optional bias."""
     return jax.nn.gelu(x if bias is None else x + bias, approximate=True)
 
 
 @register("QuickGelu", domain=MS)
-def quick_gelu(node, x):
+def quick_gelu(node: Node, x: Array) -> Array:
     return x * jax.nn.sigmoid(node.attr("alpha", 1.702) * x)
 
 
 @register("BiasAdd", domain=MS)
-def bias_add(node, x, bias, skip):
+def bias_add(node: Node, x: Array, bias: Array, skip: Array) -> Array:
     return x + bias + skip
 
 
 @register("FusedMatMul", domain=MS)
-def fused_matmul(node, a, b):
+def fused_matmul(node: Node, a: Array, b: Array) -> Array:
     """alpha · A' · B', the last two axes of A and B swapped when asked."""
     if node.attr("transBatchA", 0) or node.attr("transBatchB", 0):
         raise node.refuse("transBatchA and transBatchB are not translated")
@@ -58,7 +63,8 @@ def _rms(x, epsilon, axes=(-1,)):
 
 
 @register("SkipLayerNormalization", domain=MS)
-def skip_layer_norm(node, x, skip, gamma, beta=None, bias=None):
+def skip_layer_norm(node: Node, x: Array, skip: Array, gamma: Array, beta: Array | None = None,
+                    bias: Array | None = None) -> tuple[Array, ...]:
     """LayerNorm(x + skip + bias) · gamma + beta over the last axis; outputs also the
     mean, 1/σ and the sum."""
     total = x + skip if bias is None else x + skip + bias
@@ -68,7 +74,8 @@ def skip_layer_norm(node, x, skip, gamma, beta=None, bias=None):
 
 
 @register("SkipSimplifiedLayerNormalization", domain=MS)
-def skip_simplified_layer_norm(node, x, skip, gamma, bias=None):
+def skip_simplified_layer_norm(node: Node, x: Array, skip: Array, gamma: Array,
+                               bias: Array | None = None) -> tuple[Array | None, ...]:
     """RMSNorm(x + skip + bias) · gamma; outputs also (unused) mean, 1/rms, the sum."""
     total = x + skip if bias is None else x + skip + bias
     y, inv = _rms(total, node.attr("epsilon", 1e-12))
@@ -76,15 +83,17 @@ def skip_simplified_layer_norm(node, x, skip, gamma, bias=None):
 
 
 @register("SimplifiedLayerNormalization")
-def simplified_layer_norm(node, x, scale):
+def simplified_layer_norm(node: Node, x: Array, scale: Array) -> tuple[Array, ...]:
     axis = node.attr("axis", -1) % x.ndim
     y, inv = _rms(x, node.attr("epsilon", 1e-5), tuple(range(axis, x.ndim)))
     return (y * scale, inv)[:node.outputs]
 
 
 @register("EmbedLayerNormalization", domain=MS)
-def embed_layer_norm(node, ids, segments, words, positions, segment_table, gamma, beta,
-                     mask=None, position_ids=None):
+def embed_layer_norm(node: Node, ids: Array, segments: Array | None, words: Array,
+                     positions: Array, segment_table: Array | None, gamma: Array, beta: Array,
+                     mask: Array | None = None, position_ids: Array | None = None
+                     ) -> tuple[Array, ...]:
     """LayerNorm(word[ids] + position[position ids or 0..S−1] + segment[segment ids]);
     the mask index is the count of ones in each mask row (zeros without a mask)."""
     batch, length = ids.shape
@@ -99,7 +108,8 @@ def embed_layer_norm(node, ids, segments, words, positions, segment_table, gamma
     return (y, index, total)[:node.outputs]
 
 
-def key_mask(mask, batch: int, queries: int, keys: int, filter_value: float):
+def key_mask(mask: Array, batch: int, queries: int, keys: int, filter_value: float
+             ) -> jax.Array:
     """onnxruntime's additive attention mask [B, 1, S, T] from a mask input: 1-D key
     lengths [B] (or ends then starts [2B]), or a raw 0/1 mask [B, T] or [B, S, T]."""
     position = jnp.arange(keys)
@@ -117,7 +127,8 @@ def key_mask(mask, batch: int, queries: int, keys: int, filter_value: float):
     return jnp.where(keep, 0.0, filter_value)[:, None].astype(jnp.float32)
 
 
-def attend(node, q, k, v, heads: int, bias=None):
+def attend(node: Node, q: Array, k: Array, v: Array, heads: int, bias: Array | None = None
+           ) -> jax.Array:
     """softmax(scale · Q Kᵀ + bias) V per head; Q [B, S, N·H], K/V [B, T, N·H]."""
     (batch, queries, _), keys = q.shape, k.shape[1]
 
@@ -147,8 +158,9 @@ def _biases(node, batch, queries, keys, mask, attention_bias):
 
 
 @register("Attention", domain=MS)
-def attention(node, x, weights, bias=None, mask=None, past=None, attention_bias=None,
-              past_length=None):
+def attention(node: Node, x: Array, weights: Array, bias: Array | None = None,
+              mask: Array | None = None, past: Array | None = None,
+              attention_bias: Array | None = None, past_length: Array | None = None) -> Array:
     """Packed Q/K/V projection of x, then multi-head attention."""
     if past is not None or node.outputs > 1 or node.attr("do_rotary", 0):
         raise node.refuse("past/present key-value caches and rotary are not translated")
@@ -161,8 +173,10 @@ def attention(node, x, weights, bias=None, mask=None, past=None, attention_bias=
 
 
 @register("MultiHeadAttention", domain=MS)
-def multi_head_attention(node, query, key=None, value=None, bias=None, padding=None,
-                         attention_bias=None, past_key=None, past_value=None):
+def multi_head_attention(node: Node, query: Array, key: Array | None = None,
+                         value: Array | None = None, bias: Array | None = None,
+                         padding: Array | None = None, attention_bias: Array | None = None,
+                         past_key: Array | None = None, past_value: Array | None = None) -> Array:
     """Attention over separate 3-D query, key and value (plus an optional packed bias)."""
     if key is None or value is None or key.ndim != 3 or past_key is not None \
             or node.outputs > 1:

@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import jax.numpy as jnp
 
 from ..registry import register
+
+if TYPE_CHECKING:
+    from ..registry import Array, Node
 
 PRECISION = "highest"  # float32 products in float32 on every backend (no TF32)
 
 
 @register("MatMul")
-def matmul(node, a, b):
+def matmul(node: Node, a: Array, b: Array) -> Array:
     return jnp.matmul(a, b, precision=PRECISION)
 
 
 @register("Gemm")
-def gemm(node, a, b, c=None):
+def gemm(node: Node, a: Array, b: Array, c: Array | None = None) -> Array:
     """Y = alpha · A' · B' + beta · C, A' and B' transposed when asked."""
     a = a.T if node.attr("transA", 0) else a
     b = b.T if node.attr("transB", 0) else b
@@ -24,5 +29,5 @@ def gemm(node, a, b, c=None):
 
 
 @register("Einsum")
-def einsum(node, *operands):
+def einsum(node: Node, *operands: Array) -> Array:
     return jnp.einsum(node.attr("equation"), *operands, precision=PRECISION)

@@ -4,10 +4,17 @@ are computed in float32, as onnxruntime does."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import jax.numpy as jnp
 from jax import lax
 
 from ..registry import register
+
+if TYPE_CHECKING:
+    import jax
+
+    from ..registry import Array, Node
 
 
 def _per_channel(v, ndim):
@@ -19,7 +26,7 @@ def _wide(x):
 
 
 @register("BatchNormalization")
-def batch_norm(node, x, scale, bias, mean, var):
+def batch_norm(node: Node, x: Array, scale: Array, bias: Array, mean: Array, var: Array) -> Array:
     """Y = (X − mean) / √(var + ε) · scale + bias, with the running statistics."""
     if node.attr("training_mode", 0):
         raise node.refuse("training_mode=1 is not translated")
@@ -28,7 +35,8 @@ def batch_norm(node, x, scale, bias, mean, var):
         + _per_channel(bias, x.ndim)
 
 
-def standardize(x, axes, epsilon):
+def standardize(x: Array, axes: tuple[int, ...], epsilon: float
+                ) -> tuple[jax.Array, jax.Array, jax.Array]:
     """(X − mean) / √(var + ε) over `axes`, with the mean and 1/√(var + ε)."""
     wide = _wide(x)
     mean = wide.mean(axis=axes, keepdims=True)
@@ -38,7 +46,7 @@ def standardize(x, axes, epsilon):
 
 
 @register("LayerNormalization")
-def layer_norm(node, x, scale, bias=None):
+def layer_norm(node: Node, x: Array, scale: Array, bias: Array | None = None) -> tuple[Array, ...]:
     """Standardize over the axes from `axis` on, then scale and shift."""
     axis = node.attr("axis", -1) % x.ndim
     y, mean, inv = standardize(x, tuple(range(axis, x.ndim)), node.attr("epsilon", 1e-5))
@@ -47,13 +55,13 @@ def layer_norm(node, x, scale, bias=None):
 
 
 @register("InstanceNormalization")
-def instance_norm(node, x, scale, bias):
+def instance_norm(node: Node, x: Array, scale: Array, bias: Array) -> Array:
     y, _, _ = standardize(x, tuple(range(2, x.ndim)), node.attr("epsilon", 1e-5))
     return y * _per_channel(scale, x.ndim) + _per_channel(bias, x.ndim)
 
 
 @register("GroupNormalization")
-def group_norm(node, x, scale, bias):
+def group_norm(node: Node, x: Array, scale: Array, bias: Array) -> Array:
     """Standardize per group of channels; scale and bias are per group before opset
     21, per channel from 21."""
     groups = node.attr("num_groups")
@@ -66,7 +74,7 @@ def group_norm(node, x, scale, bias):
 
 
 @register("RMSNormalization")
-def rms_norm(node, x, scale):
+def rms_norm(node: Node, x: Array, scale: Array) -> Array:
     axis = node.attr("axis", -1) % x.ndim
     wide = _wide(x)
     ms = (wide * wide).mean(axis=tuple(range(axis, x.ndim)), keepdims=True)
@@ -74,14 +82,14 @@ def rms_norm(node, x, scale):
 
 
 @register("LpNormalization")
-def lp_norm(node, x):
+def lp_norm(node: Node, x: Array) -> Array:
     p, axis = node.attr("p", 2), node.attr("axis", -1)
     norm = jnp.sum(jnp.abs(x) ** p, axis=axis, keepdims=True) ** (1 / p)
     return x / norm
 
 
 @register("MeanVarianceNormalization")
-def mean_variance_norm(node, x):
+def mean_variance_norm(node: Node, x: Array) -> Array:
     axes = tuple(node.attr("axes", [0, 2, 3]))
     mean = x.mean(axis=axes, keepdims=True)
     std = jnp.sqrt(((x - mean) ** 2).mean(axis=axes, keepdims=True))
@@ -89,7 +97,7 @@ def mean_variance_norm(node, x):
 
 
 @register("LRN")
-def lrn(node, x):
+def lrn(node: Node, x: Array) -> Array:
     """x / (bias + alpha / size · Σ over `size` neighbouring channels of x²) ** beta."""
     size = node.attr("size")
     alpha, beta, bias = node.attr("alpha", 1e-4), node.attr("beta", 0.75), node.attr("bias", 1.0)

@@ -2,26 +2,29 @@
 
 from __future__ import annotations
 
-import itertools
 import math
+from typing import TYPE_CHECKING
 
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
 from ..registry import register
-from .conv import conv_padding
+from .conv import geometry, offset_slices
+
+if TYPE_CHECKING:
+    from ..registry import Array, Node
+
+# Kernel, strides, dilations, (begin, end) padding and the ceil-mode end padding, per axis.
+Window = tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...], list[tuple[int, int]], list[int]]
 
 
-def window(node, x):
+def window(node: Node, x: Array) -> Window:
     """Kernel, strides, dilations and (begin, end) padding per spatial axis; with
     `ceil_mode`, the end padding grows so a last partial window is kept (unless it
     would start past the input and its begin padding)."""
     kernel = tuple(node.attr("kernel_shape"))
-    spatial = len(kernel)
-    strides = tuple(node.attr("strides", [1] * spatial))
-    dilations = tuple(node.attr("dilations", [1] * spatial))
-    padding = conv_padding(node, x.shape, kernel, strides, dilations)
+    strides, dilations, padding = geometry(node, x, kernel)
     extra = []
     for size, k, s, d, (lo, hi) in zip(x.shape[2:], kernel, strides, dilations, padding,
                                        strict=True):
@@ -39,7 +42,7 @@ def _reduce(x, init, fn, kernel, strides, dilations, padding):
 
 
 @register("MaxPool")
-def max_pool(node, x):
+def max_pool(node: Node, x: Array) -> Array:
     """The window maximum; with dilations, the maximum over the kernel offsets of
     strided slices (JAX has no gradient for a dilated reduce_window max)."""
     if node.outputs > 1:
@@ -49,19 +52,14 @@ def max_pool(node, x):
     if all(d == 1 for d in dilations):
         return _reduce(x, -jnp.inf, lax.max, kernel, strides, dilations, padding)
     x = jnp.pad(x, [(0, 0), (0, 0)] + padding, constant_values=-jnp.inf)
-    out = [(n - (k - 1) * d - 1) // s + 1
-           for n, k, s, d in zip(x.shape[2:], kernel, strides, dilations, strict=True)]
     result = None
-    for offset in itertools.product(*(range(k) for k in kernel)):
-        start = [o * d for o, d in zip(offset, dilations, strict=True)]
-        limit = [b + (n - 1) * s + 1 for b, n, s in zip(start, out, strides, strict=True)]
-        part = lax.slice(x, (0, 0, *start), (*x.shape[:2], *limit), (1, 1, *strides))
+    for _, part in offset_slices(x, kernel, strides, dilations):
         result = part if result is None else jnp.maximum(result, part)
     return result
 
 
 @register("AveragePool")
-def average_pool(node, x):
+def average_pool(node: Node, x: Array) -> Array:
     """Window sums over window counts: the explicit padding counts when
     `count_include_pad`, the ceil-mode extension never does."""
     kernel, strides, dilations, padding, extra = window(node, x)
@@ -76,7 +74,7 @@ def average_pool(node, x):
 
 
 @register("LpPool")
-def lp_pool(node, x):
+def lp_pool(node: Node, x: Array) -> Array:
     p = node.attr("p", 2)
     kernel, strides, dilations, padding, extra = window(node, x)
     full = [(lo, hi + e) for (lo, hi), e in zip(padding, extra, strict=True)]
@@ -90,16 +88,16 @@ def _spatial(x):
 
 
 @register("GlobalAveragePool")
-def global_average_pool(node, x):
+def global_average_pool(node: Node, x: Array) -> Array:
     return x.mean(axis=_spatial(x), keepdims=True)
 
 
 @register("GlobalMaxPool")
-def global_max_pool(node, x):
+def global_max_pool(node: Node, x: Array) -> Array:
     return x.max(axis=_spatial(x), keepdims=True)
 
 
 @register("GlobalLpPool")
-def global_lp_pool(node, x):
+def global_lp_pool(node: Node, x: Array) -> Array:
     p = node.attr("p", 2)
     return (jnp.abs(x) ** p).sum(axis=_spatial(x), keepdims=True) ** (1 / p)

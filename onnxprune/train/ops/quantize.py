@@ -11,12 +11,17 @@ Integer-only ops (QLinearConv, MatMulInteger, ...) are refused with the reason.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 from onnx import helper
 
 from ..registry import MS, refuse, register
+
+if TYPE_CHECKING:
+    from ..registry import Array, Node
 
 STE_DTYPE = "__ste_dtype"  # set by `translate` on DequantizeLinear of a trained weight
 refuse("integer-only arithmetic has no gradient; export the model with QDQ "
@@ -44,7 +49,7 @@ def _range(dtype) -> tuple[int, int]:
     return int(info.min), int(info.max)
 
 
-def round_through(y, low, high):
+def round_through(y: jax.Array, low: int, high: int) -> jax.Array:
     """clip(round(y), low, high), whose gradient is 1 where low ≤ y ≤ high and 0
     elsewhere (the straight-through estimator, clipped)."""
     inside = (y >= low) & (y <= high)
@@ -60,7 +65,7 @@ def _quantized_type(node, zero_point):
 
 
 @register("QuantizeLinear", numpy=True)
-def quantize(node, x, scale, zero_point=None):
+def quantize(node: Node, x: Array, scale: Array, zero_point: Array | None = None) -> Array:
     """saturate(round(x / scale) + zero point); in JAX, the values in x's float type."""
     dtype = _quantized_type(node, zero_point)
     if not np.issubdtype(dtype, np.integer):
@@ -84,7 +89,7 @@ def _shape(node, value, x):
 
 
 @register("DequantizeLinear", numpy=True)
-def dequantize(node, x, scale, zero_point=None):
+def dequantize(node: Node, x: Array, scale: Array, zero_point: Array | None = None) -> Array:
     """(x − zero point) · scale; a trained weight is fake-quantized first."""
     zp = np.zeros((), np.int32) if zero_point is None else zero_point
     if node.xp is np:

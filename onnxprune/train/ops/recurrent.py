@@ -4,6 +4,9 @@ refused."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,6 +14,9 @@ from jax import lax
 
 from ..registry import register
 from .matmul import PRECISION
+
+if TYPE_CHECKING:
+    from ..registry import Array, Node
 
 ACTIVATIONS = {"Sigmoid": jax.nn.sigmoid, "Tanh": jnp.tanh, "Relu": jax.nn.relu}
 
@@ -31,7 +37,9 @@ def _check(node, x, lengths):
         raise node.refuse("sequence_lens shorter than the sequence are not translated")
 
 
-def run_directions(node, x, cell, carries, weights):
+def run_directions(node: Node, x: jax.Array, cell: Callable[..., tuple[tuple, jax.Array]],
+                   carries: Sequence[jax.Array], weights: Sequence[Array]
+                   ) -> tuple[jax.Array, tuple[jax.Array, ...]]:
     """Scan `cell` over time for each direction; returns Y [T, D, B, H] and the
     last carries stacked per direction."""
     direction = node.attr("direction", "forward")
@@ -63,7 +71,9 @@ def _outputs(node, y, lasts):
 
 
 @register("LSTM", static=(4,))
-def lstm(node, x, w, r, b=None, lengths=None, h0=None, c0=None, p=None):
+def lstm(node: Node, x: Array, w: Array, r: Array, b: Array | None = None,
+         lengths: Array | None = None, h0: Array | None = None, c0: Array | None = None,
+         p: Array | None = None) -> tuple[Array, ...]:
     """Gates i, o, f, c (weights in that order), peepholes i, o, f."""
     _check(node, x, lengths)
     f, g, h = _activations(node, ["Sigmoid", "Tanh", "Tanh"])[:3]
@@ -87,7 +97,8 @@ def lstm(node, x, w, r, b=None, lengths=None, h0=None, c0=None, p=None):
 
 
 @register("GRU", static=(4,))
-def gru(node, x, w, r, b=None, lengths=None, h0=None):
+def gru(node: Node, x: Array, w: Array, r: Array, b: Array | None = None,
+        lengths: Array | None = None, h0: Array | None = None) -> tuple[Array, ...]:
     """Gates z, r, h; `linear_before_reset` applies R_h before the reset gate."""
     _check(node, x, lengths)
     f, g = _activations(node, ["Sigmoid", "Tanh"])[:2]
@@ -114,7 +125,8 @@ def gru(node, x, w, r, b=None, lengths=None, h0=None):
 
 
 @register("RNN", static=(4,))
-def rnn(node, x, w, r, b=None, lengths=None, h0=None):
+def rnn(node: Node, x: Array, w: Array, r: Array, b: Array | None = None,
+        lengths: Array | None = None, h0: Array | None = None) -> tuple[Array, ...]:
     _check(node, x, lengths)
     (f,) = _activations(node, ["Tanh"])[:1]
     hidden = r.shape[-1]

@@ -3,10 +3,15 @@ opset 18 (ReduceSum: 13) and from a static input after."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from ..registry import register
 from .shape import ints
+
+if TYPE_CHECKING:
+    from ..registry import Array, Node
 
 REDUCERS = {
     "ReduceSum": lambda xp, x, axes, keep: xp.sum(x, axis=axes, keepdims=keep),
@@ -28,7 +33,7 @@ def _logsumexp(xp, x, axes, keep):
     return total if keep else xp.squeeze(total, axis=axes)
 
 
-def reduce_axes(node, x, given):
+def reduce_axes(node: Node, x: Array, given: Array | None) -> tuple[int, ...] | None:
     """The reduced axes as a tuple; None for all; () when none and `noop_with_empty_axes`."""
     from_input = node.opset >= (13 if node.op == "ReduceSum" else 18)
     axes = (None if given is None else ints(given)) if from_input else node.attr("axes")
@@ -38,7 +43,7 @@ def reduce_axes(node, x, given):
 
 
 @register(*REDUCERS, numpy=True, static=(1,))
-def reduce(node, x, axes=None):
+def reduce(node: Node, x: Array, axes: Array | None = None) -> Array:
     axes = reduce_axes(node, x, axes)
     if axes == ():
         return x
@@ -46,7 +51,7 @@ def reduce(node, x, axes=None):
 
 
 @register("ArgMax", "ArgMin", numpy=True)
-def arg_extreme(node, x):
+def arg_extreme(node: Node, x: Array) -> Array:
     """Index of the first (or, with `select_last_index`, last) extreme value."""
     axis = node.attr("axis", 0) % x.ndim
     pick = node.xp.argmax if node.op == "ArgMax" else node.xp.argmin
@@ -59,7 +64,7 @@ def arg_extreme(node, x):
 
 
 @register("CumSum", numpy=True, static=(1,))
-def cumsum(node, x, axis):
+def cumsum(node: Node, x: Array, axis: Array) -> Array:
     """Running sum along `axis`; `exclusive` shifts by one, `reverse` runs backward."""
     xp, axis = node.xp, ints(axis)[0] % x.ndim
     if node.attr("reverse", 0):

@@ -3,9 +3,15 @@ the source coordinates and indices computed in numpy from the static sizes."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from ..registry import register
+
+if TYPE_CHECKING:
+    from ..registry import Array, Node
 
 COORDINATES = {
     "half_pixel": lambda x, scale, n_in, n_out: (x + 0.5) / scale - 0.5,
@@ -36,7 +42,8 @@ def _resize_axis(node, x, axis, scale, n_out, mode, coordinates):
     return xp.take(x, low, axis=axis) * (1 - weight) + xp.take(x, high, axis=axis) * weight
 
 
-def resize_to(node, x, scales, sizes, mode, coordinates):
+def resize_to(node: Node, x: Array, scales: Sequence[float], sizes: Sequence[int], mode: str,
+              coordinates: str) -> Array:
     """Resize every axis whose size or scale changes."""
     if mode not in ("nearest", "linear"):
         raise node.refuse(f"mode {mode} is not translated (nearest and linear are)")
@@ -49,7 +56,8 @@ def resize_to(node, x, scales, sizes, mode, coordinates):
 
 
 @register("Resize", numpy=True, static=(1, 2, 3))
-def resize(node, x, roi=None, scales=None, sizes=None):
+def resize(node: Node, x: Array, roi: Array | None = None, scales: Array | None = None,
+           sizes: Array | None = None) -> Array:
     if node.opset < 11:
         roi, scales = None, roi  # opset 10: (X, scales)
     if node.attr("antialias", 0) or node.attr("keep_aspect_ratio_policy", "stretch") != "stretch":
@@ -70,7 +78,7 @@ def resize(node, x, roi=None, scales=None, sizes=None):
 
 
 @register("Upsample", numpy=True, static=(1,))
-def upsample(node, x, scales=None):
+def upsample(node: Node, x: Array, scales: Array | None = None) -> Array:
     scales = np.asarray(node.attr("scales") if scales is None else scales, np.float64)
     sizes = [int(np.floor(n * s)) for n, s in zip(x.shape, scales, strict=True)]
     return resize_to(node, x, list(scales), sizes, node.attr("mode", "nearest"), "asymmetric")

@@ -3,6 +3,8 @@ ScatterND, ScatterElements, TopK, NonZero."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
@@ -10,14 +12,17 @@ from jax import lax
 from ..registry import register
 from .shape import ints
 
+if TYPE_CHECKING:
+    from ..registry import Array, Node
+
 
 @register("Concat", numpy=True)
-def concat(node, *xs):
+def concat(node: Node, *xs: Array | None) -> Array:
     return node.xp.concatenate([x for x in xs if x is not None], axis=node.attr("axis"))
 
 
 @register("Split", numpy=True, static=(1,))
-def split(node, x, sizes=None):
+def split(node: Node, x: Array, sizes: Array | None = None) -> tuple[Array, ...]:
     """Pieces of the given sizes (input from opset 13, attribute before), or
     `node.outputs` pieces of ⌈n / outputs⌉ (the last one shorter)."""
     axis = node.attr("axis", 0) % x.ndim
@@ -38,7 +43,8 @@ def _slice(start: int, end: int, step: int, dim: int) -> slice:
 
 
 @register("Slice", numpy=True, static=(1, 2, 3, 4))
-def slice_(node, x, starts=None, ends=None, axes=None, steps=None):
+def slice_(node: Node, x: Array, starts: Array | None = None, ends: Array | None = None,
+           axes: Array | None = None, steps: Array | None = None) -> Array:
     if node.opset < 10:
         starts, ends, axes = node.attr("starts"), node.attr("ends"), node.attr("axes")
     starts, ends = ints(starts), ints(ends)
@@ -51,7 +57,8 @@ def slice_(node, x, starts=None, ends=None, axes=None, steps=None):
 
 
 @register("Pad", numpy=True, static=(1, 3))
-def pad(node, x, pads=None, value=None, axes=None):
+def pad(node: Node, x: Array, pads: Array | None = None, value: Array | None = None,
+        axes: Array | None = None) -> Array:
     """Pad (negative amounts crop) in mode constant, reflect, edge or wrap."""
     pads = ints(node.attr("pads") if node.opset < 11 else pads)
     axes = list(range(x.ndim)) if axes is None else [a % x.ndim for a in ints(axes)]
@@ -74,7 +81,7 @@ def _wrap(xp, indices, size):
 
 
 @register("Gather", numpy=True)
-def gather(node, x, indices):
+def gather(node: Node, x: Array, indices: Array) -> Array:
     axis = node.attr("axis", 0) % x.ndim
     indices = _wrap(node.xp, indices, x.shape[axis])
     if node.xp is np:
@@ -83,7 +90,7 @@ def gather(node, x, indices):
 
 
 @register("GatherElements", numpy=True)
-def gather_elements(node, x, indices):
+def gather_elements(node: Node, x: Array, indices: Array) -> Array:
     axis = node.attr("axis", 0) % x.ndim
     return node.xp.take_along_axis(x, _wrap(node.xp, indices, x.shape[axis]), axis=axis)
 
@@ -98,7 +105,7 @@ def _nd_index(xp, shape, indices, batch_dims):
 
 
 @register("GatherND", numpy=True)
-def gather_nd(node, x, indices):
+def gather_nd(node: Node, x: Array, indices: Array) -> Array:
     batch_dims = node.attr("batch_dims", 0)
     view, index = _nd_index(node.xp, x.shape, indices, batch_dims)
     out = node.xp.reshape(x, view)[index]
@@ -122,7 +129,7 @@ def _scatter(node, data, index, updates):
 
 
 @register("ScatterND", numpy=True)
-def scatter_nd(node, data, indices, updates):
+def scatter_nd(node: Node, data: Array, indices: Array, updates: Array) -> Array:
     view, index = _nd_index(node.xp, data.shape, indices, 0)
     flat = _scatter(node, node.xp.reshape(data, view), index,
                     node.xp.reshape(updates, index[0].shape + view[1 + indices.shape[-1]:]))
@@ -130,7 +137,7 @@ def scatter_nd(node, data, indices, updates):
 
 
 @register("ScatterElements", "Scatter", numpy=True)
-def scatter_elements(node, data, indices, updates):
+def scatter_elements(node: Node, data: Array, indices: Array, updates: Array) -> Array:
     axis = node.attr("axis", 0) % data.ndim
     grid = list(np.indices(indices.shape, sparse=True))
     grid[axis] = _wrap(node.xp, indices, data.shape[axis])
@@ -138,7 +145,7 @@ def scatter_elements(node, data, indices, updates):
 
 
 @register("TopK", static=(1,))
-def top_k(node, x, k):
+def top_k(node: Node, x: Array, k: Array) -> tuple[Array, ...]:
     """The k largest (or smallest) values along `axis`, sorted, and their indices."""
     axis, k = node.attr("axis", -1) % x.ndim, ints(k)[0]
     moved = jnp.moveaxis(x, axis, -1)
@@ -149,7 +156,7 @@ def top_k(node, x, k):
 
 
 @register("NonZero", numpy=True)
-def nonzero(node, x):
+def nonzero(node: Node, x: Array) -> Array:
     if node.xp is not np:
         raise node.refuse("its output shape depends on data")
     return np.array(np.nonzero(x), np.int64)

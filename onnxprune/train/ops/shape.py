@@ -4,29 +4,36 @@ axes are static inputs: computed in numpy at translation time."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from ..registry import register
 
+if TYPE_CHECKING:
+    import numpy.typing as npt
 
-def ints(values) -> list[int]:
+    from ..registry import Array, Node
+
+
+def ints(values: npt.ArrayLike) -> list[int]:
     return [int(v) for v in np.asarray(values).reshape(-1)]
 
 
 @register("Shape", numpy=True)
-def shape(node, x):
+def shape(node: Node, x: Array) -> Array:
     """The (static) shape of x, sliced by `start`/`end` from opset 15."""
     dims = np.array(x.shape, np.int64)
     return dims[node.attr("start", 0):node.attr("end", len(dims))]
 
 
 @register("Size", numpy=True)
-def size(node, x):
+def size(node: Node, x: Array) -> Array:
     return np.array(int(np.prod(x.shape)), np.int64)
 
 
 @register("Reshape", numpy=True, static=(1,))
-def reshape(node, x, target):
+def reshape(node: Node, x: Array, target: Array) -> Array:
     """0 copies the input's size at that position (unless `allowzero`), −1 is inferred."""
     target = ints(target)
     if not node.attr("allowzero", 0):
@@ -35,7 +42,7 @@ def reshape(node, x, target):
 
 
 @register("Flatten", numpy=True)
-def flatten(node, x):
+def flatten(node: Node, x: Array) -> Array:
     axis = node.attr("axis", 1)
     axis = axis + x.ndim if axis < 0 else axis
     return node.xp.reshape(x, (int(np.prod(x.shape[:axis])), -1))
@@ -47,7 +54,7 @@ def _axes(node, given, rank):
 
 
 @register("Squeeze", numpy=True, static=(1,))
-def squeeze(node, x, axes=None):
+def squeeze(node: Node, x: Array, axes: Array | None = None) -> Array:
     axes = _axes(node, axes, x.ndim)
     if axes is None:
         axes = tuple(i for i, d in enumerate(x.shape) if d == 1)
@@ -55,42 +62,42 @@ def squeeze(node, x, axes=None):
 
 
 @register("Unsqueeze", numpy=True, static=(1,))
-def unsqueeze(node, x, axes=None):
+def unsqueeze(node: Node, x: Array, axes: Array | None = None) -> Array:
     axes = ints(node.attr("axes") if node.opset < 13 else axes)
     rank = x.ndim + len(axes)
     return node.xp.expand_dims(x, tuple(a % rank for a in axes))
 
 
 @register("Transpose", numpy=True)
-def transpose(node, x):
+def transpose(node: Node, x: Array) -> Array:
     return node.xp.transpose(x, node.attr("perm", list(range(x.ndim))[::-1]))
 
 
 @register("Expand", numpy=True, static=(1,))
-def expand(node, x, target):
+def expand(node: Node, x: Array, target: Array) -> Array:
     """Broadcast x and `shape` against each other (both ways, as numpy does)."""
     return node.xp.broadcast_to(x, np.broadcast_shapes(x.shape, tuple(ints(target))))
 
 
 @register("Tile", numpy=True, static=(1,))
-def tile(node, x, repeats):
+def tile(node: Node, x: Array, repeats: Array) -> Array:
     return node.xp.tile(x, ints(repeats))
 
 
 @register("ConstantOfShape", numpy=True, static=(0,))
-def constant_of_shape(node, target):
+def constant_of_shape(node: Node, target: Array) -> Array:
     value = node.attr("value")
     value = np.zeros(1, np.float32) if value is None else np.asarray(value).reshape(-1)
     return np.full(ints(target), value[0], dtype=value.dtype)
 
 
 @register("Range", numpy=True, static=(0, 1, 2))
-def range_(node, start, limit, delta):
+def range_(node: Node, start: Array, limit: Array, delta: Array) -> Array:
     return np.arange(start.item(), limit.item(), delta.item(), dtype=np.asarray(start).dtype)
 
 
 @register("DepthToSpace", numpy=True)
-def depth_to_space(node, x):
+def depth_to_space(node: Node, x: Array) -> Array:
     """[N, C·b², H, W] → [N, C, H·b, W·b]; DCR or CRD order of the channel blocks."""
     b, (n, c, h, w) = node.attr("blocksize"), x.shape
     if node.attr("mode", "DCR") == "DCR":
@@ -101,20 +108,20 @@ def depth_to_space(node, x):
 
 
 @register("SpaceToDepth", numpy=True)
-def space_to_depth(node, x):
+def space_to_depth(node: Node, x: Array) -> Array:
     b, (n, c, h, w) = node.attr("blocksize"), x.shape
     y = node.xp.reshape(x, (n, c, h // b, b, w // b, b))
     return node.xp.reshape(node.xp.transpose(y, (0, 3, 5, 1, 2, 4)), (n, c * b * b, h // b, w // b))
 
 
 @register("Trilu", numpy=True, static=(1,))
-def trilu(node, x, k=None):
+def trilu(node: Node, x: Array, k: Array | None = None) -> Array:
     k = 0 if k is None else ints(k)[0]
     return node.xp.triu(x, k) if node.attr("upper", 1) else node.xp.tril(x, k)
 
 
 @register("OneHot", numpy=True, static=(1,))
-def one_hot(node, indices, depth, values):
+def one_hot(node: Node, indices: Array, depth: Array, values: Array) -> Array:
     """values[1] where the index (negative counts from the end) hits, values[0] elsewhere."""
     depth = ints(depth)[0]
     xp = node.xp
