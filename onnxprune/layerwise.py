@@ -116,18 +116,20 @@ def changed_prefixes(dense: ModelProto, values: dict[str, np.ndarray]) -> Prefix
 
 
 def model_prefixes(current: ModelProto, dense: ModelProto | None) -> Prefixes:
-    """Prefixes that run whole models: `current`, a model changed in place between
-    levels (read at each level), and `dense` (None: not run). Graph inputs are not
+    """Prefixes cut at a level's inputs from `current`, a model changed in place between
+    levels (read at each level), and from `dense` (None: not run). Graph inputs are not
     fetched (the feeds hold them)."""
     inputs = {value.name for value in current.graph.input}
 
     @contextmanager
     def run(names: list[str]) -> Iterator[tuple[Fetch, Fetch | None]]:
         names = [name for name in names if name not in inputs]
-        yield _whole(current, names), _whole(dense, names) if dense is not None else None
+        yield _prefix(current, names), _prefix(dense, names) if dense is not None else None
 
     return run
 
 
-def _whole(model: ModelProto, names: list[str]) -> Fetch:
-    return fetcher(session(model, outputs=names) if names else None, names)
+def _prefix(model: ModelProto, names: list[str]) -> Fetch:
+    from .verify import truncated
+
+    return fetcher(session(truncated(model, names)) if names else None, names)
