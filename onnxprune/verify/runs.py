@@ -67,10 +67,11 @@ def truncated(model: ModelProto, outputs: list[str]) -> ModelProto:
         if id(node) not in needed:
             needed.add(id(node))
             stack.extend(_names_read(node))
+    read = _all_read(model.graph, needed)
     graph = onnx.helper.make_graph(
         [n for n in model.graph.node if id(n) in needed], model.graph.name,
         list(model.graph.input), [onnx.ValueInfoProto(name=n) for n in outputs],
-        [t for t in model.graph.initializer if t.name in _all_read(model.graph, needed)])
+        [t for t in model.graph.initializer if t.name in read])
     part = onnx.helper.make_model(graph, opset_imports=list(model.opset_import),
                                   ir_version=model.ir_version)
     part.functions.extend(model.functions)
