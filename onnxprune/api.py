@@ -78,12 +78,14 @@ def prune_with(model: ModelLike, options: PruneOptions) -> tuple[ModelProto, Rep
     price, stats = Pricer(analysis), ActivationStats(analysis, options.progress)
     planned = _planned(analysis, decisions, price, stats, options)
     removed = planned.plan.removed
-    values = RECONSTRUCTIONS[decisions.reconstruct](analysis, removed, stats,
-                                                    decisions.ridge, options.progress)
+    values, details = RECONSTRUCTIONS[decisions.reconstruct](
+        analysis, removed, stats, decisions.ridge, options.progress)
     pruned = analysis.rewritten(removed, values)
     verify(pruned, analysis, removed, sample_feeds(analysis.proto, analysis.shapes,
                                                    options.seed), values)
-    return pruned, prune_report(analysis, planned, price, start, options, decisions)
+    report = prune_report(analysis, planned, price, start, options, decisions)
+    report.reconstruction = details
+    return pruned, report
 
 
 def _planned(analysis: Analysis, decisions: Decisions, price: Pricer,

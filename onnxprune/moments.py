@@ -26,6 +26,7 @@ class Moments:
     zeros: np.ndarray | None = None
     gram: np.ndarray | None = None
     cross: np.ndarray | None = None
+    held_out: Moments | None = None  # the same sums over held-out batches only
 
     def add_channels(self, values: np.ndarray, axis: int) -> None:
         """One batch of a tensor whose channels lie on `axis`: per-channel sums, in

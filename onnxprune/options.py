@@ -43,7 +43,7 @@ class PruneOptions(PlanOptions):
 
     criterion: str | None = None
     reconstruct: str | None = None
-    ridge: float = 0.1
+    ridge: float | str = 0.1
     sensitivity_samples: int = DEFAULT_SAMPLES
     input_shapes: dict[str, tuple[int, ...]] | None = None
     calib: object = None
@@ -97,7 +97,7 @@ class Decisions:
 
     planning: PlanOptions
     reconstruct: str
-    ridge: float
+    ridge: float | str
     document: dict | None = None
 
     def recorded(self, round_to: int | None = None) -> dict:
@@ -119,7 +119,8 @@ def decide(options: PruneOptions) -> Decisions:
     return Decisions(planning, reconstruct, ridge, document)
 
 
-def _replayed_reconstruction(document: dict, options: PruneOptions) -> tuple[str, float]:
+def _replayed_reconstruction(document: dict, options: PruneOptions
+                             ) -> tuple[str, float | str]:
     """The reconstruction and ridge to run: as given when `reconstruct` is; else those
     the replayed plan recorded (a refit is part of what it decided; it needs the
     calibration data again); else lsq with calibration data and none without."""
@@ -132,7 +133,8 @@ def _replayed_reconstruction(document: dict, options: PruneOptions) -> tuple[str
         raise InputError(f"the plan was made with --reconstruct {reconstruct}, which needs "
                          "calibration data: give --calib DATA (the data it was made with "
                          "gives the same weights) or --reconstruct none")
-    return reconstruct, float(given) if isinstance(given, (int, float)) else options.ridge
+    return reconstruct, given if isinstance(given, (int, float)) or given == "auto" \
+        else options.ridge
 
 
 def _refuse_decisions(options: PruneOptions) -> None:
@@ -141,10 +143,12 @@ def _refuse_decisions(options: PruneOptions) -> None:
         raise InputError(f"a replayed plan fixes every decision; do not give {given[0]}")
 
 
-def check_ridge(ridge: float) -> None:
-    """Refuse a ridge that is negative, infinite or not a number."""
-    if not ridge >= 0 or ridge == math.inf:
-        raise InputError(f"--ridge must be a finite number >= 0, got {ridge}")
+def check_ridge(ridge: float | str) -> None:
+    """Refuse a ridge that is not "auto" or a finite number >= 0."""
+    if ridge == "auto":
+        return
+    if isinstance(ridge, str) or not ridge >= 0 or ridge == math.inf:
+        raise InputError(f"--ridge must be a finite number >= 0 or auto, got {ridge}")
 
 
 def check_reconstruct(method: str, calibrated: bool) -> None:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -12,7 +13,7 @@ from onnx import ModelProto
 from .analysis import ActivationStats, Analysis
 from .errors import VerificationError
 from .reconstruct import compensate_bias
-from .refit import refit_layerwise
+from .refit import Ridge, refit_layerwise
 from .rewrite import Values
 from .verify import check_plan
 
@@ -21,30 +22,37 @@ if TYPE_CHECKING:
     from .planning.problem import Removed
 
 
-def _keep(analysis: Analysis, removed: Removed, stats: ActivationStats, ridge: float,
-          progress: Progress) -> Values:
+Details = dict  # what a reconstruction reports (JSON-ready)
+
+
+def _keep(analysis: Analysis, removed: Removed, stats: ActivationStats, ridge: Ridge,
+          progress: Progress) -> tuple[Values, Details]:
     """No reconstruction: the kept weights stay as they are."""
-    return {}
+    return {}, {}
 
 
-def _fold_bias(analysis: Analysis, removed: Removed, stats: ActivationStats, ridge: float,
-               progress: Progress) -> Values:
+def _fold_bias(analysis: Analysis, removed: Removed, stats: ActivationStats, ridge: Ridge,
+               progress: Progress) -> tuple[Values, Details]:
     """Fold each removed channel's mean contribution into its consumers' biases."""
     return compensate_bias(analysis.dep, removed,
-                           stats([analysis.dep.groups[g] for g in removed]))[0]
+                           stats([analysis.dep.groups[g] for g in removed]))[0], {}
 
 
-def _refit(analysis: Analysis, removed: Removed, stats: ActivationStats, ridge: float,
-           progress: Progress) -> Values:
+def _refit(analysis: Analysis, removed: Removed, stats: ActivationStats, ridge: Ridge,
+           progress: Progress) -> tuple[Values, Details]:
     """Refit the kept weights layer by layer by ridge regression on calibration data."""
-    return refit_layerwise(analysis.dep, removed, analysis.proto, analysis.stream, ridge,
-                           progress)[0]
+    values, refit, kept, chosen = refit_layerwise(analysis.dep, removed, analysis.proto,
+                                                  analysis.stream, ridge, progress)
+    counts = Counter(chosen)
+    return values, {"layers_refit": refit, "layers_not_refit": kept, "ridge": ridge,
+                    "ridges_chosen": {f"{r:g}": counts[r] for r in sorted(counts)}}
 
 
 # `--reconstruct` methods: (analysis, removed units, activation statistics, ridge,
 # progress) -> new constant values by name, which the rewrite applies (the analysis
-# itself is left as it is: its groups still describe the input model).
-RECONSTRUCTIONS: dict[str, Callable[..., Values]] = {
+# itself is left as it is: its groups still describe the input model), and details for
+# the report.
+RECONSTRUCTIONS: dict[str, Callable[..., tuple[Values, Details]]] = {
     "none": _keep,
     "bias": _fold_bias,
     "lsq": _refit,

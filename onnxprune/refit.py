@@ -6,7 +6,11 @@ model's: with x the activations entering it in the model pruned so far (earlier
 layers already pruned and refit) and x_d those of the dense model, its kept weights
 W' and a bias shift δ minimize ‖W'·x + δ − W·x_d‖² + λ‖W' − W‖² over the
 calibration data (the channel-pruning reconstruction of He et al. 2017, in the
-closed form of Kwon et al. 2022). Layers are visited level by level on the layer-wise
+closed form of Kwon et al. 2022). With `ridge="auto"` every second of each four
+calibration batches (1, 5, 9, …) is also held out: each layer solves with its
+statistics minus the held-out ones for every ridge of `RIDGES`, keeps the ridge whose
+solution best predicts the dense outputs of the held-out batches, and solves again with
+it on all batches. Layers are visited level by level on the layer-wise
 walk (`layerwise.py`), so errors do not compound; the result is new constant values,
 which the rewrite applies. A k×k convolution is fit per kernel position on the channel
 statistics (each tap's weights map channels to outputs), which keeps the systems at
@@ -47,27 +51,36 @@ class Layer:
     dense: np.ndarray
 
 
+Ridge = float | str  # a damping >= 0, or "auto": chosen per layer on held-out batches
+RIDGES = (1e-3, 1e-2, 0.1, 1.0, 10.0)  # the dampings "auto" chooses from
+DEFAULT_RIDGE = 0.1  # "auto" with a single calibration batch (nothing to hold out)
+HOLD_EVERY = 4  # "auto" holds out batch numbers 1, 5, 9, …
+
+
 def refit_layerwise(dep: DepGraph, removed_units: dict[int, np.ndarray], original: ModelProto,
-                    stream: Callable[[], Iterator[Feeds]], ridge: float = 0.1,
+                    stream: Callable[[], Iterator[Feeds]], ridge: Ridge = DEFAULT_RIDGE,
                     progress: Callable[[int], None] | None = None
-                    ) -> tuple[Values, int, int]:
+                    ) -> tuple[Values, int, int, list[float]]:
     """Refit every consumer of an exact group. Returns the new constant values by name
-    (removed channels zeroed; the analyzed graph is left as it is), the layers refit and
-    the layers left as they were."""
+    (removed channels zeroed; the analyzed graph is left as it is), the layers refit,
+    the layers left as they were and the ridge each refit layer was solved with."""
     layers = _layers(dep, removed_units)
     values = _zero_removed(dep, removed_units)
-    refit: list[bool] = []
+    chosen: list[float] = []
 
     def update(level: list[Layer], stats: dict[int, Moments]) -> None:
         for layer in level:
-            new = _refit(dep, layer, stats[id(layer)], ridge, values)
+            moments = stats[id(layer)]
+            damping = _chosen_ridge(dep, layer, moments) if ridge == "auto" else ridge
+            new = _refit(dep, layer, moments, float(damping), values)
             values.update(new)
-            refit.append(bool(new))
+            chosen.extend([float(damping)] if new else [])
 
     walk(_levels(dep.view.graph, layers), stream,
          changed_prefixes(export(dep.view.graph, original), values),
-         lambda layer: layer.act.tensor, _input_key, _add, update, progress)
-    return values, sum(refit), len(layers) - sum(refit)
+         lambda layer: layer.act.tensor, _input_key, _adder(ridge == "auto"), update,
+         progress)
+    return values, len(chosen), len(layers) - len(chosen), chosen
 
 
 def _layers(dep: DepGraph, removed_units: dict[int, np.ndarray]) -> list[Layer]:
@@ -116,14 +129,22 @@ def _input_key(layer: Layer) -> tuple:
     return layer.act.tensor, layer.act.axis, np.asarray(layer.kept, bool).tobytes()
 
 
-def _add(moments: Moments, layer: Layer, current: dict, dense: dict | None,
-         number: int) -> None:
-    """E[x̃ x̃ᵀ] and E[x̃ x_dᵀ] of one batch, with x̃ the kept channels of x and a
-    trailing 1."""
-    tensor, axis = layer.act.tensor, layer.act.axis
-    rows = _rows(current[tensor], axis)
-    features = np.hstack([rows[:, layer.kept], np.ones((len(rows), 1), rows.dtype)])
-    moments.add_rows(features, True, _rows(dense[tensor], axis), dense_first=True)
+def _adder(hold_out: bool) -> Callable[[Moments, Layer, dict, dict | None, int], None]:
+    """What each batch adds: E[x̃ x̃ᵀ] and E[x̃ x_dᵀ], with x̃ the kept channels of x and
+    a trailing 1; with `hold_out`, held-out batches also to `moments.held_out`."""
+
+    def add(moments: Moments, layer: Layer, current: dict, dense: dict | None,
+            number: int) -> None:
+        tensor, axis = layer.act.tensor, layer.act.axis
+        rows = _rows(current[tensor], axis)
+        features = np.hstack([rows[:, layer.kept], np.ones((len(rows), 1), rows.dtype)])
+        dense_rows = _rows(dense[tensor], axis)
+        moments.add_rows(features, True, dense_rows, dense_first=True)
+        if hold_out and number % HOLD_EVERY == 1:
+            moments.held_out = moments.held_out or Moments()
+            moments.held_out.add_rows(features, True, dense_rows, dense_first=True)
+
+    return add
 
 
 def _rows(value: np.ndarray, axis: int) -> np.ndarray:
@@ -155,6 +176,34 @@ def _refit(dep: DepGraph, layer: Layer, moments: Moments, ridge: float,
     changed[tensor.name] = refit.astype(np.asarray(values.get(tensor.name,
                                                               tensor.values)).dtype)
     return changed
+
+
+def _chosen_ridge(dep: DepGraph, layer: Layer, moments: Moments) -> float:
+    """The ridge of `RIDGES` whose solution, fit without the held-out batches, has the
+    least error on them (`DEFAULT_RIDGE` when nothing was held out)."""
+    held = moments.held_out
+    if held is None or held.count >= moments.count:
+        return DEFAULT_RIDGE
+    fitting = Moments(count=moments.count - held.count, gram=moments.gram - held.gram,
+                      cross=moments.cross - held.cross)
+    weight = np.moveaxis(layer.dense, layer.weight.axis, -1)
+    rows = weight.reshape(-1, weight.shape[-1])
+    with_bias = bias_of(layer.node) is not None
+    errors = [_held_out_error(_solve(rows, fitting, layer.kept, ridge, with_bias), rows,
+                              held) for ridge in RIDGES]
+    return RIDGES[int(np.argmin(errors))]
+
+
+def _held_out_error(solved, rows: np.ndarray, held: Moments) -> float:
+    """E‖Θx̃ − W x_d‖² on the held-out rows, up to a constant (inf: no solution)."""
+    if solved is None:
+        return np.inf
+    fitted, shift = solved
+    theta = fitted if shift is None else np.hstack([fitted, shift[:, None]])
+    size = theta.shape[1]
+    gram = held.gram[:size, :size] / held.count
+    target = rows @ (held.cross[:size].T / held.count)
+    return float(np.sum((theta @ gram) * theta) - 2 * np.sum(theta * target))
 
 
 def _solve(rows: np.ndarray, moments: Moments, kept: np.ndarray, ridge: float,

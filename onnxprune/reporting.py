@@ -65,6 +65,7 @@ class Report:
     sensitivity: list[dict] | None = None
     warnings: list[str] = field(default_factory=list)
     io_changes: list[dict] = field(default_factory=list)
+    reconstruction: dict = field(default_factory=dict)  # layers refit, ridges chosen
 
     @property
     def macs_reduction(self) -> float:

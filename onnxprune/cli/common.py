@@ -122,6 +122,18 @@ class FiniteFloat(click.ParamType):
         return number
 
 
+class RidgeValue(FiniteFloat):
+    """A finite number >= 0, or auto."""
+
+    name = "ridge"
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> float | str:
+        if isinstance(value, str) and value.strip().lower() == "auto":
+            return "auto"
+        return super().convert(value, param, ctx)
+
+
 def seed_option(func: Command) -> Command:
     """The seed of a command's random choices."""
     return click.option(

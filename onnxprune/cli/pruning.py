@@ -15,7 +15,7 @@ from ..files import check_outputs, transaction
 from ..reporting import FidelityData
 from . import main
 from .common import (
-    FiniteFloat,
+    RidgeValue,
     calibration_progress,
     handle_errors,
     image_flags,
@@ -80,9 +80,10 @@ if TYPE_CHECKING:
 @click.option("--reconstruct", help="none; bias: fold removed channels' mean contributions "
               "into the consumers' biases; lsq: least-squares refit of the kept weights (both "
               "need --calib) [default: none, or lsq with --calib].")
-@click.option("--ridge", type=FiniteFloat(0.0), default=0.1, show_default=True,
+@click.option("--ridge", type=RidgeValue(0.0), default="0.1", show_default=True,
               help="Damping of the least-squares refit, relative to the mean channel "
-                   "energy.")
+                   "energy; auto: chosen per layer from 0.001-10 on held-out calibration "
+                   "batches.")
 @max_memory_option
 @click.option("--sensitivity-samples", type=int, default=32, show_default=True,
               help="Calibration samples each sensitivity measurement runs on.")
@@ -108,7 +109,7 @@ def prune(model: str, output: str, ratio: float | None, head_ratio: float | None
           input_shape: tuple[str, ...], calib: str | None, image_size: str | None,
           image_mean: str, image_std: str, image_layout: str, bgr: bool,
           calib_samples: int | None, eval_data: str | None, batch_size: int,
-          reconstruct: str | None, ridge: float, max_memory: int | None,
+          reconstruct: str | None, ridge: float | str, max_memory: int | None,
           sensitivity_samples: int, seed: int, report_path: str | None, save_plan: str | None,
           plan_path: str | None, report_html: str | None, report_md: str | None,
           finetune_steps: int | None, finetune_minutes: float | None, as_json: bool,
