@@ -18,31 +18,33 @@ from .verify import check_plan
 
 if TYPE_CHECKING:
     from .bench import Progress
+    from .distributed import Executor
     from .planning.problem import Removed
 
 
 def _keep(analysis: Analysis, removed: Removed, stats: ActivationStats, ridge: float,
-          progress: Progress) -> Values:
+          progress: Progress, executor: Executor | None = None) -> Values:
     """No reconstruction: the kept weights stay as they are."""
     return {}
 
 
 def _fold_bias(analysis: Analysis, removed: Removed, stats: ActivationStats, ridge: float,
-               progress: Progress) -> Values:
+               progress: Progress, executor: Executor | None = None) -> Values:
     """Fold each removed channel's mean contribution into its consumers' biases."""
     return compensate_bias(analysis.dep, removed,
                            stats([analysis.dep.groups[g] for g in removed]))[0]
 
 
 def _refit(analysis: Analysis, removed: Removed, stats: ActivationStats, ridge: float,
-           progress: Progress) -> Values:
-    """Refit the kept weights layer by layer by ridge regression on calibration data."""
+           progress: Progress, executor: Executor | None = None) -> Values:
+    """Refit the kept weights layer by layer by ridge regression on calibration data
+    (each level's solves as tasks of `executor`)."""
     return refit_layerwise(analysis.dep, removed, analysis.proto, analysis.stream, ridge,
-                           progress)[0]
+                           progress, executor)[0]
 
 
 # `--reconstruct` methods: (analysis, removed units, activation statistics, ridge,
-# progress) -> new constant values by name, which the rewrite applies (the analysis
+# progress, executor) -> new constant values by name, which the rewrite applies (the analysis
 # itself is left as it is: its groups still describe the input model).
 RECONSTRUCTIONS: dict[str, Callable[..., Values]] = {
     "none": _keep,

@@ -24,7 +24,8 @@ import onnx_graphsurgeon as gs
 from onnx import ModelProto
 
 from .depgraph import DepGraph, Slot
-from .layerwise import changed_prefixes, levels, walk
+from .distributed import Executor, InProcess
+from .layerwise import changed_prefixes, levels, solve_level, walk
 from .model import export
 from .moments import Moments
 from .ops import family_for
@@ -49,18 +50,21 @@ class Layer:
 
 def refit_layerwise(dep: DepGraph, removed_units: dict[int, np.ndarray], original: ModelProto,
                     stream: Callable[[], Iterator[Feeds]], ridge: float = 0.1,
-                    progress: Callable[[int], None] | None = None
-                    ) -> tuple[Values, int, int]:
+                    progress: Callable[[int], None] | None = None,
+                    executor: Executor | None = None) -> tuple[Values, int, int]:
     """Refit every consumer of an exact group. Returns the new constant values by name
     (removed channels zeroed; the analyzed graph is left as it is), the layers refit and
-    the layers left as they were."""
+    the layers left as they were. The solves of a level run as tasks of `executor`
+    (in-process by default)."""
     layers = _layers(dep, removed_units)
     values = _zero_removed(dep, removed_units)
     refit: list[bool] = []
 
     def update(level: list[Layer], stats: dict[int, Moments]) -> None:
-        for layer in level:
-            new = _refit(dep, layer, stats[id(layer)], ridge, values)
+        solved = solve_level(executor or InProcess(), _solve_task, level, stats,
+                             _task_of, ridge)
+        for layer, result in zip(level, solved, strict=True):
+            new = _refitted(dep, layer, result, values)
             values.update(new)
             refit.append(bool(new))
 
@@ -132,15 +136,26 @@ def _rows(value: np.ndarray, axis: int) -> np.ndarray:
     return moved.reshape(-1, moved.shape[-1])
 
 
-def _refit(dep: DepGraph, layer: Layer, moments: Moments, ridge: float,
-           values: Values) -> Values:
-    """Solve for the layer's kept weights and bias shift, over the new `values` so far;
-    the constants changed (none when the fit fails or the shift has no bias to go to)."""
+def _task_of(layer: Layer) -> tuple[np.ndarray, np.ndarray, bool]:
+    """What a layer's solve needs of it: its dense weight as rows (input channels
+    last), its kept channels, and whether it has a bias for the shift."""
+    weight = np.moveaxis(layer.dense, layer.weight.axis, -1)
+    return weight.reshape(-1, weight.shape[-1]), layer.kept, bias_of(layer.node) is not None
+
+
+def _solve_task(ridge: float, moments: Moments, task: tuple) -> tuple | None:
+    """One layer's least-squares solve (a task of the level)."""
+    rows, kept, with_bias = task
+    return _solve(rows, moments, kept, ridge, with_bias)
+
+
+def _refitted(dep: DepGraph, layer: Layer, solved: tuple | None, values: Values) -> Values:
+    """The layer's solved kept weights and bias shift over the new `values` so far: the
+    constants changed (none when the fit failed or the shift has no bias to go to)."""
     tensor = dep.view.tensors[layer.weight.tensor]
     weight = np.moveaxis(layer.dense, layer.weight.axis, -1)
     rows = weight.reshape(-1, weight.shape[-1])
     carrier = bias_of(layer.node)
-    solved = _solve(rows, moments, layer.kept, ridge, carrier is not None)
     if solved is None:
         return {}
     fitted, shift = solved
