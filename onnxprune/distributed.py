@@ -10,10 +10,12 @@ once per worker, not once per task. Ray is imported only here, and only when ask
 for. Nothing a task computes depends on where it runs, so results are the same
 in-process and on Ray.
 
-`threads` (`--threads T`) bounds the numerical threads of every process that works:
-BLAS (through threadpoolctl when it is installed, and in Ray's workers also through
+`threads` (`--threads T`) bounds the numerical threads of every process that works
+(`threads.py`): BLAS (through threadpoolctl, and in Ray's workers also through
 OMP/OPENBLAS/MKL_NUM_THREADS in the runtime environment, read as they start) and
-onnxruntime's intra-op threads, so `--workers 2 --threads 1` uses two cores.
+onnxruntime's intra-op threads, so `--workers 2 --threads 1` uses two cores. Each task
+runs its LAPACK factorizations with the run's one thread count (`threads.py`), so
+their rounding does not depend on where they run.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from types import ModuleType
 from typing import Any, Protocol, TypeVar
 
 from .errors import InputError, first_line
+from .threads import factor_threads, limited
 
 S = TypeVar("S")
 T = TypeVar("T")
@@ -75,8 +78,9 @@ class InProcess:
 class RayExecutor:
     """Tasks on a Ray cluster, one CPU each; `shared` goes through the object store."""
 
-    def __init__(self, ray_module, workers: int, threads: int = 0) -> None:
-        self.ray, self.workers, self.threads, self.stats = ray_module, workers, threads, Stats()
+    def __init__(self, ray_module, workers: int, threads: int = 0, factor: int = 0) -> None:
+        self.ray, self.workers, self.stats = ray_module, workers, Stats()
+        self.threads, self.factor = threads, factor
         self._task = ray_module.remote(num_cpus=1, max_retries=0)(_run)
 
     def map(self, fn: Callable[[S, T], R], items: Iterable[T], shared: S = None,
@@ -84,7 +88,7 @@ class RayExecutor:
         """Submit every item as a task, then gather the results in the items' order
         (`done(n)` as n more finish; a failing task's error is raised as it was)."""
         box = [self.ray.put(shared)]  # boxed: Ray passes it on as a reference
-        refs = [self._task.remote(fn, box, item, self.threads) for item in items]
+        refs = [self._task.remote(fn, box, item, self.threads, self.factor) for item in items]
         try:
             self._wait(refs, done)
             answers = self.ray.get(refs)
@@ -102,10 +106,11 @@ class RayExecutor:
             done(len(finished))
 
 
-def _run(fn: Callable, box: list, item, threads: int = 0) -> tuple[Any, int | None]:
+def _run(fn: Callable, box: list, item, threads: int = 0, factor: int = 0
+         ) -> tuple[Any, int | None]:
     """One task on a worker: the shared value, fetched by this process on its first
-    task that needs it, then `fn` (under `threads`). Returns the result and this pid
-    when it fetched."""
+    task that needs it, then `fn` (its threads and factorizations held to the run's).
+    Returns the result and this pid when it fetched."""
     import ray
 
     key = box[0].hex()
@@ -113,29 +118,9 @@ def _run(fn: Callable, box: list, item, threads: int = 0) -> tuple[Any, int | No
     if fetched:
         _FETCHED.clear()
         _FETCHED[key] = ray.get(box[0])
-    with limit_threads(threads):
+    with limited(threads, factor):
         result = fn(_FETCHED[key], item)
     return result, os.getpid() if fetched else None
-
-
-@contextlib.contextmanager
-def limit_threads(threads: int) -> Iterator[None]:
-    """This process's numerical threads held to `threads` meanwhile (0: left alone):
-    BLAS through threadpoolctl when it is installed, and onnxruntime's intra-op
-    threads of the sessions made meanwhile."""
-    if threads < 1:
-        yield
-        return
-    from .targets.onnxruntime import default_threads
-
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        blas = contextlib.nullcontext()
-    else:
-        blas = threadpool_limits(limits=threads)
-    with blas, default_threads(threads):
-        yield
 
 
 def import_ray(flag: str) -> ModuleType:
@@ -169,18 +154,19 @@ def executor(workers: int = 1, address: str | None = None,
     `workers` CPUs (its object store `object_store_bytes`, Ray's default when None),
     or the cluster at `address` (all its CPUs). Ray is shut down afterwards (a local
     runtime with it). `threads` > 0 bounds each process's numerical threads
-    (`limit_threads`; 0: each library's default, one per task on Ray)."""
+    (`threads.limited`; 0: each library's default, BLAS one per task on Ray)."""
     check_request(workers, address, threads)
+    factor = factor_threads(threads)
     if address is None and workers == 1:
-        with limit_threads(threads):
+        with limited(threads, factor if threads else 0):  # default: exactly as it was
             yield InProcess()
         return
     ray = import_ray("--ray-address" if address else f"--workers {workers}")
     _start(ray, workers, address, object_store_bytes, threads)
     try:
         size = workers if address is None else int(ray.cluster_resources().get("CPU", 1))
-        with limit_threads(threads):
-            yield RayExecutor(ray, max(size, 1), threads)
+        with limited(threads, factor):
+            yield RayExecutor(ray, max(size, 1), threads, factor)
     finally:
         ray.shutdown()
 

@@ -31,6 +31,7 @@ from .moments import Moments
 from .ops import family_for
 from .reconstruct import add_to_bias, bias_of, sinks
 from .rewrite import Values, zeroed_sinks
+from .threads import factoring
 
 if TYPE_CHECKING:
     from .calibrate import Feeds
@@ -185,7 +186,8 @@ def _solve(rows: np.ndarray, moments: Moments, kept: np.ndarray, ridge: float,
     penalty = np.zeros(size)
     penalty[:channels] = damp
     try:
-        solved = np.linalg.solve(gram + np.diag(penalty), (target + damp * prior).T).T
+        with factoring():
+            solved = np.linalg.solve(gram + np.diag(penalty), (target + damp * prior).T).T
     except np.linalg.LinAlgError:
         return None
     if not np.all(np.isfinite(solved)):
