@@ -156,12 +156,12 @@ def executor(workers: int = 1, address: str | None = None,
     runtime with it). `threads` > 0 bounds each process's numerical threads
     (`threads.limited`; 0: each library's default, BLAS one per task on Ray)."""
     check_request(workers, address, threads)
-    factor = factor_threads(threads)
     if address is None and workers == 1:
-        with limited(threads, factor if threads else 0):  # default: exactly as it was
+        with limited(threads, factor_threads(threads) if threads else 0):  # 0: as it was
             yield InProcess()
         return
     ray = import_ray("--ray-address" if address else f"--workers {workers}")
+    factor = factor_threads(threads)  # this process's, before Ray starts
     _start(ray, workers, address, object_store_bytes, threads)
     try:
         size = workers if address is None else int(ray.cluster_resources().get("CPU", 1))
