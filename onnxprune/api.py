@@ -79,7 +79,7 @@ def prune_with(model: ModelLike, options: PruneOptions) -> tuple[ModelProto, Rep
     planned = _planned(analysis, decisions, price, stats, options)
     removed = planned.plan.removed
     values, details = RECONSTRUCTIONS[decisions.reconstruct](
-        analysis, removed, stats, decisions.ridge, options.progress)
+        analysis, removed, stats, decisions.ridge, options.progress, options.executor)
     pruned = analysis.rewritten(removed, values)
     verify(pruned, analysis, removed, sample_feeds(analysis.proto, analysis.shapes,
                                                    options.seed), values)
@@ -94,7 +94,8 @@ def _planned(analysis: Analysis, decisions: Decisions, price: Pricer,
     if decisions.document is not None:
         return Planned(prune_plans.replay(decisions.document, analysis.dep, analysis.proto))
     return planning.plan(analysis, decisions.planning, price, stats,
-                         options.sensitivity_samples, quiet=not options.show_progress)
+                         options.sensitivity_samples, quiet=not options.show_progress,
+                         executor=options.executor)
 
 
 def sensitivity(model: ModelLike, calib: CalibrationSource | None, *,

@@ -9,18 +9,24 @@ already pruned, refit or sparsified) and, when asked for, the dense model — ha
 layer the running statistics (`Moments`) of its input over the calibration stream, and
 lets the caller apply the level's new weights before the next level runs. Errors
 therefore do not compound from one level to the next.
+
+The statistics are measured in this process; the per-layer solves of one level are
+independent, so `solve_level` runs them as tasks of an executor (`distributed.py`:
+in-process, or fanned out on Ray), each the same function of the same arrays wherever
+it runs, and the caller applies the results in layer order.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 from onnx import ModelProto
 
 from .calibrate import Feeds, not_running
+from .distributed import Executor
 from .moments import Moments
 from .targets.onnxruntime import Session, serialized, session
 
@@ -76,6 +82,31 @@ def measure(level: list[L], stream: Callable[[], Iterator[Feeds]], current: Fetc
         if progress:
             progress(len(next(iter(feeds.values()))))
     return {id(layer): stats[key(layer)] for layer in level}
+
+
+def solve_level(executor: Executor, solve: Callable[[Any, Moments, Any], Any],
+                level: list[L], stats: dict[int, Moments], task_of: Callable[[L], Any],
+                settings: Any = None) -> list:
+    """`solve(settings, moments of the layer, task_of(layer))` for every layer of a
+    level as tasks of `executor`, results in layer order. The level's distinct
+    statistics (layers reading one input share theirs) and `settings` are the map's
+    shared value, which travels once per worker; each layer's own data is its item."""
+    index: dict[int, int] = {}
+    distinct: list[Moments] = []
+    for layer in level:
+        moments = stats[id(layer)]
+        if id(moments) not in index:
+            index[id(moments)] = len(distinct)
+            distinct.append(moments)
+    items = ((index[id(stats[id(layer)])], task_of(layer)) for layer in level)
+    return executor.map(_solve_one, items, (solve, settings, distinct))
+
+
+def _solve_one(shared: tuple, item: tuple) -> Any:
+    """One layer's solve (a task)."""
+    solve, settings, distinct = shared
+    number, data = item
+    return solve(settings, distinct[number], data)
 
 
 def fetcher(sess: Session | None, names: list[str]) -> Fetch:

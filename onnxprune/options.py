@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 
 from . import criteria, planfiles
+from .distributed import Executor
 from .errors import InputError
 from .images import ImageOptions
 from .memory import check_max_memory
@@ -39,7 +40,9 @@ class PruneOptions(PlanOptions):
     `plan`: a plan file (or a report's `plan_document`) to replay instead of planning:
     it brings the planning options. `max_memory`: bytes one level of layer-wise
     calibration may hold (None: no cap; `memory`). `progress`, `show_progress`: what
-    long steps report."""
+    long steps report. `executor`: where the independent solves of a level (lsq refit)
+    and the sensitivity measurements run (`distributed.executor()`; None: in-process;
+    the same model either way)."""
 
     criterion: str | None = None
     reconstruct: str | None = None
@@ -54,6 +57,7 @@ class PruneOptions(PlanOptions):
     max_memory: int | None = None
     progress: Callable[[int], None] | None = None
     show_progress: bool = False
+    executor: Executor | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "ignore", tuple(self.ignore))

@@ -19,6 +19,7 @@ from .verify import check_plan
 
 if TYPE_CHECKING:
     from .bench import Progress
+    from .distributed import Executor
     from .planning.problem import Removed
 
 
@@ -26,32 +27,36 @@ Details = dict  # what a reconstruction reports (JSON-ready)
 
 
 def _keep(analysis: Analysis, removed: Removed, stats: ActivationStats, ridge: Ridge,
-          progress: Progress) -> tuple[Values, Details]:
+          progress: Progress, executor: Executor | None = None
+          ) -> tuple[Values, Details]:
     """No reconstruction: the kept weights stay as they are."""
     return {}, {}
 
 
 def _fold_bias(analysis: Analysis, removed: Removed, stats: ActivationStats, ridge: Ridge,
-               progress: Progress) -> tuple[Values, Details]:
+               progress: Progress, executor: Executor | None = None
+               ) -> tuple[Values, Details]:
     """Fold each removed channel's mean contribution into its consumers' biases."""
     return compensate_bias(analysis.dep, removed,
                            stats([analysis.dep.groups[g] for g in removed]))[0], {}
 
 
 def _refit(analysis: Analysis, removed: Removed, stats: ActivationStats, ridge: Ridge,
-           progress: Progress) -> tuple[Values, Details]:
+           progress: Progress, executor: Executor | None = None
+           ) -> tuple[Values, Details]:
     """Refit the kept weights layer by layer by ridge regression on calibration data."""
     values, refit, kept, chosen = refit_layerwise(analysis.dep, removed, analysis.proto,
-                                                  analysis.stream, ridge, progress)
+                                                  analysis.stream, ridge, progress,
+                                                  executor)
     counts = Counter(chosen)
     return values, {"layers_refit": refit, "layers_not_refit": kept, "ridge": ridge,
                     "ridges_chosen": {f"{r:g}": counts[r] for r in sorted(counts)}}
 
 
 # `--reconstruct` methods: (analysis, removed units, activation statistics, ridge,
-# progress) -> new constant values by name, which the rewrite applies (the analysis
-# itself is left as it is: its groups still describe the input model), and details for
-# the report.
+# progress, executor for a level's solves) -> new constant values by name, which the
+# rewrite applies (the analysis itself is left as it is: its groups still describe the
+# input model), and details for the report.
 RECONSTRUCTIONS: dict[str, Callable[..., tuple[Values, Details]]] = {
     "none": _keep,
     "bias": _fold_bias,

@@ -6,7 +6,7 @@ model's: with x the activations entering it in the model pruned so far (earlier
 layers already pruned and refit) and x_d those of the dense model, its kept weights
 W' and a bias shift δ minimize ‖W'·x + δ − W·x_d‖² + λ‖W' − W‖² over the
 calibration data (the channel-pruning reconstruction of He et al. 2017, in the
-closed form of Kwon et al. 2022). With `ridge="auto"` every second of each four
+closed form of Kwon et al. 2022). With `ridge="auto"` one in four of the
 calibration batches (1, 5, 9, …) is also held out: each layer solves with its
 statistics minus the held-out ones for every ridge of `RIDGES`, keeps the ridge whose
 solution best predicts the dense outputs of the held-out batches, and solves again with
@@ -28,12 +28,14 @@ import onnx_graphsurgeon as gs
 from onnx import ModelProto
 
 from .depgraph import DepGraph, Slot
-from .layerwise import changed_prefixes, levels, walk
+from .distributed import Executor, InProcess
+from .layerwise import changed_prefixes, levels, solve_level, walk
 from .model import export
 from .moments import Moments
 from .ops import family_for
 from .reconstruct import add_to_bias, bias_of, sinks
 from .rewrite import Values, zeroed_sinks
+from .threads import factoring
 
 if TYPE_CHECKING:
     from .calibrate import Feeds
@@ -59,22 +61,24 @@ HOLD_EVERY = 4  # "auto" holds out batch numbers 1, 5, 9, …
 
 def refit_layerwise(dep: DepGraph, removed_units: dict[int, np.ndarray], original: ModelProto,
                     stream: Callable[[], Iterator[Feeds]], ridge: Ridge = DEFAULT_RIDGE,
-                    progress: Callable[[int], None] | None = None
+                    progress: Callable[[int], None] | None = None,
+                    executor: Executor | None = None
                     ) -> tuple[Values, int, int, list[float]]:
     """Refit every consumer of an exact group. Returns the new constant values by name
     (removed channels zeroed; the analyzed graph is left as it is), the layers refit,
-    the layers left as they were and the ridge each refit layer was solved with."""
+    the layers left as they were and the ridge each refit layer was solved with. The
+    solves of a level run as tasks of `executor` (in-process by default)."""
     layers = _layers(dep, removed_units)
     values = _zero_removed(dep, removed_units)
     chosen: list[float] = []
 
     def update(level: list[Layer], stats: dict[int, Moments]) -> None:
-        for layer in level:
-            moments = stats[id(layer)]
-            damping = _chosen_ridge(dep, layer, moments) if ridge == "auto" else ridge
-            new = _refit(dep, layer, moments, float(damping), values)
+        solved = solve_level(executor or InProcess(), _solve_task, level, stats,
+                             _task_of, ridge)
+        for layer, (result, damping) in zip(level, solved, strict=True):
+            new = _refitted(dep, layer, result, values)
             values.update(new)
-            chosen.extend([float(damping)] if new else [])
+            chosen.extend([damping] if new else [])
 
     walk(_levels(dep.view.graph, layers), stream,
          changed_prefixes(export(dep.view.graph, original), values),
@@ -153,15 +157,53 @@ def _rows(value: np.ndarray, axis: int) -> np.ndarray:
     return moved.reshape(-1, moved.shape[-1])
 
 
-def _refit(dep: DepGraph, layer: Layer, moments: Moments, ridge: float,
-           values: Values) -> Values:
-    """Solve for the layer's kept weights and bias shift, over the new `values` so far;
-    the constants changed (none when the fit fails or the shift has no bias to go to)."""
+def _task_of(layer: Layer) -> tuple[np.ndarray, np.ndarray, bool]:
+    """What a layer's solve needs of it: its dense weight as rows (input channels
+    last), its kept channels, and whether it has a bias for the shift."""
+    weight = np.moveaxis(layer.dense, layer.weight.axis, -1)
+    return weight.reshape(-1, weight.shape[-1]), layer.kept, bias_of(layer.node) is not None
+
+
+def _solve_task(ridge: Ridge, moments: Moments, task: tuple) -> tuple[tuple | None, float]:
+    """One layer's least-squares solve (a task of the level), and the ridge it used."""
+    rows, kept, with_bias = task
+    damping = _chosen_ridge(rows, kept, with_bias, moments) if ridge == "auto" else ridge
+    return _solve(rows, moments, kept, float(damping), with_bias), float(damping)
+
+
+def _chosen_ridge(rows: np.ndarray, kept: np.ndarray, with_bias: bool,
+                  moments: Moments) -> float:
+    """The ridge of `RIDGES` whose solution, fit without the held-out batches, has the
+    least error on them (`DEFAULT_RIDGE` when nothing was held out)."""
+    held = moments.held_out
+    if held is None or held.count >= moments.count:
+        return DEFAULT_RIDGE
+    fitting = Moments(count=moments.count - held.count, gram=moments.gram - held.gram,
+                      cross=moments.cross - held.cross)
+    errors = [_held_out_error(_solve(rows, fitting, kept, ridge, with_bias), rows, held)
+              for ridge in RIDGES]
+    return RIDGES[int(np.argmin(errors))]
+
+
+def _held_out_error(solved, rows: np.ndarray, held: Moments) -> float:
+    """E‖Θx̃ − W x_d‖² on the held-out rows, up to a constant (inf: no solution)."""
+    if solved is None:
+        return np.inf
+    fitted, shift = solved
+    theta = fitted if shift is None else np.hstack([fitted, shift[:, None]])
+    size = theta.shape[1]
+    gram = held.gram[:size, :size] / held.count
+    target = rows @ (held.cross[:size].T / held.count)
+    return float(np.sum((theta @ gram) * theta) - 2 * np.sum(theta * target))
+
+
+def _refitted(dep: DepGraph, layer: Layer, solved: tuple | None, values: Values) -> Values:
+    """The layer's solved kept weights and bias shift over the new `values` so far: the
+    constants changed (none when the fit failed or the shift has no bias to go to)."""
     tensor = dep.view.tensors[layer.weight.tensor]
     weight = np.moveaxis(layer.dense, layer.weight.axis, -1)
     rows = weight.reshape(-1, weight.shape[-1])
     carrier = bias_of(layer.node)
-    solved = _solve(rows, moments, layer.kept, ridge, carrier is not None)
     if solved is None:
         return {}
     fitted, shift = solved
@@ -178,34 +220,6 @@ def _refit(dep: DepGraph, layer: Layer, moments: Moments, ridge: float,
     return changed
 
 
-def _chosen_ridge(dep: DepGraph, layer: Layer, moments: Moments) -> float:
-    """The ridge of `RIDGES` whose solution, fit without the held-out batches, has the
-    least error on them (`DEFAULT_RIDGE` when nothing was held out)."""
-    held = moments.held_out
-    if held is None or held.count >= moments.count:
-        return DEFAULT_RIDGE
-    fitting = Moments(count=moments.count - held.count, gram=moments.gram - held.gram,
-                      cross=moments.cross - held.cross)
-    weight = np.moveaxis(layer.dense, layer.weight.axis, -1)
-    rows = weight.reshape(-1, weight.shape[-1])
-    with_bias = bias_of(layer.node) is not None
-    errors = [_held_out_error(_solve(rows, fitting, layer.kept, ridge, with_bias), rows,
-                              held) for ridge in RIDGES]
-    return RIDGES[int(np.argmin(errors))]
-
-
-def _held_out_error(solved, rows: np.ndarray, held: Moments) -> float:
-    """E‖Θx̃ − W x_d‖² on the held-out rows, up to a constant (inf: no solution)."""
-    if solved is None:
-        return np.inf
-    fitted, shift = solved
-    theta = fitted if shift is None else np.hstack([fitted, shift[:, None]])
-    size = theta.shape[1]
-    gram = held.gram[:size, :size] / held.count
-    target = rows @ (held.cross[:size].T / held.count)
-    return float(np.sum((theta @ gram) * theta) - 2 * np.sum(theta * target))
-
-
 def _solve(rows: np.ndarray, moments: Moments, kept: np.ndarray, ridge: float,
            with_bias: bool):
     """(W', δ) = (W·E[x_d x̃ᵀ] + λ[W_S, 0]) · (E[x̃ x̃ᵀ] + λ I_S)⁻¹; δ = 0 without bias."""
@@ -219,7 +233,8 @@ def _solve(rows: np.ndarray, moments: Moments, kept: np.ndarray, ridge: float,
     penalty = np.zeros(size)
     penalty[:channels] = damp
     try:
-        solved = np.linalg.solve(gram + np.diag(penalty), (target + damp * prior).T).T
+        with factoring():
+            solved = np.linalg.solve(gram + np.diag(penalty), (target + damp * prior).T).T
     except np.linalg.LinAlgError:
         return None
     if not np.all(np.isfinite(solved)):

@@ -12,6 +12,7 @@ import math
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, NoReturn, ParamSpec, TypeVar
 
 import click
@@ -19,6 +20,7 @@ import click
 from ..errors import InputError, OnnxPruneError, first_line
 
 if TYPE_CHECKING:
+    from ..distributed import Executor
     from ..images import ImageOptions
 
 BAD_INPUT = 2
@@ -150,6 +152,18 @@ def distributed_flags(func: Command) -> Command:
     return click.option("--workers", type=int, default=1, show_default=True,
                         help="1: everything in this process; N > 1: a local Ray runtime "
                              "of N CPUs (needs the distributed extra).")(func)
+
+
+def fanout(workers: int, address: str | None, threads: int, needed: bool
+           ) -> AbstractContextManager[Executor]:
+    """Where a command's independent tasks run, its numerical threads held to `threads`
+    (`distributed.executor`): on Ray as asked when the run has tasks to fan out
+    (`needed`), else in-process (the request is checked either way)."""
+    from ..distributed import check_request, executor
+
+    check_request(workers, address, threads)
+    return executor(workers, address, threads=threads) if needed else \
+        executor(threads=threads)
 
 
 def parse_input_shapes(values: tuple[str, ...]) -> dict[str, tuple[int, ...]]:

@@ -17,6 +17,8 @@ from . import main
 from .common import (
     RidgeValue,
     calibration_progress,
+    distributed_flags,
+    fanout,
     handle_errors,
     image_flags,
     image_options,
@@ -49,7 +51,9 @@ if TYPE_CHECKING:
 @click.option("--provider", default="CPUExecutionProvider", show_default=True,
               help="onnxruntime execution provider for --target-latency.")
 @click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Intra-op threads for --target-latency (0: onnxruntime's default).")
+              help="Intra-op threads for --target-latency, and the numerical threads "
+                   "(BLAS, onnxruntime) of each process that works (0: the libraries' "
+                   "defaults; one per worker with --workers).")
 @click.option("--criterion", help="l1, l2, bn_scale, random, zero; with --calib: activation, "
               "apoz, variance, wanda, sensitivity (per-group ratios from measured output "
               "error), and with the train extra taylor, fisher, snip (gradients) "
@@ -88,6 +92,7 @@ if TYPE_CHECKING:
 @click.option("--sensitivity-samples", type=int, default=32, show_default=True,
               help="Calibration samples each sensitivity measurement runs on.")
 @seed_option
+@distributed_flags
 @click.option("--report", "report_path", help="Write a JSON report here.")
 @click.option("--save-plan", help="Write the decisions (groups, removed units, options, "
               "model fingerprint) to this JSON plan file.")
@@ -110,7 +115,8 @@ def prune(model: str, output: str, ratio: float | None, head_ratio: float | None
           image_mean: str, image_std: str, image_layout: str, bgr: bool,
           calib_samples: int | None, eval_data: str | None, batch_size: int,
           reconstruct: str | None, ridge: float | str, max_memory: int | None,
-          sensitivity_samples: int, seed: int, report_path: str | None, save_plan: str | None,
+          sensitivity_samples: int, seed: int, workers: int, ray_address: str | None,
+          report_path: str | None, save_plan: str | None,
           plan_path: str | None, report_html: str | None, report_md: str | None,
           finetune_steps: int | None, finetune_minutes: float | None, as_json: bool,
           quiet: bool) -> None:
@@ -122,7 +128,8 @@ def prune(model: str, output: str, ratio: float | None, head_ratio: float | None
     check_targets(model, output)
     chain = check_chain(finetune_steps, finetune_minutes, calib)
     images = image_options(image_size, image_mean, image_std, image_layout, bgr)
-    with calibration_progress(quiet or calib is None) as advance:
+    with fanout(workers, ray_address, threads, calib is not None) as runner, \
+            calibration_progress(quiet or calib is None) as advance:
         pruned, report = api.prune(
             model, ratio, target_macs=target_macs, head_ratio=head_ratio,
             hidden_ratio=hidden_ratio, criterion=criterion, global_ranking=global_ranking,
@@ -132,7 +139,8 @@ def prune(model: str, output: str, ratio: float | None, head_ratio: float | None
             ridge=ridge, sensitivity_samples=sensitivity_samples, images=images,
             progress=advance, plan=plan_path,
             target_latency=target_latency, target_energy=target_energy, provider=provider,
-            threads=threads, max_memory=max_memory, show_progress=not quiet)
+            threads=threads, max_memory=max_memory, show_progress=not quiet,
+            executor=runner)
     tuned = chained(pruned, model, calib, finetune_steps, finetune_minutes, seed, images,
                     quiet) if chain else None
     if tuned:

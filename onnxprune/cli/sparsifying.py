@@ -11,6 +11,8 @@ from ..files import check_outputs, transaction
 from . import main
 from .common import (
     calibration_progress,
+    distributed_flags,
+    fanout,
     handle_errors,
     image_flags,
     image_options,
@@ -58,6 +60,10 @@ from .finetuning import chain_flags, chained, check_chain
               help="Calibration batch size.")
 @max_memory_option
 @seed_option
+@distributed_flags
+@click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Numerical threads (BLAS, onnxruntime) of each process that works (0: "
+                   "the libraries' defaults; one per worker with --workers).")
 @click.option("--report", "report_path", help="Write a JSON report here.")
 @click.option("--save-plan", help="Write the decisions (zero masks per layer, options, model "
               "fingerprint) to this JSON plan file.")
@@ -71,7 +77,8 @@ def sparsify(model: str, output: str, pattern: str, sparsity: float | None, crit
              storage: str, sparse_indices: str, input_shape: tuple[str, ...],
              calib: str | None, image_size: str | None, image_mean: str, image_std: str,
              image_layout: str, bgr: bool, calib_samples: int | None, batch_size: int,
-             max_memory: int | None, seed: int, report_path: str | None,
+             max_memory: int | None, seed: int, workers: int, ray_address: str | None,
+             threads: int, report_path: str | None,
              save_plan: str | None, plan_path: str | None, finetune_steps: int | None,
              finetune_minutes: float | None, quiet: bool) -> None:
     """Zero weights of MODEL in an N:M or unstructured pattern; write a verified model."""
@@ -80,7 +87,9 @@ def sparsify(model: str, output: str, pattern: str, sparsity: float | None, crit
     check_targets(model, output)
     chain = check_chain(finetune_steps, finetune_minutes, calib)
     images = image_options(image_size, image_mean, image_std, image_layout, bgr)
-    with calibration_progress(quiet or calib is None) as advance:
+    solves = calib is not None and plan_path is None and criterion in ("wanda", "sparsegpt")
+    with fanout(workers, ray_address, threads, solves) as runner, \
+            calibration_progress(quiet or calib is None) as advance:
         sparse, report = api.sparsify(
             model, pattern, sparsity=sparsity, criterion=criterion, calib=calib,
             calib_samples=calib_samples, batch_size=batch_size,
@@ -88,7 +97,7 @@ def sparsify(model: str, output: str, pattern: str, sparsity: float | None, crit
             min_size=min_size, all_layers=all_layers, ignore=ignore, fp16=fp16,
             storage=storage, sparse_indices=sparse_indices,
             input_shapes=parse_input_shapes(input_shape), seed=seed, progress=advance,
-            plan=plan_path, max_memory=max_memory)
+            plan=plan_path, max_memory=max_memory, executor=runner)
     data = report.to_dict()
     if chain:
         sparse, tuned = chained(sparse, model, calib, finetune_steps, finetune_minutes, seed,

@@ -29,6 +29,7 @@ from .sensitivity import sensitivity
 
 if TYPE_CHECKING:
     from ..analysis import Analysis, Pricer
+    from ..distributed import Executor
 
 
 @dataclass(frozen=True)
@@ -124,9 +125,11 @@ def planner_for(options: PlanOptions) -> Planner:
 
 
 def plan(analysis: Analysis, options: PlanOptions, price: Pricer,
-         stats_of: Callable[[list], object], samples: int, quiet: bool = True) -> Planned:
+         stats_of: Callable[[list], object], samples: int, quiet: bool = True,
+         executor: Executor | None = None) -> Planned:
     """Score the eligible groups and plan them with the planner the options choose,
-    under the budget of their target (whose meter may choose the rounding)."""
+    under the budget of their target (whose meter may choose the rounding); measuring
+    planners run their measurements as tasks of `executor` (None: in-process)."""
     planner = planner_for(options)
     meter = meter_for(options, analysis, price, quiet)
     chosen = None
@@ -136,7 +139,7 @@ def plan(analysis: Analysis, options: PlanOptions, price: Pricer,
     scores = criteria.scores(ranking(options.criterion), groups, analysis.dep.view,
                              np.random.default_rng(options.seed), stats_of)
     problem = Problem(groups, skipped, scores, options, options.rounded_to(chosen).rounding,
-                      price, meter, analysis, samples)
+                      price, meter, analysis, samples, executor)
     return replace(planner.plan(problem), round_to=chosen)
 
 

@@ -16,6 +16,7 @@ from .options import CHANNEL_KINDS, PlanOptions
 if TYPE_CHECKING:
     from ..analysis import Analysis
     from ..cost import Cost
+    from ..distributed import Executor
     from .budgets import Meter
     from .curves import Curve
 
@@ -38,7 +39,8 @@ class Problem:
     """Everything a planner decides from: the eligible groups and their unit scores,
     the options and the rounding in force, the cost of a cut, the budget of the
     options' target as a meter (None: a ratio) and, for measuring planners, the
-    analysis and the calibration samples a measurement runs on."""
+    analysis, the calibration samples a measurement runs on and the executor the
+    measurements run as tasks of (None: in-process)."""
 
     groups: list[Group]
     skipped: dict[int, str]
@@ -49,6 +51,7 @@ class Problem:
     meter: Meter | None
     analysis: Analysis
     samples: int
+    executor: Executor | None = None
 
     def of_kind(self, *kinds: str) -> list[Group]:
         return [g for g in self.groups if g.kind in kinds]

@@ -30,7 +30,8 @@ def sensitivity(problem: Problem) -> Planned:
     analysis = problem.analysis
     curves = measure_curves(analysis.dep, analysis.proto, channels,
                             removals_at(problem.scores, options, round_to),
-                            first_samples(analysis.stream, problem.samples))
+                            first_samples(analysis.stream, problem.samples),
+                            executor=problem.executor)
     cut = allocate(channels, {c.group: c.error_at for c in curves}, problem.scores, options,
                    round_to, lambda cut: price(fixed | cut).macs, budget)
     return Planned(problem.plan(fixed | cut), curves=curves)

@@ -13,7 +13,10 @@ from onnx import ModelProto
 
 from .. import calibrate, memory, planfiles
 from .. import model as model_io
+from ..distributed import Executor, InProcess
 from ..errors import InputError, ModelError
+from ..layerwise import solve_level
+from ..moments import Moments
 from ..planfiles import sparsify as sparsify_plans
 from .check import verify_written
 from .layers import (
@@ -97,15 +100,17 @@ def sparsify(model: ModelLike, pattern: str = "2:4", *, sparsity: float | None =
              storage: str = "dense", sparse_indices: str = "int64",
              input_shapes: dict[str, tuple[int, ...]] | None = None, seed: int = 0,
              damp: float = 0.01, progress: Callable[[int], None] | None = None,
-             plan: str | os.PathLike | dict | None = None, max_memory: int | None = None
-             ) -> tuple[ModelProto, SparsifyReport]:
+             plan: str | os.PathLike | dict | None = None, max_memory: int | None = None,
+             executor: Executor | None = None) -> tuple[ModelProto, SparsifyReport]:
     """Zero weights of Conv, MatMul, Gemm and Einsum layers in an N:M or unstructured pattern
     and return the verified model and a report. By default only layers with at least
     `min_size` outputs and reduction length (256 for N:M, where sparse kernels can
     win; 0 for unstructured) are sparsified; `all_layers` takes every eligible one.
     `plan`: a plan file (`report.plan_document`) whose zero masks are applied instead
     of choosing (pattern and sparsity come from it; refused on another network).
-    `max_memory`: bytes one wave of wanda or sparsegpt statistics may hold (`memory`)."""
+    `max_memory`: bytes one wave of wanda or sparsegpt statistics may hold (`memory`).
+    `executor`: where the Wanda and SparseGPT solves of a wave run (`distributed.py`:
+    in-process by default, or on Ray; the same weights either way)."""
     document = planfiles.read(plan, sparsify_plans.KIND) if plan is not None else None
     if document is not None:
         recorded = document.get("options") or {}
@@ -125,7 +130,7 @@ def sparsify(model: ModelLike, pattern: str = "2:4", *, sparsity: float | None =
                                                         ignore)
         chosen = [layer for layer in layers if layer.eligible]
         used = _zero_weights(work, chosen, spec, criterion, calib, calib_samples, batch_size,
-                             images, seed, damp, progress)
+                             images, seed, damp, progress, executor)
     zeros = _zero_fractions(work, chosen)
     saved = sparsify_plans.document(layers, chosen, work, original, {
         "pattern": spec.name, "sparsity": spec.sparsity, "criterion": criterion,
@@ -200,8 +205,9 @@ def _skip_reason(layer: Layer, pattern: Pattern, min_size: int, all_layers: bool
 
 def _zero_weights(work: ModelProto, layers: list[Layer], pattern: Pattern, criterion: str,
                   calib, samples, batch_size, images, seed: int, damp: float,
-                  progress) -> dict[int, str]:
-    """Apply the criterion to every layer; returns the criterion used per layer."""
+                  progress, executor: Executor | None = None) -> dict[int, str]:
+    """Apply the criterion to every layer; returns the criterion used per layer (the
+    Wanda or SparseGPT solves of a wave as tasks of `executor`)."""
     store = WeightStore(work)
     used = {}
     if criterion == "magnitude":
@@ -223,9 +229,11 @@ def _zero_weights(work: ModelProto, layers: list[Layer], pattern: Pattern, crite
     data = [layer for layer in layers if id(layer) not in used]
 
     def update(wave: list[Layer], stats: dict) -> None:
-        for layer in wave:
-            _rewrite(layer, store, _data_rule(criterion, pattern, stats[id(layer)], damp,
-                                              layer))
+        solved = solve_level(executor or InProcess(), _data_rule, wave, stats,
+                             lambda layer: (to_matrix(effective(layer, store), layer.axis),
+                                            layer.node), (criterion, pattern, damp))
+        for layer, matrix in zip(wave, solved, strict=True):
+            store_effective(layer, store, from_matrix(matrix, layer.shape, layer.axis))
             used[id(layer)] = criterion
 
     measure(work, data, stream, gram, update, seed, progress, dense)
@@ -243,17 +251,19 @@ def _snip(work: ModelProto, layers: list[Layer], pattern: Pattern, stream, seed:
     return {id(layer): "snip" for layer in layers}
 
 
-def _data_rule(criterion: str, pattern: Pattern, stats, damp: float, layer: Layer):
+def _data_rule(settings: tuple[str, Pattern, float], stats: Moments,
+               task: tuple[np.ndarray, str]) -> np.ndarray:
+    """One layer's Wanda mask or SparseGPT update of its matrix view (a task of the
+    wave)."""
+    criterion, pattern, damp = settings
+    weights, node = task
     if criterion == "wanda":
-        return lambda w: wanda(w, pattern, stats.total_sq)
-
-    def solve(w: np.ndarray) -> np.ndarray:
-        try:
-            return sparsegpt(w, stats.hessian, pattern, damp=damp, cross=stats.cross_hessian)
-        except np.linalg.LinAlgError as exc:
-            raise ModelError(f"{layer.node}: {exc}") from None
-
-    return solve
+        return wanda(weights, pattern, stats.total_sq)
+    try:
+        return sparsegpt(weights, stats.hessian, pattern, damp=damp,
+                         cross=stats.cross_hessian)
+    except np.linalg.LinAlgError as exc:
+        raise ModelError(f"{node}: {exc}") from None
 
 
 def _rewrite(layer: Layer, store: WeightStore, rule) -> None:

@@ -18,6 +18,7 @@ import importlib.util
 import numpy as np
 
 from ..errors import InputError
+from ..threads import factoring
 from .pattern import Pattern, keep_mask
 
 CRITERIA = ("magnitude", "wanda", "sparsegpt", "snip")
@@ -83,8 +84,9 @@ def _inverse_factor(hessian: np.ndarray, damp: float):
     mean = float(np.mean(np.diag(h)))
     for attempt in range(4):
         try:
-            inverse = np.linalg.inv(h + np.eye(len(h)) * damp * 10 ** attempt * mean)
-            return np.linalg.cholesky(inverse).T, dead, inverse
+            with factoring():
+                inverse = np.linalg.inv(h + np.eye(len(h)) * damp * 10 ** attempt * mean)
+                return np.linalg.cholesky(inverse).T, dead, inverse
         except np.linalg.LinAlgError:
             continue
     raise np.linalg.LinAlgError("calibration Hessian is not positive definite")

@@ -24,6 +24,9 @@ Settings that change numerics or speed belong to the caller; the callers use:
     deployment of a sparse model (user code,    all           as wanted               raw
       providers(): TensorRT options)
 
+"default" threads are onnxruntime's own unless `default_threads(n)` holds them to n in
+this process (`--threads` with `--workers`: each process's numerical threads).
+
 A model read from a path (a large or external-data model: `serialized`) is run
 without weight prepacking, so onnxruntime holds its weights once.
 
@@ -64,6 +67,18 @@ LEVELS = {"none": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
           "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
           "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
           "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}
+_DEFAULT_THREADS = [0]  # intra-op threads of sessions made with threads=0 (0: onnxruntime's)
+
+
+@contextlib.contextmanager
+def default_threads(threads: int) -> Iterator[None]:
+    """Sessions made meanwhile with `threads=0` use `threads` intra-op threads (0:
+    onnxruntime's default)."""
+    before, _DEFAULT_THREADS[0] = _DEFAULT_THREADS[0], threads
+    try:
+        yield
+    finally:
+        _DEFAULT_THREADS[0] = before
 
 
 def session(model: ModelProto | bytes | str | os.PathLike, *,
@@ -114,6 +129,7 @@ def _options(optimization: Optimization, threads: int, inter_threads: int,
     options.graph_optimization_level = LEVELS[optimization]
     if inter_threads:
         options.inter_op_num_threads = inter_threads
+    threads = threads or _DEFAULT_THREADS[0]
     if threads:
         options.intra_op_num_threads = threads
     if spinning is not None:

@@ -1,0 +1,73 @@
+"""The numerical threads of this process (`--threads`), and the thread count of the
+LAPACK factorizations of the layer-wise solves.
+
+Matrix products (OpenBLAS GEMM, onnxruntime's MLAS) give the same bits whatever their
+thread count: threads split the outputs, not the sums. LAPACK factorizations (the
+inverse and Cholesky factor of SparseGPT, the least-squares solve of the refit) do not:
+OpenBLAS splits the factorization by its thread count, so each count rounds its own
+way. A run therefore fixes the factorizations' count once, wherever its solves run:
+one thread when `--threads` is given (the same weights for every `--threads` and
+`--workers`), else the count BLAS has in the process that starts the run (what an
+in-process run uses, so a run fanned out on Ray gives its weights). Thread counts are
+set through threadpoolctl (the `distributed` extra installs it); without it BLAS keeps
+the counts its environment gave it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+from .targets.onnxruntime import default_threads
+
+_FACTOR = [0]  # threads of factorizations in this process (0: BLAS's own count)
+
+
+def _limits(threads: int) -> contextlib.AbstractContextManager:
+    """BLAS held to `threads` meanwhile (nothing without threadpoolctl)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=threads, user_api="blas")
+
+
+def blas_threads() -> int:
+    """The thread count of BLAS in this process now (0: unknown, no threadpoolctl)."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return 0
+    counts = [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
+    return max(counts, default=0)
+
+
+def factor_threads(threads: int) -> int:
+    """The factorizations' thread count of a run with `--threads threads`: one when it
+    is given, else BLAS's count here (0: unknown)."""
+    return 1 if threads > 0 else blas_threads()
+
+
+@contextlib.contextmanager
+def limited(threads: int, factor: int = 0) -> Iterator[None]:
+    """This process's BLAS and onnxruntime intra-op threads held to `threads` (0: left
+    alone), and its factorizations to `factor` threads (0: BLAS's count), meanwhile."""
+    before, _FACTOR[0] = _FACTOR[0], factor
+    try:
+        if threads < 1:
+            yield
+            return
+        with _limits(threads), default_threads(threads):
+            yield
+    finally:
+        _FACTOR[0] = before
+
+
+@contextlib.contextmanager
+def factoring() -> Iterator[None]:
+    """Around a LAPACK factorization: the run's factorization thread count."""
+    if _FACTOR[0] < 1:
+        yield
+        return
+    with _limits(_FACTOR[0]):
+        yield
