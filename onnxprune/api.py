@@ -70,6 +70,10 @@ def prune(model: ModelLike, ratio: float | None = None, **keywords: Any
 def prune_with(model: ModelLike, options: PruneOptions) -> tuple[ModelProto, Report]:
     """prune() over one options object: load and analyze, (calibrate,) score and plan
     (or replay a plan file), reconstruct, rewrite and verify."""
+    if options.rounds > 1:
+        from .rounds import prune_in_rounds
+
+        return prune_in_rounds(model, options)
     decisions = decide(options)
     start = time.perf_counter()
     analysis = analyze(model, options.input_shapes, options.calib, options.calib_samples,

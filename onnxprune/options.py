@@ -9,6 +9,8 @@ import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 
+from onnx import ModelProto
+
 from . import criteria, planfiles
 from .errors import InputError
 from .images import ImageOptions
@@ -17,6 +19,7 @@ from .planfiles import prune as prune_plans
 from .planning import PlanOptions, planner_for, ranking
 from .planning.curves import DEFAULT_SAMPLES
 from .pruning import RECONSTRUCTIONS
+from .schedule import check_prune_rounds
 
 # Options a replayed plan fixes, in the order a refusal names them.
 DECISIONS = ("ratio", "target_macs", "head_ratio", "target_latency", "target_energy",
@@ -39,7 +42,10 @@ class PruneOptions(PlanOptions):
     `plan`: a plan file (or a report's `plan_document`) to replay instead of planning:
     it brings the planning options. `max_memory`: bytes one level of layer-wise
     calibration may hold (None: no cap; `memory`). `progress`, `show_progress`: what
-    long steps report."""
+    long steps report. `rounds`: cut in this many rounds on the cubic schedule
+    (`schedule`, `rounds`); `between_rounds(model, round)`: called after every round but
+    the last on the model cut so far (original shapes, the cut units zeroed at their
+    consumers), it returns the model the next round starts from (e.g. fine-tuned)."""
 
     criterion: str | None = None
     reconstruct: str | None = None
@@ -54,9 +60,17 @@ class PruneOptions(PlanOptions):
     max_memory: int | None = None
     progress: Callable[[int], None] | None = None
     show_progress: bool = False
+    rounds: int = 1
+    between_rounds: Callable[[ModelProto, int], ModelProto] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "ignore", tuple(self.ignore))
+        criterion = self.criterion_or_default()
+        check_prune_rounds(self.rounds, {
+            "--plan": self.plan is not None, "--hidden-ratio": self.hidden_ratio is not None,
+            "--target-latency": self.target_latency is not None,
+            "--criterion sensitivity": criterion == "sensitivity",
+            "--criterion zero": criterion == "zero"})
         if self.plan is not None:
             _refuse_decisions(self)
         else:
@@ -66,7 +80,6 @@ class PruneOptions(PlanOptions):
         if self.sensitivity_samples < 1:
             raise InputError("--sensitivity-samples must be at least 1, got "
                              f"{self.sensitivity_samples}")
-        criterion = self.criterion_or_default()
         if self.plan is None:
             criteria.check_available(ranking(criterion))
         if self.plan is None and ranking(criterion).needs_data and self.calib is None:

@@ -22,28 +22,32 @@ if TYPE_CHECKING:
 
 
 def _keep(analysis: Analysis, removed: Removed, stats: ActivationStats, ridge: float,
-          progress: Progress) -> Values:
+          progress: Progress, teacher: Analysis | None = None) -> Values:
     """No reconstruction: the kept weights stay as they are."""
     return {}
 
 
 def _fold_bias(analysis: Analysis, removed: Removed, stats: ActivationStats, ridge: float,
-               progress: Progress) -> Values:
-    """Fold each removed channel's mean contribution into its consumers' biases."""
+               progress: Progress, teacher: Analysis | None = None) -> Values:
+    """Fold each removed channel's mean contribution into its consumers' biases (in the
+    model as it is: units removed before contribute nothing)."""
     return compensate_bias(analysis.dep, removed,
                            stats([analysis.dep.groups[g] for g in removed]))[0]
 
 
 def _refit(analysis: Analysis, removed: Removed, stats: ActivationStats, ridge: float,
-           progress: Progress) -> Values:
-    """Refit the kept weights layer by layer by ridge regression on calibration data."""
+           progress: Progress, teacher: Analysis | None = None) -> Values:
+    """Refit the kept weights layer by layer by ridge regression on calibration data
+    (toward the `teacher`'s layer outputs when given)."""
+    dense = (teacher.dep.view, teacher.proto) if teacher is not None else None
     return refit_layerwise(analysis.dep, removed, analysis.proto, analysis.stream, ridge,
-                           progress)[0]
+                           progress, dense)[0]
 
 
 # `--reconstruct` methods: (analysis, removed units, activation statistics, ridge,
-# progress) -> new constant values by name, which the rewrite applies (the analysis
-# itself is left as it is: its groups still describe the input model).
+# progress, teacher) -> new constant values by name, which the rewrite applies (the
+# analysis itself is left as it is: its groups still describe the input model). The
+# teacher (None: the analyzed model) is the dense model a round of `--rounds` fits to.
 RECONSTRUCTIONS: dict[str, Callable[..., Values]] = {
     "none": _keep,
     "bias": _fold_bias,

@@ -6,7 +6,10 @@ model's: with x the activations entering it in the model pruned so far (earlier
 layers already pruned and refit) and x_d those of the dense model, its kept weights
 W' and a bias shift δ minimize ‖W'·x + δ − W·x_d‖² + λ‖W' − W‖² over the
 calibration data (the channel-pruning reconstruction of He et al. 2017, in the
-closed form of Kwon et al. 2022). Layers are visited level by level on the layer-wise
+closed form of Kwon et al. 2022). Given a *teacher* (the dense model a round of
+`--rounds` is fit to, while the model it cuts was already cut and refit), W and x_d
+are the teacher's, the damping pulls toward the weights as they are, and the bias
+shift is added to the teacher's bias. Layers are visited level by level on the layer-wise
 walk (`layerwise.py`), so errors do not compound; the result is new constant values,
 which the rewrite applies. A k×k convolution is fit per kernel position on the channel
 statistics (each tap's weights map channels to outputs), which keeps the systems at
@@ -23,8 +26,8 @@ import numpy as np
 import onnx_graphsurgeon as gs
 from onnx import ModelProto
 
-from .depgraph import DepGraph, Slot
-from .layerwise import changed_prefixes, levels, walk
+from .depgraph import DepGraph, GraphView, Slot
+from .layerwise import changed_prefixes, levels, teacher_prefixes, walk
 from .model import export
 from .moments import Moments
 from .ops import family_for
@@ -33,6 +36,9 @@ from .rewrite import Values, zeroed_sinks
 
 if TYPE_CHECKING:
     from .calibrate import Feeds
+
+# The dense model a refit is fit to when it is not the one cut: its graph view and model.
+Teacher = tuple[GraphView, ModelProto]
 
 
 @dataclass
@@ -45,34 +51,41 @@ class Layer:
     act: Slot
     kept: np.ndarray
     dense: np.ndarray
+    prior: np.ndarray
 
 
 def refit_layerwise(dep: DepGraph, removed_units: dict[int, np.ndarray], original: ModelProto,
                     stream: Callable[[], Iterator[Feeds]], ridge: float = 0.1,
-                    progress: Callable[[int], None] | None = None
-                    ) -> tuple[Values, int, int]:
+                    progress: Callable[[int], None] | None = None,
+                    teacher: Teacher | None = None) -> tuple[Values, int, int]:
     """Refit every consumer of an exact group. Returns the new constant values by name
     (removed channels zeroed; the analyzed graph is left as it is), the layers refit and
-    the layers left as they were."""
-    layers = _layers(dep, removed_units)
+    the layers left as they were. `teacher`: the dense model to fit to (its graph view
+    and model; same tensor names), when it is not `original`."""
+    layers = _layers(dep, removed_units, teacher[0] if teacher else dep.view)
     values = _zero_removed(dep, removed_units)
     refit: list[bool] = []
 
     def update(level: list[Layer], stats: dict[int, Moments]) -> None:
         for layer in level:
-            new = _refit(dep, layer, stats[id(layer)], ridge, values)
+            new = _refit(dep, layer, stats[id(layer)], ridge, values,
+                         teacher[0] if teacher else None)
             values.update(new)
             refit.append(bool(new))
 
-    walk(_levels(dep.view.graph, layers), stream,
-         changed_prefixes(export(dep.view.graph, original), values),
+    current = export(dep.view.graph, original)
+    prefixes = changed_prefixes(current, values) if teacher is None else \
+        teacher_prefixes(current, export(teacher[0].graph, teacher[1]), values)
+    walk(_levels(dep.view.graph, layers), stream, prefixes,
          lambda layer: layer.act.tensor, _input_key, _add, update, progress)
     return values, sum(refit), len(layers) - sum(refit)
 
 
-def _layers(dep: DepGraph, removed_units: dict[int, np.ndarray]) -> list[Layer]:
+def _layers(dep: DepGraph, removed_units: dict[int, np.ndarray], dense: GraphView
+            ) -> list[Layer]:
     """Consumers of every exact group whose weight can be refit directly: those of
-    pruned groups lose inputs, the others see drifted inputs from pruned layers above."""
+    pruned groups lose inputs, the others see drifted inputs from pruned layers above
+    (their dense weights read from the `dense` view)."""
     layers = []
     for group in dep.groups:
         if group.approximate or group.blocked:
@@ -80,8 +93,11 @@ def _layers(dep: DepGraph, removed_units: dict[int, np.ndarray]) -> list[Layer]:
         units = removed_units.get(group.id, np.zeros(0, np.int64))
         for node, weight, act in sinks(group, dep):
             if _refittable(node, weight, dep.view):
+                prior = np.array(dep.view.const(weight.tensor), np.float64)
+                target = prior if dense is dep.view else \
+                    np.array(dense.const(weight.tensor), np.float64)
                 layers.append(Layer(node, weight, act, ~np.isin(group.members[act], units),
-                                    np.array(dep.view.const(weight.tensor), np.float64)))
+                                    target, prior))
     return layers
 
 
@@ -133,14 +149,15 @@ def _rows(value: np.ndarray, axis: int) -> np.ndarray:
 
 
 def _refit(dep: DepGraph, layer: Layer, moments: Moments, ridge: float,
-           values: Values) -> Values:
+           values: Values, teacher: GraphView | None = None) -> Values:
     """Solve for the layer's kept weights and bias shift, over the new `values` so far;
     the constants changed (none when the fit fails or the shift has no bias to go to)."""
     tensor = dep.view.tensors[layer.weight.tensor]
     weight = np.moveaxis(layer.dense, layer.weight.axis, -1)
     rows = weight.reshape(-1, weight.shape[-1])
+    prior = np.moveaxis(layer.prior, layer.weight.axis, -1).reshape(rows.shape)
     carrier = bias_of(layer.node)
-    solved = _solve(rows, moments, layer.kept, ridge, carrier is not None)
+    solved = _solve(rows, moments, layer.kept, ridge, carrier is not None, prior)
     if solved is None:
         return {}
     fitted, shift = solved
@@ -148,7 +165,7 @@ def _refit(dep: DepGraph, layer: Layer, moments: Moments, ridge: float,
     new[:, layer.kept] = fitted
     changed: Values = {}
     if carrier:
-        changed[carrier[0].name] = values.get(carrier[0].name, carrier[0].values)
+        changed[carrier[0].name] = _bias_base(carrier[0], values, teacher)
         if not add_to_bias(layer.node, _output_shift(layer.node, weight, shift), changed):
             return {}
     refit = np.moveaxis(new.reshape(weight.shape), -1, layer.weight.axis)
@@ -157,16 +174,26 @@ def _refit(dep: DepGraph, layer: Layer, moments: Moments, ridge: float,
     return changed
 
 
+def _bias_base(bias: gs.Constant, values: Values, teacher: GraphView | None) -> np.ndarray:
+    """The bias a shift is added to: the teacher's (same name and shape), or the new
+    value so far, or the bias as it is."""
+    dense = teacher.tensors.get(bias.name) if teacher is not None else None
+    if isinstance(dense, gs.Constant) and np.shape(dense.values) == np.shape(bias.values):
+        return np.asarray(dense.values).astype(np.asarray(bias.values).dtype)
+    return values.get(bias.name, bias.values)
+
+
 def _solve(rows: np.ndarray, moments: Moments, kept: np.ndarray, ridge: float,
-           with_bias: bool):
-    """(W', δ) = (W·E[x_d x̃ᵀ] + λ[W_S, 0]) · (E[x̃ x̃ᵀ] + λ I_S)⁻¹; δ = 0 without bias."""
+           with_bias: bool, prior_rows: np.ndarray | None = None):
+    """(W', δ) = (W·E[x_d x̃ᵀ] + λ[P_S, 0]) · (E[x̃ x̃ᵀ] + λ I_S)⁻¹ with P the prior
+    weights (W by default); δ = 0 without bias."""
     size = int(kept.sum()) + (1 if with_bias else 0)
     gram = moments.gram[:size, :size] / max(moments.count, 1)
     target = rows @ (np.ascontiguousarray(moments.cross[:size].T) / max(moments.count, 1))
     channels = int(kept.sum())
     damp = ridge * float(np.trace(gram[:channels, :channels])) / max(channels, 1) + 1e-12
     prior = np.zeros_like(target)
-    prior[:, :channels] = rows[:, kept]
+    prior[:, :channels] = (rows if prior_rows is None else prior_rows)[:, kept]
     penalty = np.zeros(size)
     penalty[:channels] = damp
     try:

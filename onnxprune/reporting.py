@@ -65,6 +65,7 @@ class Report:
     sensitivity: list[dict] | None = None
     warnings: list[str] = field(default_factory=list)
     io_changes: list[dict] = field(default_factory=list)
+    rounds: list[dict] | None = None
 
     @property
     def macs_reduction(self) -> float:
@@ -78,6 +79,8 @@ class Report:
             for key in ("blocked", "skipped"):
                 if group[key] is None:
                     del group[key]
+        if data["rounds"] is None:
+            del data["rounds"]
         return data
 
 
