@@ -23,10 +23,11 @@ from .common import (
     json_text,
     max_memory_option,
     parse_input_shapes,
+    rounds_option,
     seed_option,
     warn,
 )
-from .finetuning import chain_flags, chained, check_chain, finetune_section
+from .finetuning import RoundTuning, chain_flags, check_chain, finetune_section, split_budget
 
 if TYPE_CHECKING:
     from ..reporting import Report
@@ -95,6 +96,7 @@ if TYPE_CHECKING:
               "MACs, parameters and measured latency before and after, a chart of kept and "
               "removed channels per group, fidelity with --calib, groups left alone.")
 @click.option("--report-md", help="The same report in Markdown.")
+@rounds_option
 @chain_flags
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout "
               "(no progress bars).")
@@ -111,8 +113,8 @@ def prune(model: str, output: str, ratio: float | None, head_ratio: float | None
           reconstruct: str | None, ridge: float, max_memory: int | None,
           sensitivity_samples: int, seed: int, report_path: str | None, save_plan: str | None,
           plan_path: str | None, report_html: str | None, report_md: str | None,
-          finetune_steps: int | None, finetune_minutes: float | None, as_json: bool,
-          quiet: bool) -> None:
+          rounds: int, finetune_steps: int | None, finetune_minutes: float | None,
+          as_json: bool, quiet: bool) -> None:
     """Remove channels from MODEL and write a verified, smaller model to OUTPUT."""
     quiet = quiet or as_json
     check_outputs({"-o": output, "--report": report_path, "--save-plan": save_plan,
@@ -121,6 +123,9 @@ def prune(model: str, output: str, ratio: float | None, head_ratio: float | None
     check_targets(model, output)
     chain = check_chain(finetune_steps, finetune_minutes, calib)
     images = image_options(image_size, image_mean, image_std, image_layout, bgr)
+    tuning = RoundTuning(model, calib, split_budget(finetune_steps, finetune_minutes,
+                                                    rounds), seed, images, quiet) \
+        if chain else None
     with calibration_progress(quiet or calib is None) as advance:
         pruned, report = api.prune(
             model, ratio, target_macs=target_macs, head_ratio=head_ratio,
@@ -131,11 +136,13 @@ def prune(model: str, output: str, ratio: float | None, head_ratio: float | None
             ridge=ridge, sensitivity_samples=sensitivity_samples, images=images,
             progress=advance, plan=plan_path,
             target_latency=target_latency, target_energy=target_energy, provider=provider,
-            threads=threads, max_memory=max_memory, show_progress=not quiet)
-    tuned = chained(pruned, model, calib, finetune_steps, finetune_minutes, seed, images,
-                    quiet) if chain else None
-    if tuned:
-        pruned = tuned[0]
+            threads=threads, max_memory=max_memory, show_progress=not quiet, rounds=rounds,
+            between_rounds=tuning if rounds > 1 else None)
+    tuned = None
+    if tuning:
+        pruned = tuning.last(pruned)
+        tuned = pruned, tuning.reports[-1]
+        _tuning_rows(report, tuning)
     fidelity_data = FidelityData(eval_data or calib, None if eval_data else calib_samples,
                                  held_out=eval_data is not None)
     readable = _readable_report(model, pruned, report, report_html or report_md,
@@ -152,6 +159,12 @@ def prune(model: str, output: str, ratio: float | None, head_ratio: float | None
     _announce(report, data, output, as_json, quiet)
 
 
+def _tuning_rows(report: Report, tuning: RoundTuning) -> None:
+    """Each round's fine-tuning, in brief, on its report row (more than one round)."""
+    for row, tuned in zip(report.rounds or [], tuning.rows(), strict=False):
+        row["finetune"] = tuned
+
+
 def _announce(report: Report, data: dict, output: str, as_json: bool, quiet: bool) -> None:
     """The report's warnings, then the report as JSON or a summary."""
     warn(report.warnings, quiet)
@@ -161,6 +174,10 @@ def _announce(report: Report, data: dict, output: str, as_json: bool, quiet: boo
         from ..display import prune_summary
 
         prune_summary(report, output)
+        if report.rounds:
+            from ..display import rounds_table
+
+            rounds_table(report.rounds)
 
 
 def _write_outputs(pruned, output: str, configs: dict[Path, str], texts: dict,
