@@ -75,6 +75,7 @@ class SparsifyReport:
     output_error: dict[str, float] = field(default_factory=dict)
     checks: list[str] = field(default_factory=list)
     plan_document: dict | None = field(default=None, repr=False)
+    rounds: list[dict] | None = None
 
     @property
     def sparsified(self) -> list[LayerReport]:
@@ -83,6 +84,8 @@ class SparsifyReport:
     def to_dict(self) -> dict:
         data = asdict(self)
         data.pop("plan_document")
+        if data["rounds"] is None:
+            del data["rounds"]
         data["counts"] = {"candidates": len(self.layers),
                           "eligible": sum(layer.eligible for layer in self.layers),
                           "sparsified": len(self.sparsified)}
