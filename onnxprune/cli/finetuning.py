@@ -208,12 +208,25 @@ class RoundTuning:
         self.reports.append(report)
         return tuned
 
-    def last(self, result: ModelProto) -> ModelProto:
-        """The last round's share, spent on the final result."""
-        return self(result, len(self.budgets))
+    def finish(self, result: ModelProto, rows: list[dict] | None
+               ) -> tuple[ModelProto, FinetuneReport]:
+        """The last round's share spent on the final result; each round's fine-tuning,
+        in brief, added to its report row (`rows`: one per round, or None)."""
+        tuned = self(result, len(self.budgets))
+        for row, report in zip(rows or [], self.reports, strict=False):
+            row["finetune"] = {"steps": report.steps,
+                               "validation_before": report.validation_before,
+                               "validation_after": report.validation_after,
+                               "improved": report.improved}
+        return tuned, self.reports[-1]
 
-    def rows(self) -> list[dict]:
-        """Each round's fine-tuning, in brief."""
-        return [{"steps": r.steps, "validation_before": r.validation_before,
-                 "validation_after": r.validation_after, "improved": r.improved}
-                for r in self.reports]
+
+def round_tuning(model: str, calib: str | None, steps: int | None, minutes: float | None,
+                 rounds: int, seed: int, images: ImageOptions | None, quiet: bool
+                 ) -> RoundTuning | None:
+    """The chained fine-tuning of prune and sparsify, its budget shared out over the
+    rounds; None when not asked (refused without calibration data)."""
+    if not check_chain(steps, minutes, calib):
+        return None
+    return RoundTuning(model, calib, split_budget(steps, minutes, rounds), seed, images,
+                       quiet)

@@ -27,7 +27,7 @@ from .common import (
     seed_option,
     warn,
 )
-from .finetuning import RoundTuning, chain_flags, check_chain, finetune_section, split_budget
+from .finetuning import chain_flags, finetune_section, round_tuning
 
 if TYPE_CHECKING:
     from ..reporting import Report
@@ -121,11 +121,9 @@ def prune(model: str, output: str, ratio: float | None, head_ratio: float | None
                    "--report-html": report_html, "--report-md": report_md},
                   {"MODEL": model, "--calib": calib, "--eval": eval_data, "--plan": plan_path})
     check_targets(model, output)
-    chain = check_chain(finetune_steps, finetune_minutes, calib)
     images = image_options(image_size, image_mean, image_std, image_layout, bgr)
-    tuning = RoundTuning(model, calib, split_budget(finetune_steps, finetune_minutes,
-                                                    rounds), seed, images, quiet) \
-        if chain else None
+    tuning = round_tuning(model, calib, finetune_steps, finetune_minutes, rounds, seed,
+                          images, quiet)
     with calibration_progress(quiet or calib is None) as advance:
         pruned, report = api.prune(
             model, ratio, target_macs=target_macs, head_ratio=head_ratio,
@@ -138,11 +136,8 @@ def prune(model: str, output: str, ratio: float | None, head_ratio: float | None
             target_latency=target_latency, target_energy=target_energy, provider=provider,
             threads=threads, max_memory=max_memory, show_progress=not quiet, rounds=rounds,
             between_rounds=tuning if rounds > 1 else None)
-    tuned = None
-    if tuning:
-        pruned = tuning.last(pruned)
-        tuned = pruned, tuning.reports[-1]
-        _tuning_rows(report, tuning)
+    tuned = tuning.finish(pruned, report.rounds) if tuning else None
+    pruned = tuned[0] if tuned else pruned
     fidelity_data = FidelityData(eval_data or calib, None if eval_data else calib_samples,
                                  held_out=eval_data is not None)
     readable = _readable_report(model, pruned, report, report_html or report_md,
@@ -157,12 +152,6 @@ def prune(model: str, output: str, ratio: float | None, head_ratio: float | None
     _write_outputs(pruned, output, configs, {report_path: json_text(data),
                    save_plan: json_text(report.plan_document)}, readable, report_html, report_md)
     _announce(report, data, output, as_json, quiet)
-
-
-def _tuning_rows(report: Report, tuning: RoundTuning) -> None:
-    """Each round's fine-tuning, in brief, on its report row (more than one round)."""
-    for row, tuned in zip(report.rounds or [], tuning.rows(), strict=False):
-        row["finetune"] = tuned
 
 
 def _announce(report: Report, data: dict, output: str, as_json: bool, quiet: bool) -> None:

@@ -20,7 +20,7 @@ from .common import (
     rounds_option,
     seed_option,
 )
-from .finetuning import RoundTuning, chain_flags, check_chain, split_budget
+from .finetuning import chain_flags, round_tuning
 
 
 @main.command()
@@ -80,11 +80,9 @@ def sparsify(model: str, output: str, pattern: str, sparsity: float | None, crit
     check_outputs({"-o": output, "--report": report_path, "--save-plan": save_plan},
                   {"MODEL": model, "--calib": calib, "--plan": plan_path})
     check_targets(model, output)
-    chain = check_chain(finetune_steps, finetune_minutes, calib)
     images = image_options(image_size, image_mean, image_std, image_layout, bgr)
-    tuning = RoundTuning(model, calib, split_budget(finetune_steps, finetune_minutes,
-                                                    rounds), seed, images, quiet) \
-        if chain else None
+    tuning = round_tuning(model, calib, finetune_steps, finetune_minutes, rounds, seed,
+                          images, quiet)
     with calibration_progress(quiet or calib is None) as advance:
         sparse, report = api.sparsify(
             model, pattern, sparsity=sparsity, criterion=criterion, calib=calib,
@@ -97,10 +95,8 @@ def sparsify(model: str, output: str, pattern: str, sparsity: float | None, crit
             between_rounds=tuning if rounds > 1 else None)
     data = report.to_dict()
     if tuning:
-        sparse = tuning.last(sparse)
-        data["finetune"] = tuning.reports[-1].to_dict()
-        for row, tuned in zip(data.get("rounds", []), tuning.rows(), strict=False):
-            row["finetune"] = tuned
+        sparse, tuned = tuning.finish(sparse, data.get("rounds"))
+        data["finetune"] = tuned.to_dict()
     with transaction() as outputs:
         model_io.stage(sparse, output, outputs)
         if report_path:
