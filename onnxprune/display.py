@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .depgraph import Group
-from .reporting import Report
+from .reporting import ROUND_COLUMNS, Report, round_cells
 
 if TYPE_CHECKING:
     from .bench import BenchRow
@@ -113,22 +113,12 @@ def sensitivity_table(curves: list[Curve], console: Console | None = None) -> No
 
 
 def rounds_table(rows: list[dict], console: Console | None = None) -> None:
-    """One row per round of `--rounds`: its target, what it reached, and the output
-    error against the original on the sample inputs (after fine-tuning, when run)."""
+    """One row per round of `--rounds`: its target, what it reached, and the largest
+    relative output error against the original on the generated sample inputs."""
     console = console or Console()
-    table = Table(title="rounds (output error: relative L2 on generated sample inputs)")
-    for column in ("round", "target", "removed", "MACs kept", "output error", "tuned"):
+    table = Table(title="rounds")
+    for column in ROUND_COLUMNS:
         table.add_column(column)
     for row in rows:
-        targets = [f"{key.replace('_', ' ')} {row[key]:.3f}"
-                   for key in ("ratio", "head_ratio", "target_macs", "target_energy")
-                   if row.get(key) is not None]
-        tuned = row.get("output_error_after")
-        table.add_row(str(row["round"]), ", ".join(targets), f"{row['removed_fraction']:.1%}",
-                      f"{row['macs_fraction']:.1%}", _worst(row["output_error"]),
-                      _worst(tuned) if tuned else "")
+        table.add_row(*round_cells(row))
     console.print(table)
-
-
-def _worst(errors: dict[str, float]) -> str:
-    return f"{max(errors.values()):.4g}" if errors else ""

@@ -169,6 +169,28 @@ def measured_fidelity(original: ModelProto, pruned: ModelProto, data: FidelityDa
 
 
 
+# Columns of the per-round table of `--rounds` (`round_cells`).
+ROUND_COLUMNS = ("round", "target", "removed", "MACs kept",
+                 "output error (generated inputs)", "after fine-tuning")
+
+
+def round_cells(row: dict) -> list[str]:
+    """A round's report row as table cells: its targets, the fraction of channels
+    removed and of MACs kept, and its largest relative output error (after its
+    fine-tuning too, when run)."""
+    targets = [f"{key.replace('_', ' ')} {row[key]:.3f}"
+               for key in ("ratio", "head_ratio", "target_macs", "target_energy")
+               if row.get(key) is not None]
+    tuned = row.get("output_error_after")
+    return [str(row["round"]), ", ".join(targets), f"{row['removed_fraction']:.1%}",
+            f"{row['macs_fraction']:.1%}", _worst(row["output_error"]),
+            _worst(tuned) if tuned else ""]
+
+
+def _worst(errors: dict[str, float]) -> str:
+    return f"{max(errors.values()):.4g}" if errors else ""
+
+
 def report_document(report: Report, latency: dict | None = None,
                     fidelity: dict | None = None, sensitivity: dict | None = None,
                     title: str = "onnxprune report") -> dict:

@@ -198,8 +198,13 @@ def test_a_saved_plan_of_rounds_replays_their_cut_and_is_not_replayed_in_rounds(
     onnx.save(mlp(), str(tmp_path / "m.onnx"))
     result = invoke("prune", tmp_path / "m.onnx", "-o", tmp_path / "o.onnx", "--ratio", "0.5",
                     "--round-to", "4", "--rounds", "3", "--save-plan", tmp_path / "p.json",
-                    "--report", tmp_path / "r.json", "-q")
+                    "--report", tmp_path / "r.json", "--report-md", tmp_path / "r.md", "-q")
     assert result.exit_code == 0, result.output
+    page = (tmp_path / "r.md").read_text()
+    table = page[page.index("## Rounds"):].splitlines()
+    assert table[2].startswith("| round | target |") and len(table) >= 7
+    assert [line.split(" | ")[1] for line in table[4:7]] == [
+        f"ratio {r:.3f}" for r in schedule(0.5, 3)]
     plan = json.loads((tmp_path / "p.json").read_text())
     assert plan["options"]["rounds"] == 3
     report = json.loads((tmp_path / "r.json").read_text())
