@@ -24,7 +24,9 @@ from .planning.curves import DEFAULT_RATIOS, DEFAULT_SAMPLES, Curve, first_sampl
 from .planning.cuts import removals_at
 from .pruning import RECONSTRUCTIONS, verify
 from .reporting import GroupReport, Report, prune_report  # noqa: F401  (public surface)
-from .sparsity import SparsifyReport, sparsify  # noqa: F401  (public surface)
+from .schedule import check_rounds
+from .sparsity import SparsifyReport  # noqa: F401  (public surface)
+from .sparsity import sparsify as sparsify_once
 from .verify import sample_feeds
 
 if TYPE_CHECKING:
@@ -70,6 +72,10 @@ def prune(model: ModelLike, ratio: float | None = None, **keywords: Any
 def prune_with(model: ModelLike, options: PruneOptions) -> tuple[ModelProto, Report]:
     """prune() over one options object: load and analyze, (calibrate,) score and plan
     (or replay a plan file), reconstruct, rewrite and verify."""
+    if options.rounds > 1:
+        from .rounds import prune_in_rounds
+
+        return prune_in_rounds(model, options)
     decisions = decide(options)
     start = time.perf_counter()
     analysis = analyze(model, options.input_shapes, options.calib, options.calib_samples,
@@ -127,6 +133,21 @@ def sensitivity(model: ModelLike, calib: CalibrationSource | None, *,
     return measure_curves(analysis.dep, analysis.proto, groups,
                           removals_at(scores, options, options.rounding),
                           first_samples(analysis.stream, samples), ratios, progress, executor)
+
+
+def sparsify(model: ModelLike, pattern: str = "2:4", *, rounds: int = 1,
+             between_rounds: Callable[[ModelProto, int], ModelProto] | None = None,
+             **keywords: Any) -> tuple[ModelProto, SparsifyReport]:
+    """Zero weights in an N:M or unstructured pattern (`sparsity.sparsify`: the keywords
+    are its own). `rounds` > 1 (unstructured only): the sparsity rises over the rounds
+    on the cubic schedule, each round scoring the model sparsified so far;
+    `between_rounds(model, round)` is called after every round but the last and
+    returns the model the next starts from (e.g. fine-tuned); see `sparsity.rounds`."""
+    if check_rounds(rounds) == 1:
+        return sparsify_once(model, pattern, **keywords)
+    from .sparsity.rounds import sparsify_in_rounds
+
+    return sparsify_in_rounds(model, pattern, rounds, between_rounds, **keywords)
 
 
 def finetune(student: ModelLike, teacher: ModelLike, data: Source, **keywords: Any

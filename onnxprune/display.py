@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .depgraph import Group
-from .reporting import Report
+from .reporting import ROUND_COLUMNS, Report, round_cells
 
 if TYPE_CHECKING:
     from .bench import BenchRow
@@ -109,4 +109,16 @@ def sensitivity_table(curves: list[Curve], console: Console | None = None) -> No
         table.add_row(str(curve.group), curve.kind, str(curve.units), producers,
                       *[f"{e:.4f} (−{n})" for e, n in zip(curve.errors, curve.removed,
                                                           strict=True)])
+    console.print(table)
+
+
+def rounds_table(rows: list[dict], console: Console | None = None) -> None:
+    """One row per round of `--rounds`: its target, what it reached, and the largest
+    relative output error against the original on the generated sample inputs."""
+    console = console or Console()
+    table = Table(title="rounds")
+    for column in ROUND_COLUMNS:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*round_cells(row))
     console.print(table)

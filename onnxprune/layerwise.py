@@ -146,6 +146,25 @@ def changed_prefixes(dense: ModelProto, values: dict[str, np.ndarray]) -> Prefix
     return run
 
 
+def teacher_prefixes(current: ModelProto, teacher: ModelProto,
+                     values: dict[str, np.ndarray]) -> Prefixes:
+    """Prefixes cut at a level's inputs from `current` with the constants of `values`
+    replaced (read at each level) and from `teacher`, the dense model it is fit to (its
+    tensors named as `current`'s)."""
+    from .verify import truncated
+
+    @contextmanager
+    def run(names: list[str]) -> Iterator[tuple[Fetch, Fetch]]:
+        probe = truncated(current, names)
+        kept = {t.name for t in probe.graph.initializer}
+        with serialized(probe) as data, serialized(truncated(teacher, names)) as dense:
+            reference = with_values(dense, {})
+            changed = with_values(data, {n: v for n, v in values.items() if n in kept})
+            yield fetcher(changed, names), fetcher(reference, names)
+
+    return run
+
+
 def model_prefixes(current: ModelProto, dense: ModelProto | None) -> Prefixes:
     """Prefixes cut at a level's inputs from `current`, a model changed in place between
     levels (read at each level), and from `dense` (None: not run). Graph inputs are not

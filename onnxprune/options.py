@@ -9,6 +9,8 @@ import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 
+from onnx import ModelProto
+
 from . import criteria, planfiles
 from .distributed import Executor
 from .errors import InputError
@@ -18,6 +20,7 @@ from .planfiles import prune as prune_plans
 from .planning import PlanOptions, planner_for, ranking
 from .planning.curves import DEFAULT_SAMPLES
 from .pruning import RECONSTRUCTIONS
+from .schedule import check_prune_rounds
 
 # Options a replayed plan fixes, in the order a refusal names them.
 DECISIONS = ("ratio", "target_macs", "head_ratio", "target_latency", "target_energy",
@@ -42,7 +45,10 @@ class PruneOptions(PlanOptions):
     calibration may hold (None: no cap; `memory`). `progress`, `show_progress`: what
     long steps report. `executor`: where the independent solves of a level (lsq refit)
     and the sensitivity measurements run (`distributed.executor()`; None: in-process;
-    the same model either way)."""
+    the same model either way). `rounds`: cut in this many rounds on the cubic schedule
+    (`schedule`, `rounds`); `between_rounds(model, round)`: called after every round but
+    the last on the model cut so far (original shapes, the cut units zeroed at their
+    consumers), it returns the model the next round starts from (e.g. fine-tuned)."""
 
     criterion: str | None = None
     reconstruct: str | None = None
@@ -58,9 +64,17 @@ class PruneOptions(PlanOptions):
     progress: Callable[[int], None] | None = None
     show_progress: bool = False
     executor: Executor | None = None
+    rounds: int = 1
+    between_rounds: Callable[[ModelProto, int], ModelProto] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "ignore", tuple(self.ignore))
+        criterion = self.criterion_or_default()
+        check_prune_rounds(self.rounds, {
+            "--plan": self.plan is not None, "--hidden-ratio": self.hidden_ratio is not None,
+            "--target-latency": self.target_latency is not None,
+            "--criterion sensitivity": criterion == "sensitivity",
+            "--criterion zero": criterion == "zero"})
         if self.plan is not None:
             _refuse_decisions(self)
         else:
@@ -70,7 +84,6 @@ class PruneOptions(PlanOptions):
         if self.sensitivity_samples < 1:
             raise InputError("--sensitivity-samples must be at least 1, got "
                              f"{self.sensitivity_samples}")
-        criterion = self.criterion_or_default()
         if self.plan is None:
             criteria.check_available(ranking(criterion))
         if self.plan is None and ranking(criterion).needs_data and self.calib is None:

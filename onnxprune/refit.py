@@ -10,7 +10,10 @@ closed form of Kwon et al. 2022). With `ridge="auto"` one in four of the
 calibration batches (1, 5, 9, …) is also held out: each layer solves with its
 statistics minus the held-out ones for every ridge of `RIDGES`, keeps the ridge whose
 solution best predicts the dense outputs of the held-out batches, and solves again with
-it on all batches. Layers are visited level by level on the layer-wise
+it on all batches. Given a *teacher* (the dense model a round of
+`--rounds` is fit to, while the model it cuts was already cut and refit), W and x_d
+are the teacher's, the damping pulls toward the weights as they are, and the bias
+shift is added to the teacher's bias. Layers are visited level by level on the layer-wise
 walk (`layerwise.py`), so errors do not compound; the result is new constant values,
 which the rewrite applies. A k×k convolution is fit per kernel position on the channel
 statistics (each tap's weights map channels to outputs), which keeps the systems at
@@ -27,9 +30,9 @@ import numpy as np
 import onnx_graphsurgeon as gs
 from onnx import ModelProto
 
-from .depgraph import DepGraph, Slot
+from .depgraph import DepGraph, GraphView, Slot
 from .distributed import Executor, InProcess
-from .layerwise import changed_prefixes, levels, solve_level, walk
+from .layerwise import changed_prefixes, levels, solve_level, teacher_prefixes, walk
 from .model import export
 from .moments import Moments
 from .ops import family_for
@@ -39,6 +42,9 @@ from .threads import factoring
 
 if TYPE_CHECKING:
     from .calibrate import Feeds
+
+# The dense model a refit is fit to when it is not the one cut: its graph view and model.
+Teacher = tuple[GraphView, ModelProto]
 
 
 @dataclass
@@ -51,6 +57,7 @@ class Layer:
     act: Slot
     kept: np.ndarray
     dense: np.ndarray
+    prior: np.ndarray
 
 
 Ridge = float | str  # a damping >= 0, or "auto": chosen per layer on held-out batches
@@ -62,13 +69,15 @@ HOLD_EVERY = 4  # "auto" holds out batch numbers 1, 5, 9, …
 def refit_layerwise(dep: DepGraph, removed_units: dict[int, np.ndarray], original: ModelProto,
                     stream: Callable[[], Iterator[Feeds]], ridge: Ridge = DEFAULT_RIDGE,
                     progress: Callable[[int], None] | None = None,
-                    executor: Executor | None = None
+                    executor: Executor | None = None, teacher: Teacher | None = None
                     ) -> tuple[Values, int, int, list[float]]:
     """Refit every consumer of an exact group. Returns the new constant values by name
     (removed channels zeroed; the analyzed graph is left as it is), the layers refit,
     the layers left as they were and the ridge each refit layer was solved with. The
-    solves of a level run as tasks of `executor` (in-process by default)."""
-    layers = _layers(dep, removed_units)
+    solves of a level run as tasks of `executor` (in-process by default). `teacher`:
+    the dense model to fit to (its graph view and model; same tensor names), when it is
+    not `original`."""
+    layers = _layers(dep, removed_units, teacher[0] if teacher else dep.view)
     values = _zero_removed(dep, removed_units)
     chosen: list[float] = []
 
@@ -76,20 +85,24 @@ def refit_layerwise(dep: DepGraph, removed_units: dict[int, np.ndarray], origina
         solved = solve_level(executor or InProcess(), _solve_task, level, stats,
                              _task_of, ridge)
         for layer, (result, damping) in zip(level, solved, strict=True):
-            new = _refitted(dep, layer, result, values)
+            new = _refitted(dep, layer, result, values, teacher[0] if teacher else None)
             values.update(new)
             chosen.extend([damping] if new else [])
 
-    walk(_levels(dep.view.graph, layers), stream,
-         changed_prefixes(export(dep.view.graph, original), values),
+    current = export(dep.view.graph, original)
+    prefixes = changed_prefixes(current, values) if teacher is None else \
+        teacher_prefixes(current, export(teacher[0].graph, teacher[1]), values)
+    walk(_levels(dep.view.graph, layers), stream, prefixes,
          lambda layer: layer.act.tensor, _input_key, _adder(ridge == "auto"), update,
          progress)
     return values, len(chosen), len(layers) - len(chosen), chosen
 
 
-def _layers(dep: DepGraph, removed_units: dict[int, np.ndarray]) -> list[Layer]:
+def _layers(dep: DepGraph, removed_units: dict[int, np.ndarray], dense: GraphView
+            ) -> list[Layer]:
     """Consumers of every exact group whose weight can be refit directly: those of
-    pruned groups lose inputs, the others see drifted inputs from pruned layers above."""
+    pruned groups lose inputs, the others see drifted inputs from pruned layers above
+    (their dense weights read from the `dense` view)."""
     layers = []
     for group in dep.groups:
         if group.approximate or group.blocked:
@@ -97,8 +110,11 @@ def _layers(dep: DepGraph, removed_units: dict[int, np.ndarray]) -> list[Layer]:
         units = removed_units.get(group.id, np.zeros(0, np.int64))
         for node, weight, act in sinks(group, dep):
             if _refittable(node, weight, dep.view):
+                prior = np.array(dep.view.const(weight.tensor), np.float64)
+                target = prior if dense is dep.view else \
+                    np.array(dense.const(weight.tensor), np.float64)
                 layers.append(Layer(node, weight, act, ~np.isin(group.members[act], units),
-                                    np.array(dep.view.const(weight.tensor), np.float64)))
+                                    target, prior))
     return layers
 
 
@@ -157,22 +173,24 @@ def _rows(value: np.ndarray, axis: int) -> np.ndarray:
     return moved.reshape(-1, moved.shape[-1])
 
 
-def _task_of(layer: Layer) -> tuple[np.ndarray, np.ndarray, bool]:
+def _task_of(layer: Layer) -> tuple[np.ndarray, np.ndarray, bool, np.ndarray]:
     """What a layer's solve needs of it: its dense weight as rows (input channels
-    last), its kept channels, and whether it has a bias for the shift."""
+    last), its kept channels, whether it has a bias for the shift, and the rows its
+    damping pulls toward."""
     weight = np.moveaxis(layer.dense, layer.weight.axis, -1)
-    return weight.reshape(-1, weight.shape[-1]), layer.kept, bias_of(layer.node) is not None
+    rows = weight.reshape(-1, weight.shape[-1])
+    prior = np.moveaxis(layer.prior, layer.weight.axis, -1).reshape(rows.shape)
+    return rows, layer.kept, bias_of(layer.node) is not None, prior
 
 
 def _solve_task(ridge: Ridge, moments: Moments, task: tuple) -> tuple[tuple | None, float]:
     """One layer's least-squares solve (a task of the level), and the ridge it used."""
-    rows, kept, with_bias = task
-    damping = _chosen_ridge(rows, kept, with_bias, moments) if ridge == "auto" else ridge
-    return _solve(rows, moments, kept, float(damping), with_bias), float(damping)
+    rows, kept, with_bias, prior = task
+    damping = _chosen_ridge(task, moments) if ridge == "auto" else ridge
+    return _solve(rows, moments, kept, float(damping), with_bias, prior), float(damping)
 
 
-def _chosen_ridge(rows: np.ndarray, kept: np.ndarray, with_bias: bool,
-                  moments: Moments) -> float:
+def _chosen_ridge(task: tuple, moments: Moments) -> float:
     """The ridge of `RIDGES` whose solution, fit without the held-out batches, has the
     least error on them (`DEFAULT_RIDGE` when nothing was held out)."""
     held = moments.held_out
@@ -180,8 +198,9 @@ def _chosen_ridge(rows: np.ndarray, kept: np.ndarray, with_bias: bool,
         return DEFAULT_RIDGE
     fitting = Moments(count=moments.count - held.count, gram=moments.gram - held.gram,
                       cross=moments.cross - held.cross)
-    errors = [_held_out_error(_solve(rows, fitting, kept, ridge, with_bias), rows, held)
-              for ridge in RIDGES]
+    rows, kept, with_bias, prior = task
+    errors = [_held_out_error(_solve(rows, fitting, kept, ridge, with_bias, prior), rows,
+                              held) for ridge in RIDGES]
     return RIDGES[int(np.argmin(errors))]
 
 
@@ -197,9 +216,11 @@ def _held_out_error(solved, rows: np.ndarray, held: Moments) -> float:
     return float(np.sum((theta @ gram) * theta) - 2 * np.sum(theta * target))
 
 
-def _refitted(dep: DepGraph, layer: Layer, solved: tuple | None, values: Values) -> Values:
-    """The layer's solved kept weights and bias shift over the new `values` so far: the
-    constants changed (none when the fit failed or the shift has no bias to go to)."""
+def _refitted(dep: DepGraph, layer: Layer, solved: tuple | None, values: Values,
+              teacher: GraphView | None = None) -> Values:
+    """The layer's solved kept weights and bias shift over the new `values` so far (or
+    the `teacher`'s bias): the constants changed (none when the fit failed or the shift
+    has no bias to go to)."""
     tensor = dep.view.tensors[layer.weight.tensor]
     weight = np.moveaxis(layer.dense, layer.weight.axis, -1)
     rows = weight.reshape(-1, weight.shape[-1])
@@ -211,7 +232,7 @@ def _refitted(dep: DepGraph, layer: Layer, solved: tuple | None, values: Values)
     new[:, layer.kept] = fitted
     changed: Values = {}
     if carrier:
-        changed[carrier[0].name] = values.get(carrier[0].name, carrier[0].values)
+        changed[carrier[0].name] = _bias_base(carrier[0], values, teacher)
         if not add_to_bias(layer.node, _output_shift(layer.node, weight, shift), changed):
             return {}
     refit = np.moveaxis(new.reshape(weight.shape), -1, layer.weight.axis)
@@ -220,16 +241,26 @@ def _refitted(dep: DepGraph, layer: Layer, solved: tuple | None, values: Values)
     return changed
 
 
+def _bias_base(bias: gs.Constant, values: Values, teacher: GraphView | None) -> np.ndarray:
+    """The bias a shift is added to: the teacher's (same name and shape), or the new
+    value so far, or the bias as it is."""
+    dense = teacher.tensors.get(bias.name) if teacher is not None else None
+    if isinstance(dense, gs.Constant) and np.shape(dense.values) == np.shape(bias.values):
+        return np.asarray(dense.values).astype(np.asarray(bias.values).dtype)
+    return values.get(bias.name, bias.values)
+
+
 def _solve(rows: np.ndarray, moments: Moments, kept: np.ndarray, ridge: float,
-           with_bias: bool):
-    """(W', δ) = (W·E[x_d x̃ᵀ] + λ[W_S, 0]) · (E[x̃ x̃ᵀ] + λ I_S)⁻¹; δ = 0 without bias."""
+           with_bias: bool, prior_rows: np.ndarray | None = None):
+    """(W', δ) = (W·E[x_d x̃ᵀ] + λ[P_S, 0]) · (E[x̃ x̃ᵀ] + λ I_S)⁻¹ with P the prior
+    weights (W by default); δ = 0 without bias."""
     size = int(kept.sum()) + (1 if with_bias else 0)
     gram = moments.gram[:size, :size] / max(moments.count, 1)
     target = rows @ (np.ascontiguousarray(moments.cross[:size].T) / max(moments.count, 1))
     channels = int(kept.sum())
     damp = ridge * float(np.trace(gram[:channels, :channels])) / max(channels, 1) + 1e-12
     prior = np.zeros_like(target)
-    prior[:, :channels] = rows[:, kept]
+    prior[:, :channels] = (rows if prior_rows is None else prior_rows)[:, kept]
     penalty = np.zeros(size)
     penalty[:channels] = damp
     try:

@@ -12,6 +12,8 @@ import base64
 from html import escape
 from pathlib import Path
 
+from .reporting import ROUND_COLUMNS, round_cells
+
 KEPT, REMOVED = "#2b6cb0", "#e05252"
 ROW, LABEL_WIDTH, BAR_WIDTH = 18, 260, 420
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em;color:#1a202c;max-width:60em}
@@ -173,6 +175,9 @@ def render_html(document: dict) -> str:
     if alone:
         parts += ["<h2>Groups left alone</h2>",
                   html_table(["group", "kind", "size", "produced by", "reason"], alone, "text")]
+    if report.get("rounds"):
+        parts += ["<h2>Rounds</h2>", html_table(list(ROUND_COLUMNS), [
+            round_cells(row) for row in report["rounds"]])]
     parts += [sensitivity_html(document.get("sensitivity")),
               finetune_html(document.get("finetune")), "</body></html>"]
     return "\n".join(parts)
@@ -209,6 +214,9 @@ def render_markdown(document: dict) -> str:
     if alone:
         lines += ["## Groups left alone", ""]
         lines += _md_table(["group", "kind", "size", "produced by", "reason"], alone)
+    if report.get("rounds"):
+        lines += ["## Rounds", ""] + _md_table(list(ROUND_COLUMNS), [
+            round_cells(row) for row in report["rounds"]])
     lines += sensitivity_markdown(document.get("sensitivity"))
     return "\n".join(lines)
 

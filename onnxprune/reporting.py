@@ -66,6 +66,7 @@ class Report:
     warnings: list[str] = field(default_factory=list)
     io_changes: list[dict] = field(default_factory=list)
     reconstruction: dict = field(default_factory=dict)  # layers refit, ridges chosen
+    rounds: list[dict] | None = None
 
     @property
     def macs_reduction(self) -> float:
@@ -79,6 +80,8 @@ class Report:
             for key in ("blocked", "skipped"):
                 if group[key] is None:
                     del group[key]
+        if data["rounds"] is None:
+            del data["rounds"]
         return data
 
 
@@ -165,6 +168,28 @@ def measured_fidelity(original: ModelProto, pruned: ModelProto, data: FidelityDa
     return {"samples": result.samples, "held_out": data.held_out,
             "outputs": [asdict(o) for o in result.outputs]}
 
+
+
+# Columns of the per-round table of `--rounds` (`round_cells`).
+ROUND_COLUMNS = ("round", "target", "removed", "MACs kept",
+                 "output error (generated inputs)", "after fine-tuning")
+
+
+def round_cells(row: dict) -> list[str]:
+    """A round's report row as table cells: its targets, the fraction of channels
+    removed and of MACs kept, and its largest relative output error (after its
+    fine-tuning too, when run)."""
+    targets = [f"{key.replace('_', ' ')} {row[key]:.3f}"
+               for key in ("ratio", "head_ratio", "target_macs", "target_energy")
+               if row.get(key) is not None]
+    tuned = row.get("output_error_after")
+    return [str(row["round"]), ", ".join(targets), f"{row['removed_fraction']:.1%}",
+            f"{row['macs_fraction']:.1%}", _worst(row["output_error"]),
+            _worst(tuned) if tuned else ""]
+
+
+def _worst(errors: dict[str, float]) -> str:
+    return f"{max(errors.values()):.4g}" if errors else ""
 
 
 def report_document(report: Report, latency: dict | None = None,

@@ -266,3 +266,12 @@ def max_memory_option(func: Command) -> Command:
                         "(decimal units; GiB binary); refused (exit 2) when a level needs "
                         "more.")(func)
 
+
+
+def rounds_option(func: Command) -> Command:
+    """--rounds of prune and sparsify."""
+    return click.option("--rounds", type=int, default=1, show_default=True,
+                        help="Reach the ratio (or sparsity, or budget) in this many rounds "
+                        "on a cubic schedule, re-scoring, reconstructing and (with "
+                        "--finetune-steps/--finetune-minutes, budget shared out) "
+                        "fine-tuning between rounds (see README).")(func)

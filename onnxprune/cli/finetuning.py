@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -173,3 +174,59 @@ def chained(result: ModelProto, model: str, calib: str, steps: int | None,
     """The result fine-tuned from MODEL on the calibration data, and its report."""
     return run_finetune(result, model, calib, dict(steps=steps, minutes=minutes, seed=seed,
                                                    images=images), quiet)
+
+
+def split_budget(steps: int | None, minutes: float | None, rounds: int
+                 ) -> list[tuple[int | None, float | None]]:
+    """Each round's share of a fine-tuning budget: the steps in near-equal whole parts
+    (the larger ones last, at least one each), the minutes in equal parts."""
+    if steps is None:
+        shares: list[int | None] = [None] * rounds
+    else:
+        shares = [max(1, steps // rounds + (k >= rounds - steps % rounds))
+                  for k in range(rounds)]
+    return [(share, None if minutes is None else minutes / rounds) for share in shares]
+
+
+@dataclass
+class RoundTuning:
+    """Fine-tuning between rounds (`between_rounds`): each round's share of the budget
+    spent distilling from MODEL on the calibration data; the reports kept in order."""
+
+    model: str
+    calib: str
+    budgets: list[tuple[int | None, float | None]]
+    seed: int
+    images: ImageOptions | None
+    quiet: bool
+    reports: list[FinetuneReport] = field(default_factory=list)
+
+    def __call__(self, current: ModelProto, number: int) -> ModelProto:
+        steps, minutes = self.budgets[number - 1]
+        tuned, report = chained(current, self.model, self.calib, steps, minutes, self.seed,
+                                self.images, self.quiet)
+        self.reports.append(report)
+        return tuned
+
+    def finish(self, result: ModelProto, rows: list[dict] | None
+               ) -> tuple[ModelProto, FinetuneReport]:
+        """The last round's share spent on the final result; each round's fine-tuning,
+        in brief, added to its report row (`rows`: one per round, or None)."""
+        tuned = self(result, len(self.budgets))
+        for row, report in zip(rows or [], self.reports, strict=False):
+            row["finetune"] = {"steps": report.steps,
+                               "validation_before": report.validation_before,
+                               "validation_after": report.validation_after,
+                               "improved": report.improved}
+        return tuned, self.reports[-1]
+
+
+def round_tuning(model: str, calib: str | None, steps: int | None, minutes: float | None,
+                 rounds: int, seed: int, images: ImageOptions | None, quiet: bool
+                 ) -> RoundTuning | None:
+    """The chained fine-tuning of prune and sparsify, its budget shared out over the
+    rounds; None when not asked (refused without calibration data)."""
+    if not check_chain(steps, minutes, calib):
+        return None
+    return RoundTuning(model, calib, split_budget(steps, minutes, rounds), seed, images,
+                       quiet)

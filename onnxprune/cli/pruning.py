@@ -25,13 +25,15 @@ from .common import (
     json_text,
     max_memory_option,
     parse_input_shapes,
+    rounds_option,
     seed_option,
     warn,
 )
-from .finetuning import chain_flags, chained, check_chain, finetune_section
+from .finetuning import chain_flags, finetune_section, round_tuning
 
 if TYPE_CHECKING:
     from ..reporting import Report
+    from ..train.report import FinetuneReport
 
 
 @main.command()
@@ -101,6 +103,7 @@ if TYPE_CHECKING:
               "MACs, parameters and measured latency before and after, a chart of kept and "
               "removed channels per group, fidelity with --calib, groups left alone.")
 @click.option("--report-md", help="The same report in Markdown.")
+@rounds_option
 @chain_flags
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout "
               "(no progress bars).")
@@ -118,16 +121,17 @@ def prune(model: str, output: str, ratio: float | None, head_ratio: float | None
           sensitivity_samples: int, seed: int, workers: int, ray_address: str | None,
           report_path: str | None, save_plan: str | None,
           plan_path: str | None, report_html: str | None, report_md: str | None,
-          finetune_steps: int | None, finetune_minutes: float | None, as_json: bool,
-          quiet: bool) -> None:
+          rounds: int, finetune_steps: int | None, finetune_minutes: float | None,
+          as_json: bool, quiet: bool) -> None:
     """Remove channels from MODEL and write a verified, smaller model to OUTPUT."""
     quiet = quiet or as_json
     check_outputs({"-o": output, "--report": report_path, "--save-plan": save_plan,
                    "--report-html": report_html, "--report-md": report_md},
                   {"MODEL": model, "--calib": calib, "--eval": eval_data, "--plan": plan_path})
     check_targets(model, output)
-    chain = check_chain(finetune_steps, finetune_minutes, calib)
     images = image_options(image_size, image_mean, image_std, image_layout, bgr)
+    tuning = round_tuning(model, calib, finetune_steps, finetune_minutes, rounds, seed,
+                          images, quiet)
     with fanout(workers, ray_address, threads, calib is not None) as runner, \
             calibration_progress(quiet or calib is None) as advance:
         pruned, report = api.prune(
@@ -140,25 +144,29 @@ def prune(model: str, output: str, ratio: float | None, head_ratio: float | None
             progress=advance, plan=plan_path,
             target_latency=target_latency, target_energy=target_energy, provider=provider,
             threads=threads, max_memory=max_memory, show_progress=not quiet,
-            executor=runner)
-    tuned = chained(pruned, model, calib, finetune_steps, finetune_minutes, seed, images,
-                    quiet) if chain else None
-    if tuned:
-        pruned = tuned[0]
+            executor=runner, rounds=rounds, between_rounds=tuning if rounds > 1 else None)
+    tuned = tuning.finish(pruned, report.rounds) if tuning else None
+    pruned = tuned[0] if tuned else pruned
     fidelity_data = FidelityData(eval_data or calib, None if eval_data else calib_samples,
                                  held_out=eval_data is not None)
     readable = _readable_report(model, pruned, report, report_html or report_md,
                                 fidelity_data, batch_size, images, quiet)
     configs = _runtime_configs(model, output, report)
-    extra = {k: readable[k] for k in ("latency", "fidelity")} if readable else {}
-    if tuned:
-        extra["finetune"] = tuned[1].to_dict()
-        if readable:
-            readable["finetune"] = finetune_section(tuned[1])
-    data = dict(report.to_dict(), **extra)
+    data = dict(report.to_dict(), **_extra(readable, tuned[1] if tuned else None))
     _write_outputs(pruned, output, configs, {report_path: json_text(data),
                    save_plan: json_text(report.plan_document)}, readable, report_html, report_md)
     _announce(report, data, output, as_json, quiet)
+
+
+def _extra(readable: dict | None, tuned: FinetuneReport | None) -> dict:
+    """What the JSON report adds to the prune report: the readable report's latency and
+    fidelity, and the chained fine-tuning's report (also added to the readable one)."""
+    extra = {k: readable[k] for k in ("latency", "fidelity")} if readable else {}
+    if tuned:
+        extra["finetune"] = tuned.to_dict()
+        if readable:
+            readable["finetune"] = finetune_section(tuned)
+    return extra
 
 
 def _announce(report: Report, data: dict, output: str, as_json: bool, quiet: bool) -> None:
@@ -170,6 +178,10 @@ def _announce(report: Report, data: dict, output: str, as_json: bool, quiet: boo
         from ..display import prune_summary
 
         prune_summary(report, output)
+        if report.rounds:
+            from ..display import rounds_table
+
+            rounds_table(report.rounds)
 
 
 def _write_outputs(pruned, output: str, configs: dict[Path, str], texts: dict,

@@ -19,9 +19,10 @@ from .common import (
     json_text,
     max_memory_option,
     parse_input_shapes,
+    rounds_option,
     seed_option,
 )
-from .finetuning import chain_flags, chained, check_chain
+from .finetuning import chain_flags, round_tuning
 
 
 @main.command()
@@ -69,6 +70,7 @@ from .finetuning import chain_flags, chained, check_chain
               "fingerprint) to this JSON plan file.")
 @click.option("--plan", "plan_path", help="Apply a saved plan's zero masks instead of "
               "choosing (another export of the same network; refused on another network).")
+@rounds_option
 @chain_flags
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
 @handle_errors
@@ -78,15 +80,16 @@ def sparsify(model: str, output: str, pattern: str, sparsity: float | None, crit
              calib: str | None, image_size: str | None, image_mean: str, image_std: str,
              image_layout: str, bgr: bool, calib_samples: int | None, batch_size: int,
              max_memory: int | None, seed: int, workers: int, ray_address: str | None,
-             threads: int, report_path: str | None,
-             save_plan: str | None, plan_path: str | None, finetune_steps: int | None,
+             threads: int, report_path: str | None, save_plan: str | None,
+             plan_path: str | None, rounds: int, finetune_steps: int | None,
              finetune_minutes: float | None, quiet: bool) -> None:
     """Zero weights of MODEL in an N:M or unstructured pattern; write a verified model."""
     check_outputs({"-o": output, "--report": report_path, "--save-plan": save_plan},
                   {"MODEL": model, "--calib": calib, "--plan": plan_path})
     check_targets(model, output)
-    chain = check_chain(finetune_steps, finetune_minutes, calib)
     images = image_options(image_size, image_mean, image_std, image_layout, bgr)
+    tuning = round_tuning(model, calib, finetune_steps, finetune_minutes, rounds, seed,
+                          images, quiet)
     solves = calib is not None and plan_path is None and criterion in ("wanda", "sparsegpt")
     with fanout(workers, ray_address, threads, solves) as runner, \
             calibration_progress(quiet or calib is None) as advance:
@@ -97,11 +100,11 @@ def sparsify(model: str, output: str, pattern: str, sparsity: float | None, crit
             min_size=min_size, all_layers=all_layers, ignore=ignore, fp16=fp16,
             storage=storage, sparse_indices=sparse_indices,
             input_shapes=parse_input_shapes(input_shape), seed=seed, progress=advance,
-            plan=plan_path, max_memory=max_memory, executor=runner)
+            plan=plan_path, max_memory=max_memory, executor=runner, rounds=rounds,
+            between_rounds=tuning if rounds > 1 else None)
     data = report.to_dict()
-    if chain:
-        sparse, tuned = chained(sparse, model, calib, finetune_steps, finetune_minutes, seed,
-                                images, quiet)
+    if tuning:
+        sparse, tuned = tuning.finish(sparse, data.get("rounds"))
         data["finetune"] = tuned.to_dict()
     with transaction() as outputs:
         model_io.stage(sparse, output, outputs)
@@ -116,4 +119,8 @@ def sparsify(model: str, output: str, pattern: str, sparsity: float | None, crit
                    f"weights {report.pattern} sparse ({counts['eligible']} eligible; "
                    f"criterion {report.criterion}); relative output error on sample inputs: "
                    f"{errors}; {report.seconds:.1f} s")
+        for row in report.rounds or []:
+            click.echo(f"round {row['round']}: sparsity {row['sparsity']:.3f} (reached "
+                       f"{row['reached']:.3f} on {row['layers']} layers), output error "
+                       f"{max(row['output_error'].values(), default=0.0):.4g}")
 

@@ -126,10 +126,12 @@ def planner_for(options: PlanOptions) -> Planner:
 
 def plan(analysis: Analysis, options: PlanOptions, price: Pricer,
          stats_of: Callable[[list], object], samples: int, quiet: bool = True,
-         executor: Executor | None = None) -> Planned:
+         forced: dict[int, np.ndarray] | None = None, executor: Executor | None = None
+         ) -> Planned:
     """Score the eligible groups and plan them with the planner the options choose,
-    under the budget of their target (whose meter may choose the rounding); measuring
-    planners run their measurements as tasks of `executor` (None: in-process)."""
+    under the budget of their target (whose meter may choose the rounding). `forced`:
+    units that score below every other (removed first: an earlier round's cut);
+    measuring planners run their measurements as tasks of `executor` (None: in-process)."""
     planner = planner_for(options)
     meter = meter_for(options, analysis, price, quiet)
     chosen = None
@@ -138,6 +140,10 @@ def plan(analysis: Analysis, options: PlanOptions, price: Pricer,
     groups, skipped = eligible(analysis.dep, options)
     scores = criteria.scores(ranking(options.criterion), groups, analysis.dep.view,
                              np.random.default_rng(options.seed), stats_of)
+    for gid, units in (forced or {}).items():
+        if gid in scores:
+            scores[gid] = np.array(scores[gid], np.float64)
+            scores[gid][units] = -np.inf
     problem = Problem(groups, skipped, scores, options, options.rounded_to(chosen).rounding,
                       price, meter, analysis, samples, executor)
     return replace(planner.plan(problem), round_to=chosen)

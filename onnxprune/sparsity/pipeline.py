@@ -78,6 +78,7 @@ class SparsifyReport:
     output_error: dict[str, float] = field(default_factory=dict)
     checks: list[str] = field(default_factory=list)
     plan_document: dict | None = field(default=None, repr=False)
+    rounds: list[dict] | None = None
 
     @property
     def sparsified(self) -> list[LayerReport]:
@@ -86,6 +87,8 @@ class SparsifyReport:
     def to_dict(self) -> dict:
         data = asdict(self)
         data.pop("plan_document")
+        if data["rounds"] is None:
+            del data["rounds"]
         data["counts"] = {"candidates": len(self.layers),
                           "eligible": sum(layer.eligible for layer in self.layers),
                           "sparsified": len(self.sparsified)}
@@ -108,9 +111,8 @@ def sparsify(model: ModelLike, pattern: str = "2:4", *, sparsity: float | None =
     win; 0 for unstructured) are sparsified; `all_layers` takes every eligible one.
     `plan`: a plan file (`report.plan_document`) whose zero masks are applied instead
     of choosing (pattern and sparsity come from it; refused on another network).
-    `max_memory`: bytes one wave of wanda or sparsegpt statistics may hold (`memory`).
-    `executor`: where the Wanda and SparseGPT solves of a wave run (`distributed.py`:
-    in-process by default, or on Ray; the same weights either way)."""
+    `max_memory`: bytes one wave of wanda or sparsegpt statistics may hold (`memory`);
+    `executor`: where their solves run (`distributed.py`; the same weights anywhere)."""
     document = planfiles.read(plan, sparsify_plans.KIND) if plan is not None else None
     if document is not None:
         recorded = document.get("options") or {}
@@ -138,8 +140,8 @@ def sparsify(model: ModelLike, pattern: str = "2:4", *, sparsity: float | None =
     written, stored = _store(work, chosen, fp16, storage, sparse_indices)
     errors, checks = verify_written(written, original, chosen, spec, input_shapes, seed)
     report = SparsifyReport(spec.name, spec.sparsity, "plan" if document else criterion,
-                            min_size, all_layers, fp16,
-                            storage, time.perf_counter() - start, [], errors, checks)
+                            min_size, all_layers, fp16, storage,
+                            time.perf_counter() - start, [], errors, checks)
     report.layers = [_layer_report(layer, used, zeros, stored) for layer in layers]
     report.plan_document = saved
     return written, report
