@@ -211,7 +211,8 @@ def _zero_weights(work: ModelProto, layers: list[Layer], pattern: Pattern, crite
         return used
     stream = calibrate.batches(calib, work, samples, batch_size, images)
     if criterion == "snip":
-        return _snip(work, layers, pattern, stream, seed, store)
+        labels = calibrate.labels(calib, work, samples, images)
+        return _snip(work, layers, pattern, (stream, labels), seed, store)
     gram = criterion == "sparsegpt"
     dense = ModelProto()
     dense.CopyFrom(work)
@@ -232,11 +233,12 @@ def _zero_weights(work: ModelProto, layers: list[Layer], pattern: Pattern, crite
     return used
 
 
-def _snip(work: ModelProto, layers: list[Layer], pattern: Pattern, stream, seed: int,
+def _snip(work: ModelProto, layers: list[Layer], pattern: Pattern, data, seed: int,
           store: WeightStore) -> dict[int, str]:
-    """Zero by |w·∂L/∂w|, every layer's gradient from one pass over the data."""
+    """Zero by |w·∂L/∂w|, every layer's gradient from one pass over `data` (the
+    stream and the labels)."""
     from .gradients import weight_gradients
-    grads = weight_gradients(work, layers, stream, seed)
+    grads = weight_gradients(work, layers, data[0], seed, data[1])
     for layer in layers:
         matrix = to_matrix(grads[id(layer)], layer.axis)
         _rewrite(layer, store, lambda w, g=matrix: snip(w, pattern, g))

@@ -131,7 +131,8 @@ def _coupling(student: ModelProto, weights: Weights, strength: float
         return None
     coupling = lasso.coupled(student, set(weights.trainable))
     if coupling.units == 0:
-        raise InputError("--group-lasso: no prunable channel group has trainable weights")
+        raise InputError("--group-lasso: no prunable channel group has trainable weights "
+                         "(float initializers; weights in Constant nodes do not train)")
     return coupling
 
 
