@@ -31,7 +31,8 @@ from .finetuning import chain_flags, chained, check_chain
 @click.option("--sparsity", type=float, help="Fraction of weights zeroed (unstructured; "
               "default 0.5).")
 @click.option("--criterion", default="magnitude", show_default=True,
-              help="magnitude; with --calib: wanda, sparsegpt, snip (train extra).")
+              help="magnitude; with --calib: wanda, sparsegpt, snip and movement (train "
+                   "extra; --finetune-steps sets its steps, default 100).")
 @click.option("--min-size", type=click.IntRange(min=0), help="Sparsify only layers with at "
               "least this many outputs and this reduction length [default: 256 for N:M, 0 "
               "for unstructured].")
@@ -78,7 +79,8 @@ def sparsify(model: str, output: str, pattern: str, sparsity: float | None, crit
     check_outputs({"-o": output, "--report": report_path, "--save-plan": save_plan},
                   {"MODEL": model, "--calib": calib, "--plan": plan_path})
     check_targets(model, output)
-    chain = check_chain(finetune_steps, finetune_minutes, calib)
+    # movement fine-tunes as it scores: the budget is its own, with no second run after
+    chain = check_chain(finetune_steps, finetune_minutes, calib) and criterion != "movement"
     images = image_options(image_size, image_mean, image_std, image_layout, bgr)
     with calibration_progress(quiet or calib is None) as advance:
         sparse, report = api.sparsify(
@@ -88,7 +90,8 @@ def sparsify(model: str, output: str, pattern: str, sparsity: float | None, crit
             min_size=min_size, all_layers=all_layers, ignore=ignore, fp16=fp16,
             storage=storage, sparse_indices=sparse_indices,
             input_shapes=parse_input_shapes(input_shape), seed=seed, progress=advance,
-            plan=plan_path, max_memory=max_memory)
+            plan=plan_path, max_memory=max_memory,
+            movement_budget=(finetune_steps, finetune_minutes))
     data = report.to_dict()
     if chain:
         sparse, tuned = chained(sparse, model, calib, finetune_steps, finetune_minutes, seed,

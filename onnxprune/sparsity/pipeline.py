@@ -97,7 +97,8 @@ def sparsify(model: ModelLike, pattern: str = "2:4", *, sparsity: float | None =
              storage: str = "dense", sparse_indices: str = "int64",
              input_shapes: dict[str, tuple[int, ...]] | None = None, seed: int = 0,
              damp: float = 0.01, progress: Callable[[int], None] | None = None,
-             plan: str | os.PathLike | dict | None = None, max_memory: int | None = None
+             plan: str | os.PathLike | dict | None = None, max_memory: int | None = None,
+             movement_budget: tuple[int | None, float | None] = (None, None)
              ) -> tuple[ModelProto, SparsifyReport]:
     """Zero weights of Conv, MatMul, Gemm and Einsum layers in an N:M or unstructured pattern
     and return the verified model and a report. By default only layers with at least
@@ -105,7 +106,8 @@ def sparsify(model: ModelLike, pattern: str = "2:4", *, sparsity: float | None =
     win; 0 for unstructured) are sparsified; `all_layers` takes every eligible one.
     `plan`: a plan file (`report.plan_document`) whose zero masks are applied instead
     of choosing (pattern and sparsity come from it; refused on another network).
-    `max_memory`: bytes one wave of wanda or sparsegpt statistics may hold (`memory`)."""
+    `max_memory`: bytes one wave of wanda or sparsegpt statistics may hold (`memory`).
+    `movement_budget`: (steps, minutes) of the `movement` criterion's fine-tuning."""
     document = planfiles.read(plan, sparsify_plans.KIND) if plan is not None else None
     if document is not None:
         recorded = document.get("options") or {}
@@ -125,7 +127,7 @@ def sparsify(model: ModelLike, pattern: str = "2:4", *, sparsity: float | None =
                                                         ignore)
         chosen = [layer for layer in layers if layer.eligible]
         used = _zero_weights(work, chosen, spec, criterion, calib, calib_samples, batch_size,
-                             images, seed, damp, progress)
+                             images, (seed, movement_budget), damp, progress)
     zeros = _zero_fractions(work, chosen)
     saved = sparsify_plans.document(layers, chosen, work, original, {
         "pattern": spec.name, "sparsity": spec.sparsity, "criterion": criterion,
@@ -199,10 +201,11 @@ def _skip_reason(layer: Layer, pattern: Pattern, min_size: int, all_layers: bool
 
 
 def _zero_weights(work: ModelProto, layers: list[Layer], pattern: Pattern, criterion: str,
-                  calib, samples, batch_size, images, seed: int, damp: float,
+                  calib, samples, batch_size, images, seeding: tuple, damp: float,
                   progress) -> dict[int, str]:
-    """Apply the criterion to every layer; returns the criterion used per layer."""
-    store = WeightStore(work)
+    """Apply the criterion to every layer; returns the criterion used per layer
+    (`seeding`: the seed and movement's fine-tuning budget)."""
+    store, (seed, budget) = WeightStore(work), seeding
     used = {}
     if criterion == "magnitude":
         for layer in layers:
@@ -210,6 +213,9 @@ def _zero_weights(work: ModelProto, layers: list[Layer], pattern: Pattern, crite
             used[id(layer)] = "magnitude"
         return used
     stream = calibrate.batches(calib, work, samples, batch_size, images)
+    if criterion == "movement":
+        from .movement import by_movement
+        return by_movement(work, layers, pattern, stream, budget, seed)[0]
     if criterion == "snip":
         labels = calibrate.labels(calib, work, samples, images)
         return _snip(work, layers, pattern, (stream, labels), seed, store)

@@ -15,6 +15,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import jax
 import numpy as np
@@ -97,6 +98,18 @@ def finetune(student: ModelProto | str | os.PathLike, teacher: ModelProto | str 
              ) -> tuple[ModelProto, FinetuneReport]:
     """Distill `student` toward `teacher` on `data` (an .npz path, a folder of them or
     of images, or a dict of arrays); returns the verified model and its report."""
+    tuned, report, _ = finetune_tracked(student, teacher, data, options)
+    return tuned, report
+
+
+def finetune_tracked(student: ModelProto | str | os.PathLike,
+                     teacher: ModelProto | str | os.PathLike, data: distill_data.Source,
+                     options: FinetuneOptions | None = None,
+                     track: optax.GradientTransformation | None = None
+                     ) -> tuple[ModelProto, FinetuneReport, Any]:
+    """`finetune`, with `track` (a transformation that passes the gradients through
+    unchanged) run before Adam on every step; returns its final state too (None
+    without)."""
     options = options or FinetuneOptions()
     start = time.perf_counter()
     mine, theirs = _loaded(student), _loaded(teacher)
@@ -112,8 +125,8 @@ def finetune(student: ModelProto | str | os.PathLike, teacher: ModelProto | str 
                           matched_hidden(*pair, first) if options.match_hidden else ())
     val = _validation(pair[1], objective, samples, size, fixed)
     coupling = _coupling(mine, weights, options.group_lasso)
-    best, history = _train(pair, weights, objective, samples, (size, scales), val, options,
-                           coupling)
+    best, history, tracked = _train(pair, weights, objective, samples, (size, scales), val,
+                                    options, coupling, track)
     tuned = written(mine, weights, best) if history.best_step else mine
     checks = check_kept(mine, tuned)
     check_written(tuned, val[0][0], source=mine)
@@ -121,7 +134,7 @@ def finetune(student: ModelProto | str | os.PathLike, teacher: ModelProto | str 
     lasso_units = None if coupling is None else (
         coupling.units, lasso.zero_units(coupling, best), coupling.groups)
     return tuned, finetune_report(options, objective, samples, weights, history, checks,
-                                  time.perf_counter() - start, lasso_units)
+                                  time.perf_counter() - start, lasso_units), tracked
 
 
 def _coupling(student: ModelProto, weights: Weights, strength: float
@@ -200,10 +213,13 @@ def _validation(teacher: Translated, objective: Objective, samples, size: int, f
 
 def _train(pair: tuple[Translated, Translated], weights: Weights, objective: Objective,
            samples, batching: tuple[int, dict], val: list, options: FinetuneOptions,
-           coupling: lasso.Coupled | None = None
-           ) -> tuple[dict[str, np.ndarray], History]:
-    """Run the loop; returns the best trainable values and the history."""
-    optimizer = optax.adam(options.lr)
+           coupling: lasso.Coupled | None = None,
+           track: optax.GradientTransformation | None = None
+           ) -> tuple[dict[str, np.ndarray], History, Any]:
+    """Run the loop; returns the best trainable values, the history and the final
+    state of `track`."""
+    optimizer = optax.adam(options.lr) if track is None else \
+        optax.chain(track, optax.adam(options.lr))
     project, penalty = None, (lambda trainable: 0.0)
     if coupling is not None:
         prox, threshold = lasso.make_prox(coupling), options.lr * options.group_lasso
@@ -225,7 +241,9 @@ def _train(pair: tuple[Translated, Translated], weights: Weights, objective: Obj
             state["trainable"], state["optimizer"], feeds, samples.targets(indices))
         return float(loss)
 
-    return run_loop(one_step, lambda: validation_error(evaluate, state["trainable"], val)
-                    + penalty(state["trainable"]),
-                    lambda: {n: np.asarray(v) for n, v in state["trainable"].items()},
-                    options.budget, options.clock, options.progress)
+    best, history = run_loop(
+        one_step, lambda: validation_error(evaluate, state["trainable"], val)
+        + penalty(state["trainable"]),
+        lambda: {n: np.asarray(v) for n, v in state["trainable"].items()},
+        options.budget, options.clock, options.progress)
+    return best, history, None if track is None else state["optimizer"][0]
