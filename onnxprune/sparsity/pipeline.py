@@ -104,9 +104,9 @@ def sparsify(model: ModelLike, pattern: str = "2:4", *, sparsity: float | None =
     and return the verified model and a report. By default only layers with at least
     `min_size` outputs and reduction length (256 for N:M, where sparse kernels can
     win; 0 for unstructured) are sparsified; `all_layers` takes every eligible one.
-    `plan`: a plan file (`report.plan_document`) whose zero masks are applied instead
-    of choosing (pattern and sparsity come from it; refused on another network).
-    `max_memory`: bytes one wave of wanda or sparsegpt statistics may hold (`memory`).
+    `plan`: a plan file (`report.plan_document`) whose masks are applied instead of
+    choosing (its pattern and sparsity; refused on another network); `max_memory`:
+    bytes a wave of wanda or sparsegpt statistics may hold (`memory`);
     `movement_budget`: (steps, minutes) of the `movement` criterion's fine-tuning."""
     document = planfiles.read(plan, sparsify_plans.KIND) if plan is not None else None
     if document is not None:
@@ -116,8 +116,7 @@ def sparsify(model: ModelLike, pattern: str = "2:4", *, sparsity: float | None =
     spec = parse_pattern(pattern, sparsity)
     _check_options(criterion, calib, storage, sparse_indices, min_size, damp, seed)
     min_size = (MIN_SIZE if spec.structured else 0) if min_size is None else min_size
-    start = time.perf_counter()
-    original, work = _loaded(model, criterion, max_memory)
+    start, (original, work) = time.perf_counter(), _loaded(model, criterion, max_memory)
     layers = find_layers(work)
     if document is not None:
         chosen, used = _replayed(document, layers, work)
@@ -135,8 +134,8 @@ def sparsify(model: ModelLike, pattern: str = "2:4", *, sparsity: float | None =
     written, stored = _store(work, chosen, fp16, storage, sparse_indices)
     errors, checks = verify_written(written, original, chosen, spec, input_shapes, seed)
     report = SparsifyReport(spec.name, spec.sparsity, "plan" if document else criterion,
-                            min_size, all_layers, fp16,
-                            storage, time.perf_counter() - start, [], errors, checks)
+                            min_size, all_layers, fp16, storage, time.perf_counter() - start,
+                            [], errors, checks)
     report.layers = [_layer_report(layer, used, zeros, stored) for layer in layers]
     report.plan_document = saved
     return written, report

@@ -220,12 +220,7 @@ def _train(pair: tuple[Translated, Translated], weights: Weights, objective: Obj
     state of `track`."""
     optimizer = optax.adam(options.lr) if track is None else \
         optax.chain(track, optax.adam(options.lr))
-    project, penalty = None, (lambda trainable: 0.0)
-    if coupling is not None:
-        prox, threshold = lasso.make_prox(coupling), options.lr * options.group_lasso
-        project = lambda trainable: prox(trainable, threshold)  # noqa: E731
-        norms = lasso.make_penalty(coupling)
-        penalty = lambda trainable: options.group_lasso * norms(trainable)  # noqa: E731
+    project, penalty = _lasso_terms(coupling, options)
     step = make_step(*pair, weights, objective, optimizer, project)
     evaluate = make_evaluator(pair[0], weights, objective)
     rng = np.random.default_rng(options.seed)
@@ -247,3 +242,20 @@ def _train(pair: tuple[Translated, Translated], weights: Weights, objective: Obj
         lambda: {n: np.asarray(v) for n, v in state["trainable"].items()},
         options.budget, options.clock, options.progress)
     return best, history, None if track is None else state["optimizer"][0]
+
+
+def _lasso_terms(coupling: lasso.Coupled | None, options: FinetuneOptions
+                 ) -> tuple[Callable[[dict], dict] | None, Callable[[dict], float]]:
+    """The group lasso's proximal step (None without) and its penalty λ·Σ_u ‖w_u‖."""
+    if coupling is None:
+        return None, lambda trainable: 0.0
+    prox, threshold = lasso.make_prox(coupling), options.lr * options.group_lasso
+    norms = lasso.make_penalty(coupling)
+
+    def project(trainable: dict) -> dict:
+        return prox(trainable, threshold)
+
+    def penalty(trainable: dict) -> float:
+        return options.group_lasso * norms(trainable)
+
+    return project, penalty
