@@ -59,8 +59,9 @@ def labels(source: CalibrationSource, model: ModelProto, samples: int | None = N
            images: ImageOptions | None = None) -> np.ndarray | None:
     """The integer `labels` of an .npz calibration source, one per sample (its first
     `samples`), or None (no such array, a model input of that name, other sources)."""
-    if not isinstance(source, (str, os.PathLike)):
-        return None
+    if not isinstance(source, (str, os.PathLike)) or \
+            (Path(source).is_dir() and not any(Path(source).glob("*.npz"))):
+        return None  # an iterable, a reader or images: no labels
     arrays = read_arrays(source, model, images)
     names = {spec.name for spec in input_specs(model)}
     if LABELS not in arrays or LABELS in names:

@@ -47,7 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(train)} training crops ({', '.join(CALIB_IMAGES)}), {len(held)} held-out "
           f"({', '.join(EVAL_IMAGES)}); {args.steps} steps at lr {args.lr}")
     print(f"{'lambda':>7s} {'zero units':>11s} {'MACs red.':>9s} {'cut error':>9s} "
-          f"{'held-out L2':>11s} {'top-1 agree':>11s} {'seconds':>8s}")
+          f"{'held-out L2':>11s} {'top-1 agree':>11s} {'best step':>9s} {'stop':>14s} "
+          f"{'seconds':>8s}")
     for strength in (float(v) for v in args.lambdas.split(",")):
         start = time.perf_counter()
         tuned, report = onnxprune.finetune(dense, dense, {"x": train}, steps=args.steps,
@@ -57,8 +58,8 @@ def main(argv: list[str] | None = None) -> int:
         agree = float(np.mean(got.argmax(-1) == want.argmax(-1)))
         print(f"{strength:7g} {report.zero_units:5d}/{report.lasso_units:<5d} "
               f"{pruned.macs_reduction:8.3f}x {relative_l2(tuned_out, got):9.1e} "
-              f"{relative_l2(want, got):11.4f} {agree:11.3f} "
-              f"{time.perf_counter() - start:8.1f}", flush=True)
+              f"{relative_l2(want, got):11.4f} {agree:11.3f} {report.best_step:9d} "
+              f"{report.stop_reason:>14s} {time.perf_counter() - start:8.1f}", flush=True)
     return 0
 
 
