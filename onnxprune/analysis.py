@@ -7,8 +7,10 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING
 
+import numpy as np
 from onnx import ModelProto
 
 from . import calibrate, external
@@ -29,13 +31,16 @@ ModelLike = ModelProto | str | os.PathLike
 
 @dataclass(frozen=True)
 class Analysis:
-    """A checked model, its channel groups at the sample input shapes, and its
-    calibration stream (None without calibration data)."""
+    """A checked model, its channel groups at the sample input shapes, its
+    calibration stream (None without calibration data) and `labels()`, which reads
+    the calibration data's class labels, one per sample of the stream (None without;
+    read only when asked: the gradient criteria)."""
 
     proto: ModelProto
     dep: DepGraph
     shapes: dict[str, tuple[int, ...]]
     stream: Callable[[], Iterator[dict]] | None = None
+    labels: Callable[[], np.ndarray | None] = lambda: None
 
     def probe(self) -> Probe:
         """The analysis' onnxruntime shape probe (its runs are shared), or a new one."""
@@ -60,9 +65,10 @@ def analyze(model: ModelLike, input_shapes: dict[str, tuple[int, ...]] | None = 
     model_io.check(proto)
     stream = calibrate.batches(calib, proto, calib_samples, batch_size, images) \
         if calib is not None else None
+    labels = partial(calibrate.labels, calib, proto, calib_samples, images)
     shapes = sample_shapes(proto, input_shapes)
     dep = build(view_of(model_io.normalize(proto), proto, shapes))
-    return Analysis(proto, dep, shapes, stream)
+    return Analysis(proto, dep, shapes, stream, labels)
 
 
 class Pricer:

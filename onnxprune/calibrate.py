@@ -28,6 +28,7 @@ from .shapes import input_specs
 Feeds = dict[str, np.ndarray]
 CalibrationSource = str | os.PathLike | Iterable[Feeds] | object
 PASS_BUDGET_BYTES = 512 * 1024 * 1024
+LABELS = "labels"  # an .npz array of class indices (when no input has that name)
 
 
 def batches(source: CalibrationSource, model: ModelProto, samples: int | None = None,
@@ -41,7 +42,10 @@ def batches(source: CalibrationSource, model: ModelProto, samples: int | None = 
         raise InputError(f"--batch-size must be at least 1, got {batch_size}")
     specs = {spec.name: spec for spec in input_specs(model)}
     if isinstance(source, (str, os.PathLike)):
-        arrays = check_arrays(read_arrays(source, model, images), model)
+        arrays = read_arrays(source, model, images)
+        if LABELS not in specs:
+            arrays.pop(LABELS, None)
+        arrays = check_arrays(arrays, model)
         fixed = {_declared(spec)[0] for spec in specs.values() if _declared(spec)}
         size = fixed.pop() if len(fixed) == 1 and None not in fixed else batch_size
         return lambda: _slices(arrays, samples, size)
@@ -49,6 +53,26 @@ def batches(source: CalibrationSource, model: ModelProto, samples: int | None = 
     if not cached:
         raise InputError("calibration data is empty")
     return lambda: iter(cached)
+
+
+def labels(source: CalibrationSource, model: ModelProto, samples: int | None = None,
+           images: ImageOptions | None = None) -> np.ndarray | None:
+    """The integer `labels` of an .npz calibration source, one per sample (its first
+    `samples`), or None (no such array, a model input of that name, other sources)."""
+    if not isinstance(source, (str, os.PathLike)) or \
+            (Path(source).is_dir() and not any(Path(source).glob("*.npz"))):
+        return None  # an iterable, a reader or images: no labels
+    arrays = read_arrays(source, model, images)
+    names = {spec.name for spec in input_specs(model)}
+    if LABELS not in arrays or LABELS in names:
+        return None
+    found = arrays.pop(LABELS)
+    count = len(arrays[next(iter(sorted(names)))]) if names & set(arrays) else None
+    if found.ndim != 1 or found.dtype.kind not in "iu" or len(found) != count:
+        raise InputError(f"calibration {LABELS!r} must be one integer class index per "
+                         f"sample ({count} samples), not {found.dtype} of shape "
+                         f"{list(found.shape)}")
+    return found[:samples] if samples is not None else found
 
 
 def read_arrays(source: str | os.PathLike, model: ModelProto,

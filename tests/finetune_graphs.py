@@ -37,6 +37,31 @@ def convnet(seed: int = 0) -> onnx.ModelProto:
     return b.build(b.op("Gemm", [h, b.weight(8, 4), b.weight(4)]))
 
 
+def attention_block(b: GraphBuilder, x: str) -> str:
+    """Multi-head attention (4 heads of 2) then a ReLU FFN of 6 neurons; [4, 5, 8]."""
+    def heads(t: str, perm) -> str:
+        return b.op("Transpose", [b.op("Reshape", [t, b.const(np.array([0, 0, 4, 2]))])],
+                    perm=perm)
+    q = heads(b.op("MatMul", [x, b.weight(8, 8)]), [0, 2, 1, 3])
+    k = heads(b.op("MatMul", [x, b.weight(8, 8)]), [0, 2, 3, 1])
+    v = heads(b.op("MatMul", [x, b.weight(8, 8)]), [0, 2, 1, 3])
+    p = b.op("Softmax", [b.op("Mul", [b.op("MatMul", [q, k]), b.const(np.float32(0.7))])],
+             axis=-1)
+    o = b.op("Transpose", [b.op("MatMul", [p, v])], perm=[0, 2, 1, 3])
+    o = b.op("Reshape", [o, b.const(np.array([0, 0, 8]))])
+    a = b.op("MatMul", [o, b.weight(8, 8)])
+    return b.op("MatMul", [b.op("Relu", [b.op("MatMul", [a, b.weight(8, 6)])]),
+                           b.weight(6, 8)])
+
+
+def transformer(blocks: int = 1):
+    b = GraphBuilder(seed=5)
+    y = b.input("x", ["N", 5, 8])
+    for _ in range(blocks):
+        y = attention_block(b, y)
+    return b.build(y)
+
+
 def inputs(model: onnx.ModelProto, count: int, seed: int = 0) -> dict[str, np.ndarray]:
     """Standard normal samples for the model's one float input."""
     spec = model.graph.input[0]

@@ -17,6 +17,7 @@ from onnx import numpy_helper
 pytest.importorskip("jax")
 import jax  # noqa: E402
 import train_graphs  # noqa: E402, F401  (faster XLA compiles for tiny programs)
+from finetune_graphs import transformer  # noqa: E402
 
 from onnxprune.analysis import analyze  # noqa: E402
 from onnxprune.cli import main  # noqa: E402
@@ -156,31 +157,6 @@ def test_a_unit_with_zero_weights_scores_zero(name):
               else mask_scores(name, groups, analysis, SEED))[groups[0].id]
     assert scores[5] == 0
     assert np.all(np.delete(scores, 5) > 0)
-
-
-def attention_block(b: GraphBuilder, x: str) -> str:
-    """Multi-head attention (4 heads of 2) then a ReLU FFN of 6 neurons; [4, 5, 8]."""
-    def heads(t: str, perm) -> str:
-        return b.op("Transpose", [b.op("Reshape", [t, b.const(np.array([0, 0, 4, 2]))])],
-                    perm=perm)
-    q = heads(b.op("MatMul", [x, b.weight(8, 8)]), [0, 2, 1, 3])
-    k = heads(b.op("MatMul", [x, b.weight(8, 8)]), [0, 2, 3, 1])
-    v = heads(b.op("MatMul", [x, b.weight(8, 8)]), [0, 2, 1, 3])
-    p = b.op("Softmax", [b.op("Mul", [b.op("MatMul", [q, k]), b.const(np.float32(0.7))])],
-             axis=-1)
-    o = b.op("Transpose", [b.op("MatMul", [p, v])], perm=[0, 2, 1, 3])
-    o = b.op("Reshape", [o, b.const(np.array([0, 0, 8]))])
-    a = b.op("MatMul", [o, b.weight(8, 8)])
-    return b.op("MatMul", [b.op("Relu", [b.op("MatMul", [a, b.weight(8, 6)])]),
-                           b.weight(6, 8)])
-
-
-def transformer(blocks: int = 1):
-    b = GraphBuilder(seed=5)
-    y = b.input("x", ["N", 5, 8])
-    for _ in range(blocks):
-        y = attention_block(b, y)
-    return b.build(y)
 
 
 def masked_loss(model, feeds, tensor: str, rows: np.ndarray, factor: float) -> np.ndarray:

@@ -57,6 +57,9 @@ if TYPE_CHECKING:
               help="Validate every this many steps.")
 @click.option("--patience", type=click.IntRange(min=1), default=8, show_default=True,
               help="Stop after this many validations without improvement.")
+@click.option("--group-lasso", type=FiniteFloat(0.0), default=0.0,
+              show_default=True, help="Strength λ of a group lasso that drives whole "
+              "channel groups' units to exact zeros (then prune --criterion zero).")
 @image_flags
 @seed_option
 @click.option("--report", "report_path", help="Write a report here: JSON, or an HTML page "
@@ -67,8 +70,8 @@ if TYPE_CHECKING:
 def finetune(student: str, teacher: str, data: str, output: str, steps: int | None,
              minutes: float | None, lr: float, batch_size: int, loss: str,
              temperature: float, match_hidden: bool, val_fraction: float, augment: str | None,
-             eval_every: int, patience: int, image_size: str | None, image_mean: str,
-             image_std: str, image_layout: str, bgr: bool, seed: int,
+             eval_every: int, patience: int, group_lasso: float, image_size: str | None,
+             image_mean: str, image_std: str, image_layout: str, bgr: bool, seed: int,
              report_path: str | None, as_json: bool, quiet: bool) -> None:
     """Distill STUDENT toward --teacher on --data, keeping its structure and zeros."""
     quiet = quiet or as_json
@@ -78,6 +81,7 @@ def finetune(student: str, teacher: str, data: str, output: str, steps: int | No
                     temperature=temperature, match_hidden=match_hidden,
                     val_fraction=val_fraction, augment=tuple((augment or "").split(",")),
                     seed=seed, eval_every=eval_every, patience=patience,
+                    group_lasso=group_lasso,
                     images=image_options(image_size, image_mean, image_std, image_layout, bgr))
     tuned, report = run_finetune(student, teacher, data, keywords, quiet)
     with transaction() as outputs:
@@ -105,7 +109,14 @@ def run_finetune(student: ModelProto | str, teacher: str, data: str, keywords: d
 
 
 def summary(report: FinetuneReport) -> str:
-    """One line: validation error before and after, steps and the stop reason."""
+    """One line: validation error before and after, steps and the stop reason (and the
+    units the group lasso zeroed)."""
+    zeros = "" if report.lasso_units is None else (
+        f"; {report.zero_units} of {report.lasso_units} units zero")
+    return _progress_line(report) + zeros
+
+
+def _progress_line(report: FinetuneReport) -> str:
     if not report.improved:
         return (f"no step improved on the input (validation error "
                 f"{report.validation_before:.4g}); the input weights were kept; "

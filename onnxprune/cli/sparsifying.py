@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
 from .. import api
@@ -24,6 +26,9 @@ from .common import (
 )
 from .finetuning import chain_flags, round_tuning
 
+if TYPE_CHECKING:
+    from ..sparsity import SparsifyReport
+
 
 @main.command()
 @click.argument("model", type=click.Path(dir_okay=True))
@@ -34,7 +39,8 @@ from .finetuning import chain_flags, round_tuning
 @click.option("--sparsity", type=float, help="Fraction of weights zeroed (unstructured; "
               "default 0.5).")
 @click.option("--criterion", default="magnitude", show_default=True,
-              help="magnitude; with --calib: wanda, sparsegpt, snip (train extra).")
+              help="magnitude; with --calib: wanda, sparsegpt, snip and movement (train "
+                   "extra; --finetune-steps sets its steps, default 100).")
 @click.option("--min-size", type=click.IntRange(min=0), help="Sparsify only layers with at "
               "least this many outputs and this reduction length [default: 256 for N:M, 0 "
               "for unstructured].")
@@ -88,20 +94,21 @@ def sparsify(model: str, output: str, pattern: str, sparsity: float | None, crit
                   {"MODEL": model, "--calib": calib, "--plan": plan_path})
     check_targets(model, output)
     images = image_options(image_size, image_mean, image_std, image_layout, bgr)
+    # movement fine-tunes as it scores: the budget is its own, with no second run after
     tuning = round_tuning(model, calib, finetune_steps, finetune_minutes, rounds, seed,
-                          images, quiet)
+                          images, quiet) if criterion != "movement" else None
     solves = calib is not None and plan_path is None and criterion in ("wanda", "sparsegpt")
     with fanout(workers, ray_address, threads, solves) as runner, \
             calibration_progress(quiet or calib is None) as advance:
         sparse, report = api.sparsify(
             model, pattern, sparsity=sparsity, criterion=criterion, calib=calib,
-            calib_samples=calib_samples, batch_size=batch_size,
-            images=images,
+            calib_samples=calib_samples, batch_size=batch_size, images=images,
             min_size=min_size, all_layers=all_layers, ignore=ignore, fp16=fp16,
             storage=storage, sparse_indices=sparse_indices,
             input_shapes=parse_input_shapes(input_shape), seed=seed, progress=advance,
             plan=plan_path, max_memory=max_memory, executor=runner, rounds=rounds,
-            between_rounds=tuning if rounds > 1 else None)
+            between_rounds=tuning if rounds > 1 else None,
+            movement_budget=(finetune_steps, finetune_minutes))
     data = report.to_dict()
     if tuning:
         sparse, tuned = tuning.finish(sparse, data.get("rounds"))
@@ -113,14 +120,19 @@ def sparsify(model: str, output: str, pattern: str, sparsity: float | None, crit
         if save_plan:
             outputs.write(save_plan, json_text(report.plan_document))
     if not quiet:
-        counts = report.to_dict()["counts"]
-        errors = ", ".join(f"{k} {v:.3g}" for k, v in report.output_error.items())
-        click.echo(f"{output}: {counts['sparsified']} of {counts['candidates']} candidate "
-                   f"weights {report.pattern} sparse ({counts['eligible']} eligible; "
-                   f"criterion {report.criterion}); relative output error on sample inputs: "
-                   f"{errors}; {report.seconds:.1f} s")
-        for row in report.rounds or []:
-            click.echo(f"round {row['round']}: sparsity {row['sparsity']:.3f} (reached "
-                       f"{row['reached']:.3f} on {row['layers']} layers), output error "
-                       f"{max(row['output_error'].values(), default=0.0):.4g}")
+        _summary(output, report)
+
+
+def _summary(output: str, report: SparsifyReport) -> None:
+    """What was sparsified and the output error, then one line per round."""
+    counts = report.to_dict()["counts"]
+    errors = ", ".join(f"{k} {v:.3g}" for k, v in report.output_error.items())
+    click.echo(f"{output}: {counts['sparsified']} of {counts['candidates']} candidate "
+               f"weights {report.pattern} sparse ({counts['eligible']} eligible; "
+               f"criterion {report.criterion}); relative output error on sample inputs: "
+               f"{errors}; {report.seconds:.1f} s")
+    for row in report.rounds or []:
+        click.echo(f"round {row['round']}: sparsity {row['sparsity']:.3f} (reached "
+                   f"{row['reached']:.3f} on {row['layers']} layers), output error "
+                   f"{max(row['output_error'].values(), default=0.0):.4g}")
 

@@ -15,7 +15,8 @@ removing the unit zeroes); g_{s,u} = ∂ℓ_s/∂m_u for each calibration sample
 - `snip`: Σ over the unit's weights (producer filters and consumer input slices) of
   |w · ∂L/∂w|, L = Σ_s ℓ_s (connection sensitivity, Lee et al. 2019).
 
-A group with no edge into an absorbing layer falls back to `l2`.
+A group with no edge into an absorbing layer falls back to `l2`. With `labels` in the
+calibration data the loss is the supervised cross-entropy (`train/saliency.py`).
 """
 
 from __future__ import annotations
@@ -82,7 +83,7 @@ def mask_scores(name: str, groups: list[Group], analysis: Analysis, seed: int
     if taps:
         translated = _checked(analysis)
         for grads in mask_gradients(translated, analysis.stream(), taps, total, seed,
-                                    per_sample(analysis.proto)):
+                                    per_sample(analysis.proto), analysis.labels()):
             summed += (grads ** 2 if name == "fisher" else np.abs(grads)).sum(axis=0)
     return {g.id: summed[offsets[g.id]:offsets[g.id] + g.units] if g.id in offsets
             else l2(g, view, None) for g in groups}
@@ -98,7 +99,8 @@ def snip_scores(groups: list[Group], analysis: Analysis, seed: int) -> dict[int,
         edges = {edge: view.const(name).shape for name in tensors
                  for edge in readers(translated, name)}
         for (_, name), grad in edge_gradients(translated, analysis.stream(), edges, seed,
-                                              per_sample(analysis.proto)).items():
+                                              per_sample(analysis.proto),
+                                              analysis.labels()).items():
             grads[name] = grads.get(name, 0) + grad
     scores = {}
     for group in groups:

@@ -65,7 +65,8 @@ def _check_goal(options: PlanOptions) -> None:
     if len(given) > 1:
         raise InputError("give only one of --ratio, --target-macs, --target-latency and "
                          "--target-energy")
-    if not given and options.head_ratio is None and options.hidden_ratio is None:
+    if not given and options.head_ratio is None and options.hidden_ratio is None \
+            and options.criterion != "zero":  # zero removes every zero unit, at no ratio
         raise InputError("give --ratio, --target-macs, --target-latency, --target-energy, "
                          "--head-ratio or --hidden-ratio")
 

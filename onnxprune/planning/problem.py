@@ -86,12 +86,14 @@ def eligible(dep: DepGraph, options: PlanOptions) -> tuple[list[Group], dict[int
 def _skip_reason(group: Group, options: PlanOptions) -> str | None:
     if group.blocked:
         return group.blocked[0]
-    if group.kind == "head" and options.head_ratio is None:
+    lossless = options.criterion == "zero"  # zero units go, whatever the ratios
+    if group.kind == "head" and options.head_ratio is None and not lossless:
         return "head group: cut only by --head-ratio"
     if group.kind == "hidden" and options.hidden_ratio is None:
         return "hidden group (approximate: " + group.approximate[0] + "): cut only by " \
                "--hidden-ratio"
-    if group.kind in CHANNEL_KINDS and options.ratio is None and options.target() is None:
+    if group.kind in CHANNEL_KINDS and options.ratio is None and options.target() is None \
+            and not lossless:
         return f"{group.kind} group: no --ratio or --target-macs"
     for pattern in options.ignore:
         if any(_matches(pattern, name, op) for name, op in group.producers):

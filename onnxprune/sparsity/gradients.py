@@ -28,12 +28,13 @@ def layer_edge(model: ModelProto, layer: Layer) -> Edge:
 
 
 def weight_gradients(model: ModelProto, layers: list[Layer],
-                     stream: Callable[[], Iterator[dict]], seed: int
-                     ) -> dict[int, np.ndarray]:
-    """Per layer (by id): ∂L/∂W of the weight the layer reads, L summed over samples."""
+                     stream: Callable[[], Iterator[dict]], seed: int,
+                     labels: np.ndarray | None = None) -> dict[int, np.ndarray]:
+    """Per layer (by id): ∂L/∂W of the weight the layer reads, L summed over samples
+    (`labels`: the calibration data's class labels, for a supervised loss)."""
     translated = check_translation(model, next(iter(stream())))[0]
     store = WeightStore(model)
     edges = {id(layer): layer_edge(model, layer) for layer in layers}
     shapes = {edges[id(layer)]: effective(layer, store).shape for layer in layers}
-    grads = edge_gradients(translated, stream(), shapes, seed, per_sample(model))
+    grads = edge_gradients(translated, stream(), shapes, seed, per_sample(model), labels)
     return {key: grads[edge] for key, edge in edges.items()}

@@ -13,10 +13,8 @@ from onnx import ModelProto
 
 from .. import calibrate, memory, planfiles
 from .. import model as model_io
-from ..distributed import Executor, InProcess
-from ..errors import InputError, ModelError
-from ..layerwise import solve_level
-from ..moments import Moments
+from ..distributed import Executor
+from ..errors import InputError
 from ..planfiles import sparsify as sparsify_plans
 from .check import verify_written
 from .layers import (
@@ -24,15 +22,12 @@ from .layers import (
     WeightStore,
     effective,
     find_layers,
-    from_matrix,
     matches,
-    store_effective,
-    to_matrix,
 )
 from .pattern import Pattern, parse_pattern
-from .statistics import measurable, measure
 from .storage import INDEX_TYPES, to_fp16, to_initializers, to_sparse
-from .weight_criteria import DATA_AWARE, check_criterion, magnitude, snip, sparsegpt, wanda
+from .weight_criteria import DATA_AWARE, check_criterion
+from .zeroing import zero_weights
 
 if TYPE_CHECKING:
     from ..analysis import ModelLike
@@ -104,15 +99,18 @@ def sparsify(model: ModelLike, pattern: str = "2:4", *, sparsity: float | None =
              input_shapes: dict[str, tuple[int, ...]] | None = None, seed: int = 0,
              damp: float = 0.01, progress: Callable[[int], None] | None = None,
              plan: str | os.PathLike | dict | None = None, max_memory: int | None = None,
-             executor: Executor | None = None) -> tuple[ModelProto, SparsifyReport]:
+             executor: Executor | None = None,
+             movement_budget: tuple[int | None, float | None] = (None, None)
+             ) -> tuple[ModelProto, SparsifyReport]:
     """Zero weights of Conv, MatMul, Gemm and Einsum layers in an N:M or unstructured pattern
     and return the verified model and a report. By default only layers with at least
     `min_size` outputs and reduction length (256 for N:M, where sparse kernels can
     win; 0 for unstructured) are sparsified; `all_layers` takes every eligible one.
-    `plan`: a plan file (`report.plan_document`) whose zero masks are applied instead
-    of choosing (pattern and sparsity come from it; refused on another network).
-    `max_memory`: bytes one wave of wanda or sparsegpt statistics may hold (`memory`);
-    `executor`: where their solves run (`distributed.py`; the same weights anywhere)."""
+    `plan`: a plan file (`report.plan_document`) whose masks are applied instead of
+    choosing (its pattern and sparsity; refused on another network); `max_memory`:
+    bytes a wave of wanda or sparsegpt statistics may hold (`memory`); `executor`: where
+    their solves run (`distributed.py`; the same weights anywhere); `movement_budget`:
+    (steps, minutes) of the `movement` criterion's fine-tuning."""
     document = planfiles.read(plan, sparsify_plans.KIND) if plan is not None else None
     if document is not None:
         recorded = document.get("options") or {}
@@ -121,18 +119,14 @@ def sparsify(model: ModelLike, pattern: str = "2:4", *, sparsity: float | None =
     spec = parse_pattern(pattern, sparsity)
     _check_options(criterion, calib, storage, sparse_indices, min_size, damp, seed)
     min_size = (MIN_SIZE if spec.structured else 0) if min_size is None else min_size
-    start = time.perf_counter()
-    original, work = _loaded(model, criterion, max_memory)
+    start, (original, work) = time.perf_counter(), _loaded(model, criterion, max_memory)
     layers = find_layers(work)
     if document is not None:
         chosen, used = _replayed(document, layers, work)
     else:
-        for layer in layers:
-            layer.reason = layer.reason or _skip_reason(layer, spec, min_size, all_layers,
-                                                        ignore)
-        chosen = [layer for layer in layers if layer.eligible]
-        used = _zero_weights(work, chosen, spec, criterion, calib, calib_samples, batch_size,
-                             images, seed, damp, progress, executor)
+        chosen = _eligible(layers, spec, min_size, all_layers, ignore)
+        used = zero_weights(work, chosen, spec, criterion, calib, calib_samples, batch_size,
+                             images, (seed, movement_budget), damp, progress, executor)
     zeros = _zero_fractions(work, chosen)
     saved = sparsify_plans.document(layers, chosen, work, original, {
         "pattern": spec.name, "sparsity": spec.sparsity, "criterion": criterion,
@@ -140,8 +134,8 @@ def sparsify(model: ModelLike, pattern: str = "2:4", *, sparsity: float | None =
     written, stored = _store(work, chosen, fp16, storage, sparse_indices)
     errors, checks = verify_written(written, original, chosen, spec, input_shapes, seed)
     report = SparsifyReport(spec.name, spec.sparsity, "plan" if document else criterion,
-                            min_size, all_layers, fp16, storage,
-                            time.perf_counter() - start, [], errors, checks)
+                            min_size, all_layers, fp16, storage, time.perf_counter() - start,
+                            [], errors, checks)
     report.layers = [_layer_report(layer, used, zeros, stored) for layer in layers]
     report.plan_document = saved
     return written, report
@@ -190,6 +184,15 @@ def _check_options(criterion: str, calib, storage: str, sparse_indices: str,
         raise InputError(f"--seed must be at least 0, got {seed}")
 
 
+def _eligible(layers: list[Layer], pattern: Pattern, min_size: int, all_layers: bool,
+              ignore: tuple[str, ...]) -> list[Layer]:
+    """The layers to sparsify; each other layer is given its reason to be left alone."""
+    for layer in layers:
+        layer.reason = layer.reason or _skip_reason(layer, pattern, min_size, all_layers,
+                                                    ignore)
+    return [layer for layer in layers if layer.eligible]
+
+
 def _skip_reason(layer: Layer, pattern: Pattern, min_size: int, all_layers: bool,
                  ignore: tuple[str, ...]) -> str | None:
     size = layer.shape[layer.axis]
@@ -203,75 +206,6 @@ def _skip_reason(layer: Layer, pattern: Pattern, min_size: int, all_layers: bool
         return (f"too small for sparse kernels to pay: {layer.outputs} outputs × "
                 f"{layer.reduction} reduction, under --min-size {min_size} (--all takes it)")
     return None
-
-
-def _zero_weights(work: ModelProto, layers: list[Layer], pattern: Pattern, criterion: str,
-                  calib, samples, batch_size, images, seed: int, damp: float,
-                  progress, executor: Executor | None = None) -> dict[int, str]:
-    """Apply the criterion to every layer; returns the criterion used per layer (the
-    Wanda or SparseGPT solves of a wave as tasks of `executor`)."""
-    store = WeightStore(work)
-    used = {}
-    if criterion == "magnitude":
-        for layer in layers:
-            _rewrite(layer, store, lambda w: magnitude(w, pattern))
-            used[id(layer)] = "magnitude"
-        return used
-    stream = calibrate.batches(calib, work, samples, batch_size, images)
-    if criterion == "snip":
-        return _snip(work, layers, pattern, stream, seed, store)
-    gram = criterion == "sparsegpt"
-    dense = ModelProto()
-    dense.CopyFrom(work)
-    for layer in layers:
-        why = measurable(layer, gram)
-        if why:
-            _rewrite(layer, store, lambda w: magnitude(w, pattern))
-            used[id(layer)] = f"magnitude ({why})"
-    data = [layer for layer in layers if id(layer) not in used]
-
-    def update(wave: list[Layer], stats: dict) -> None:
-        solved = solve_level(executor or InProcess(), _data_rule, wave, stats,
-                             lambda layer: (to_matrix(effective(layer, store), layer.axis),
-                                            layer.node), (criterion, pattern, damp))
-        for layer, matrix in zip(wave, solved, strict=True):
-            store_effective(layer, store, from_matrix(matrix, layer.shape, layer.axis))
-            used[id(layer)] = criterion
-
-    measure(work, data, stream, gram, update, seed, progress, dense)
-    return used
-
-
-def _snip(work: ModelProto, layers: list[Layer], pattern: Pattern, stream, seed: int,
-          store: WeightStore) -> dict[int, str]:
-    """Zero by |w·∂L/∂w|, every layer's gradient from one pass over the data."""
-    from .gradients import weight_gradients
-    grads = weight_gradients(work, layers, stream, seed)
-    for layer in layers:
-        matrix = to_matrix(grads[id(layer)], layer.axis)
-        _rewrite(layer, store, lambda w, g=matrix: snip(w, pattern, g))
-    return {id(layer): "snip" for layer in layers}
-
-
-def _data_rule(settings: tuple[str, Pattern, float], stats: Moments,
-               task: tuple[np.ndarray, str]) -> np.ndarray:
-    """One layer's Wanda mask or SparseGPT update of its matrix view (a task of the
-    wave)."""
-    criterion, pattern, damp = settings
-    weights, node = task
-    if criterion == "wanda":
-        return wanda(weights, pattern, stats.total_sq)
-    try:
-        return sparsegpt(weights, stats.hessian, pattern, damp=damp,
-                         cross=stats.cross_hessian)
-    except np.linalg.LinAlgError as exc:
-        raise ModelError(f"{node}: {exc}") from None
-
-
-def _rewrite(layer: Layer, store: WeightStore, rule) -> None:
-    values = effective(layer, store)
-    matrix = rule(to_matrix(values, layer.axis))
-    store_effective(layer, store, from_matrix(matrix, values.shape, layer.axis))
 
 
 def _zero_fractions(work: ModelProto, layers: list[Layer]) -> dict[int, float]:

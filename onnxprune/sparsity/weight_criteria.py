@@ -9,6 +9,7 @@ view (the pruning criteria, which score whole units of a group, are `criteria/`)
   first column on, choosing each group's (or block's) zeros by w² / [H⁻¹]ᵢᵢ².
 - snip: |W · ∂L/∂W| (connection sensitivity, Lee et al. 2019), the gradient of the
   loss of `train/saliency.py` summed over the calibration samples (`gradients.py`).
+- movement: −Σ_t w_t·∂L/∂w_t over distillation steps (`movement.py`).
 """
 
 from __future__ import annotations
@@ -21,9 +22,9 @@ from ..errors import InputError
 from ..threads import factoring
 from .pattern import Pattern, keep_mask
 
-CRITERIA = ("magnitude", "wanda", "sparsegpt", "snip")
-DATA_AWARE = ("wanda", "sparsegpt", "snip")
-NEEDS_JAX = ("snip",)
+CRITERIA = ("magnitude", "wanda", "sparsegpt", "snip", "movement")
+DATA_AWARE = ("wanda", "sparsegpt", "snip", "movement")
+NEEDS_JAX = ("snip", "movement")
 
 
 def check_criterion(criterion: str) -> None:

@@ -4,6 +4,9 @@ every zero, and the weights best on held-out validation samples are written back
 
     load both ─► data (check, split) ─► translate and check parity ─► loop (Adam
     steps, validation, early stopping) ─► student with new values ─► verify
+
+With a group lasso (`lasso.py`) every step ends with its proximal shrinkage, so whole
+units of the dependency graph reach exact zeros for `prune --criterion zero`.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import jax
 import numpy as np
@@ -24,6 +28,7 @@ from ..images import ImageOptions
 from ..verify import check_written
 from . import augment as augmentation
 from . import data as distill_data
+from . import lasso
 from .loop import Budget, History, run_loop
 from .losses import LOSSES
 from .parity import check_translation
@@ -41,8 +46,9 @@ class FinetuneOptions:
     Adam's learning rate `lr`, `batch_size`, the `loss` (mse, kl, cosine) and its
     `temperature` (kl), `match_hidden`, the validation fraction, augmentations, the
     seed; validation every `eval_every` steps, stopping after `patience` validations
-    without improvement. `clock` reads seconds (for `minutes`); `progress(loss)` is
-    called after every step."""
+    without improvement; `group_lasso` λ > 0 adds the group lasso of `lasso.py` (and
+    validation measures the penalized objective). `clock` reads seconds (for
+    `minutes`); `progress(loss)` is called after every step."""
 
     steps: int | None = None
     minutes: float | None = None
@@ -56,6 +62,7 @@ class FinetuneOptions:
     seed: int = 0
     eval_every: int = 25
     patience: int = 8
+    group_lasso: float = 0.0
     images: ImageOptions | None = None
     clock: Callable[[], float] = time.monotonic
     progress: Callable[[float], None] | None = None
@@ -73,7 +80,9 @@ class FinetuneOptions:
                   (self.temperature > 0, "--temperature must be positive"),
                   (0.0 < self.val_fraction < 1.0, "--val-fraction must be in (0, 1)"),
                   (self.eval_every >= 1 and self.patience >= 1,
-                   "--eval-every and --patience must be at least 1")]
+                   "--eval-every and --patience must be at least 1"),
+                  (self.group_lasso >= 0 and np.isfinite(self.group_lasso),
+                   "--group-lasso must be a number at least 0")]
         for ok, message in checks:
             if not ok:
                 raise InputError(message)
@@ -89,6 +98,18 @@ def finetune(student: ModelProto | str | os.PathLike, teacher: ModelProto | str 
              ) -> tuple[ModelProto, FinetuneReport]:
     """Distill `student` toward `teacher` on `data` (an .npz path, a folder of them or
     of images, or a dict of arrays); returns the verified model and its report."""
+    tuned, report, _ = finetune_tracked(student, teacher, data, options)
+    return tuned, report
+
+
+def finetune_tracked(student: ModelProto | str | os.PathLike,
+                     teacher: ModelProto | str | os.PathLike, data: distill_data.Source,
+                     options: FinetuneOptions | None = None,
+                     track: optax.GradientTransformation | None = None
+                     ) -> tuple[ModelProto, FinetuneReport, Any]:
+    """`finetune`, with `track` (a transformation that passes the gradients through
+    unchanged) run before Adam on every step; returns its final state too (None
+    without)."""
     options = options or FinetuneOptions()
     start = time.perf_counter()
     mine, theirs = _loaded(student), _loaded(teacher)
@@ -103,13 +124,29 @@ def finetune(student: ModelProto | str | os.PathLike, teacher: ModelProto | str 
     objective = Objective(options.loss, options.temperature, float_outputs(*pair, first),
                           matched_hidden(*pair, first) if options.match_hidden else ())
     val = _validation(pair[1], objective, samples, size, fixed)
-    best, history = _train(pair, weights, objective, samples, (size, scales), val, options)
+    coupling = _coupling(mine, weights, options.group_lasso)
+    best, history, tracked = _train(pair, weights, objective, samples, (size, scales), val,
+                                    options, coupling, track)
     tuned = written(mine, weights, best) if history.best_step else mine
     checks = check_kept(mine, tuned)
     check_written(tuned, val[0][0], source=mine)
     checks += ["onnx.checker (full)", "strict shape inference", "onnxruntime run"]
+    lasso_units = None if coupling is None else (
+        coupling.units, lasso.zero_units(coupling, best), coupling.groups)
     return tuned, finetune_report(options, objective, samples, weights, history, checks,
-                                  time.perf_counter() - start)
+                                  time.perf_counter() - start, lasso_units), tracked
+
+
+def _coupling(student: ModelProto, weights: Weights, strength: float
+              ) -> lasso.Coupled | None:
+    """The group lasso's units (None without it); refused when there are none."""
+    if strength == 0:
+        return None
+    coupling = lasso.coupled(student, set(weights.trainable))
+    if coupling.units == 0:
+        raise InputError("--group-lasso: no prunable channel group has trainable weights "
+                         "(float initializers; weights in Constant nodes do not train)")
+    return coupling
 
 
 def _loaded(model: ModelProto | str | os.PathLike) -> ModelProto:
@@ -175,11 +212,16 @@ def _validation(teacher: Translated, objective: Objective, samples, size: int, f
 
 
 def _train(pair: tuple[Translated, Translated], weights: Weights, objective: Objective,
-           samples, batching: tuple[int, dict], val: list, options: FinetuneOptions
-           ) -> tuple[dict[str, np.ndarray], History]:
-    """Run the loop; returns the best trainable values and the history."""
-    optimizer = optax.adam(options.lr)
-    step = make_step(*pair, weights, objective, optimizer)
+           samples, batching: tuple[int, dict], val: list, options: FinetuneOptions,
+           coupling: lasso.Coupled | None = None,
+           track: optax.GradientTransformation | None = None
+           ) -> tuple[dict[str, np.ndarray], History, Any]:
+    """Run the loop; returns the best trainable values, the history and the final
+    state of `track`."""
+    optimizer = optax.adam(options.lr) if track is None else \
+        optax.chain(track, optax.adam(options.lr))
+    project, penalty = _lasso_terms(coupling, options)
+    step = make_step(*pair, weights, objective, optimizer, project)
     evaluate = make_evaluator(pair[0], weights, objective)
     rng = np.random.default_rng(options.seed)
     size, scales = batching
@@ -194,6 +236,26 @@ def _train(pair: tuple[Translated, Translated], weights: Weights, objective: Obj
             state["trainable"], state["optimizer"], feeds, samples.targets(indices))
         return float(loss)
 
-    return run_loop(one_step, lambda: validation_error(evaluate, state["trainable"], val),
-                    lambda: {n: np.asarray(v) for n, v in state["trainable"].items()},
-                    options.budget, options.clock, options.progress)
+    best, history = run_loop(
+        one_step, lambda: validation_error(evaluate, state["trainable"], val)
+        + penalty(state["trainable"]),
+        lambda: {n: np.asarray(v) for n, v in state["trainable"].items()},
+        options.budget, options.clock, options.progress)
+    return best, history, None if track is None else state["optimizer"][0]
+
+
+def _lasso_terms(coupling: lasso.Coupled | None, options: FinetuneOptions
+                 ) -> tuple[Callable[[dict], dict] | None, Callable[[dict], float]]:
+    """The group lasso's proximal step (None without) and its penalty λ·Σ_u ‖w_u‖."""
+    if coupling is None:
+        return None, lambda trainable: 0.0
+    prox, threshold = lasso.make_prox(coupling), options.lr * options.group_lasso
+    norms = lasso.make_penalty(coupling)
+
+    def project(trainable: dict) -> dict:
+        return prox(trainable, threshold)
+
+    def penalty(trainable: dict) -> float:
+        return options.group_lasso * norms(trainable)
+
+    return project, penalty

@@ -23,7 +23,10 @@ class FinetuneReport:
     hidden or label terms) over the validation samples for the input weights and for
     the weights returned; `improved` is False when no step beat the input, and the
     input weights were returned unchanged. `seconds`: the whole run; `train_seconds`:
-    the loop, by the clock it was given."""
+    the loop, by the clock it was given. With `group_lasso` λ > 0 the validation
+    values are the penalized objective (loss + λ·Σ_u ‖w_u‖); `lasso_units`: the units
+    the lasso acts on, `zero_units`: how many of them the returned weights hold at
+    exactly zero, `lasso_groups`: the groups they belong to."""
 
     loss: str
     temperature: float
@@ -45,6 +48,10 @@ class FinetuneReport:
     checks: list[str]
     seconds: float
     train_seconds: float
+    group_lasso: float = 0.0
+    lasso_units: int | None = None
+    zero_units: int | None = None
+    lasso_groups: int | None = None
 
     @property
     def improved(self) -> bool:
@@ -60,8 +67,11 @@ class FinetuneReport:
 
 def finetune_report(options: FinetuneOptions, objective: Objective, samples: Data,
                     weights: Weights, history: History,
-                    checks: list[str], seconds: float) -> FinetuneReport:
-    """The report of a finished run."""
+                    checks: list[str], seconds: float,
+                    lasso_units: tuple[int, int, int] | None = None) -> FinetuneReport:
+    """The report of a finished run; `lasso_units`: (units, zero units, groups) of the
+    group lasso."""
+    units, zeros, groups = lasso_units or (None, None, None)
     return FinetuneReport(
         loss=options.loss, temperature=options.temperature, lr=options.lr,
         batch_size=options.batch_size, augment=options.augment, hidden=objective.hidden,
@@ -72,4 +82,5 @@ def finetune_report(options: FinetuneOptions, objective: Objective, samples: Dat
         steps=history.steps, stop_reason=history.stop_reason, best_step=history.best_step,
         validation_before=history.before, validation_after=history.best,
         loss_curve=history.losses, validation_curve=history.validation, checks=checks,
-        seconds=seconds, train_seconds=history.seconds)
+        seconds=seconds, train_seconds=history.seconds, group_lasso=options.group_lasso,
+        lasso_units=units, zero_units=zeros, lasso_groups=groups)

@@ -13,12 +13,17 @@ the float outputs y of the model:
 - any other float output: ⟨ε_s, y⟩ with ε_s ~ N(0, I) of y's shape, drawn per sample.
   Its gradient is that of ½‖y − stopgrad(y) − ε_s‖² (a unit-variance Gaussian
   likelihood with a label sampled from it), so E[(∂ℓ_s/∂θ)²] = ‖∂y/∂θ‖².
+
+With class labels (one integer per sample of the stream), the first classification-
+like output (by name) takes the sample's own label c_s instead of a drawn one: the
+supervised cross-entropy; the other outputs keep their terms.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from itertools import chain
 from typing import TYPE_CHECKING
 
 import jax
@@ -26,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 import onnx
 
+from ..errors import InputError
 from .program import Edge, run
 from .translate import Translated
 
@@ -63,10 +69,17 @@ def output_kinds(translated: Translated) -> dict[str, str]:
     return kinds
 
 
+def classified(kind: str, value: jax.Array) -> bool:
+    """Whether an output of this kind and value is classification-like."""
+    return value.ndim == 2 and value.shape[-1] >= 2 and kind != "values"
+
+
 def pseudo_loss(outputs: dict[str, jax.Array], key: jax.Array,
-                kinds: dict[str, str] | None = None) -> jax.Array:
+                kinds: dict[str, str] | None = None,
+                labels: tuple[str, jax.Array] | None = None) -> jax.Array:
     """The loss of one sample from the model's own predictive distribution (module
-    docstring); `kinds`: `output_kinds` (default: every output "values")."""
+    docstring); `kinds`: `output_kinds` (default: every output "values"); `labels`:
+    (output, class indices) that replace that output's drawn labels."""
     total = jnp.zeros((), jnp.float32)
     for number, name in enumerate(sorted(outputs)):
         y = outputs[name]
@@ -74,10 +87,11 @@ def pseudo_loss(outputs: dict[str, jax.Array], key: jax.Array,
             continue
         draw = jax.random.fold_in(key, number)
         kind = (kinds or {}).get(name, "values")
-        if y.ndim == 2 and y.shape[-1] >= 2 and kind != "values":
+        if classified(kind, y):
             z = jnp.log(jnp.maximum(y, jnp.finfo(y.dtype).tiny)) if kind == "probabilities" \
                 else y
-            label = jax.random.categorical(draw, jax.lax.stop_gradient(z), axis=-1)
+            label = labels[1] if labels is not None and labels[0] == name else \
+                jax.random.categorical(draw, jax.lax.stop_gradient(z), axis=-1)
             picked = jnp.take_along_axis(jax.nn.log_softmax(z, -1), label[:, None], -1)
             total = total - jnp.sum(picked.astype(jnp.float32))
         else:
@@ -121,18 +135,39 @@ def _perturbed(deltas: dict[Edge, jax.Array]) -> dict:
 
 
 def _sample_loss(translated: Translated, taps_of: Callable[[object], dict], seed: int,
-                 per_sample: bool = True):
-    """(variables, params, sample, index) → the loss of one sample (or, not
+                 per_sample: bool = True, labeled: str | None = None):
+    """(variables, params, sample, index, label) → the loss of one sample (or, not
     `per_sample`, of one whole batch); `taps_of(variables)` places the variables on the
-    graph."""
+    graph; `labeled`: the output the labels are for (None: no labels)."""
     program, options, key = translated.program, translated.options, jax.random.PRNGKey(seed)
     kinds = output_kinds(translated)
 
-    def loss(variables, params, sample, index):
+    def loss(variables, params, sample, index, label):
         inputs = {name: value[None] if per_sample else value for name, value in sample.items()}
         outputs = run(program, params, inputs, None, options, taps_of(variables))
-        return pseudo_loss(outputs, jax.random.fold_in(key, index), kinds)
+        given = None if labeled is None else (labeled, label[None] if per_sample else label)
+        return pseudo_loss(outputs, jax.random.fold_in(key, index), kinds, given)
     return loss
+
+
+def labeled_output(translated: Translated, feeds: Feeds, labels: np.ndarray | None
+                   ) -> str | None:
+    """The output the labels are for: the first classification-like one by name, whose
+    class count the labels must fit; None without labels."""
+    if labels is None:
+        return None
+    kinds = output_kinds(translated)
+    shapes = jax.eval_shape(translated.function(), translated.params, feeds)
+    names = [n for n in sorted(shapes) if jnp.issubdtype(shapes[n].dtype, jnp.floating)
+             and classified(kinds.get(n, "values"), shapes[n])]
+    if not names:
+        raise InputError("calibration labels need a classification output ([N, classes] "
+                         "logits or probabilities); the model has none")
+    classes = shapes[names[0]].shape[-1]
+    if labels.size and (labels.min() < 0 or labels.max() >= classes):
+        raise InputError(f"calibration labels must be class indices in [0, {classes}) for "
+                         f"output {names[0]!r}; they span [{labels.min()}, {labels.max()}]")
+    return names[0]
 
 
 def per_sample(model: onnx.ModelProto) -> bool:
@@ -145,45 +180,67 @@ def per_sample(model: onnx.ModelProto) -> bool:
     return True
 
 
-def _indexed(batches: Iterable[Feeds], single: bool) -> Iterator[tuple[Feeds, np.ndarray]]:
-    """Each batch with the stream positions of its samples, or (not `single`) as one
-    sample numbered by the batch."""
+def _indexed(batches: Iterable[Feeds], single: bool, labels: np.ndarray | None
+             ) -> Iterator[tuple[Feeds, np.ndarray, np.ndarray]]:
+    """Each batch with the stream positions of its samples and their labels (zeros
+    without), or (not `single`) as one sample numbered by the batch."""
     seen = 0
     for number, feeds in enumerate(batches):
+        count = len(next(iter(feeds.values())))
+        label = np.zeros(count, np.int32) if labels is None else \
+            np.asarray(labels[seen:seen + count], np.int32)
+        if len(label) != count:
+            raise InputError(f"calibration labels: {len(labels)} for more samples")
         if not single:
             yield {name: value[None] for name, value in feeds.items()}, \
-                np.array([number], np.uint32)
-            continue
-        count = len(next(iter(feeds.values())))
-        yield feeds, np.arange(seen, seen + count, dtype=np.uint32)
+                np.array([number], np.uint32), label[None]
+        else:
+            yield feeds, np.arange(seen, seen + count, dtype=np.uint32), label
         seen += count
 
 
 def mask_gradients(translated: Translated, batches: Iterable[Feeds], taps: list[MaskTap],
-                   units: int, seed: int, single: bool = True) -> Iterator[np.ndarray]:
+                   units: int, seed: int, single: bool = True,
+                   labels: np.ndarray | None = None) -> Iterator[np.ndarray]:
     """Per batch, [samples, units]: ∂ℓ_s/∂m_u at m = 1 for every sample s (not
-    `single`: [1, units], the batch's loss)."""
-    loss = _sample_loss(translated, _masked(taps, units), seed, single)
-    grads = jax.jit(jax.vmap(jax.grad(loss), in_axes=(None, None, 0, 0)))
+    `single`: [1, units], the batch's loss); `labels`: class labels per sample."""
+    stream = _indexed(batches, single, labels)
+    first = next(stream, None)
+    if first is None:
+        return
+    labeled = labeled_output(translated, _one(first[0], single), labels)
+    loss = _sample_loss(translated, _masked(taps, units), seed, single, labeled)
+    grads = jax.jit(jax.vmap(jax.grad(loss), in_axes=(None, None, 0, 0, 0)))
     ones = jnp.ones(units, jnp.float32)
-    for feeds, index in _indexed(batches, single):
-        yield np.asarray(grads(ones, translated.params, feeds, index), np.float64)
+    for feeds, index, label in chain([first], stream):
+        yield np.asarray(grads(ones, translated.params, feeds, index, label), np.float64)
+
+
+def _one(feeds: Feeds, single: bool) -> Feeds:
+    """A batch as the model reads it (not `single`: the batch, unwrapped)."""
+    return {n: v[:1] if single else v[0] for n, v in feeds.items()}
 
 
 def edge_gradients(translated: Translated, batches: Iterable[Feeds],
-                   shapes: dict[Edge, tuple[int, ...]], seed: int, single: bool = True
-                   ) -> dict[Edge, np.ndarray]:
-    """∂L/∂v of the value v read on each edge, L = Σ_s ℓ_s over every sample."""
-    loss = _sample_loss(translated, _perturbed, seed, single)
+                   shapes: dict[Edge, tuple[int, ...]], seed: int, single: bool = True,
+                   labels: np.ndarray | None = None) -> dict[Edge, np.ndarray]:
+    """∂L/∂v of the value v read on each edge, L = Σ_s ℓ_s over every sample;
+    `labels`: class labels per sample."""
+    stream = _indexed(batches, single, labels)
+    first = next(stream, None)
+    labeled = labeled_output(translated, _one(first[0], single), labels) \
+        if first is not None else None
+    loss = _sample_loss(translated, _perturbed, seed, single, labeled)
 
-    def batch_loss(deltas, params, feeds, index):
-        return jnp.sum(jax.vmap(loss, in_axes=(None, None, 0, 0))(deltas, params, feeds, index))
+    def batch_loss(deltas, params, feeds, index, label):
+        return jnp.sum(jax.vmap(loss, in_axes=(None, None, 0, 0, 0))(deltas, params, feeds,
+                                                                     index, label))
 
     grads = jax.jit(jax.grad(batch_loss))
     zeros = {edge: jnp.zeros(shape, jnp.float32) for edge, shape in shapes.items()}
     total = {edge: np.zeros(shape, np.float64) for edge, shape in shapes.items()}
-    for feeds, index in _indexed(batches, single):
-        for edge, grad in grads(zeros, translated.params, feeds, index).items():
+    for feeds, index, label in chain([first], stream) if first is not None else ():
+        for edge, grad in grads(zeros, translated.params, feeds, index, label).items():
             total[edge] += np.asarray(grad, np.float64)
     return total
 

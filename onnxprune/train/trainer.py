@@ -1,6 +1,6 @@
 """The jitted pieces of distillation: one optimizer step (teacher forward, student
-forward and backward, Adam update, masks re-applied) and the validation terms of a
-batch. The optimizer is optax's Adam."""
+forward and backward, Adam update, an optional proximal step, masks re-applied) and
+the validation terms of a batch. The optimizer is optax's Adam."""
 
 from __future__ import annotations
 
@@ -35,8 +35,10 @@ def student_params(trainable: dict, dtypes: dict, frozen: dict) -> dict:
 
 
 def make_step(student: Translated, teacher: Translated, weights: Weights,
-              objective: Objective, optimizer: optax.GradientTransformation) -> Callable:
-    """`step(trainable, state, feeds, labels) -> (trainable, state, loss)`, jitted."""
+              objective: Objective, optimizer: optax.GradientTransformation,
+              project: Callable[[dict], dict] | None = None) -> Callable:
+    """`step(trainable, state, feeds, labels) -> (trainable, state, loss)`, jitted;
+    `project(trainable)` (a proximal step) follows every update, before the masks."""
     names = objective.outputs + objective.hidden
     run_student, run_teacher = student.function(names), teacher.function(names)
     teacher_params = {n: jnp.asarray(v) for n, v in teacher.params.items()}
@@ -58,6 +60,8 @@ def make_step(student: Translated, teacher: Translated, weights: Weights,
                                                         feeds, labels)
         updates, state = optimizer.update(grads, state, trainable)
         trainable = optax.apply_updates(trainable, updates)
+        if project is not None:
+            trainable = project(trainable)
         trainable = {n: jnp.where(masks[n], v, 0.0) if n in masks else v
                      for n, v in trainable.items()}
         return trainable, state, value
