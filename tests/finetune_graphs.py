@@ -18,13 +18,14 @@ if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
                                + " --xla_backend_optimization_level=0").strip()
 
 
-def mlp(seed: int = 0) -> onnx.ModelProto:
-    """x[n, 16] -> Gemm 32 -> Relu -> Gemm 32 -> Relu -> Gemm 8."""
+def mlp(seed: int = 0, widths: tuple[int, int] = (32, 32)) -> onnx.ModelProto:
+    """x[n, 16] -> Gemm widths[0] -> Relu -> Gemm widths[1] -> Relu -> Gemm 8."""
     b = GraphBuilder(seed=seed)
     x = b.input("x", ["n", 16])
-    h = b.op("Relu", [b.op("Gemm", [x, b.weight(16, 32), b.weight(32)])])
-    h = b.op("Relu", [b.op("Gemm", [h, b.weight(32, 32), b.weight(32)])])
-    return b.build(b.op("Gemm", [h, b.weight(32, 8), b.weight(8)]))
+    (w1, w2) = widths
+    h = b.op("Relu", [b.op("Gemm", [x, b.weight(16, w1), b.weight(w1)])])
+    h = b.op("Relu", [b.op("Gemm", [h, b.weight(w1, w2), b.weight(w2)])])
+    return b.build(b.op("Gemm", [h, b.weight(w2, 8), b.weight(8)]))
 
 
 def convnet(seed: int = 0) -> onnx.ModelProto:

@@ -112,6 +112,20 @@ def test_snip_matches_the_weight_gradient_formula():
     np.testing.assert_allclose(got, want, rtol=1e-4)
 
 
+def unit_gradients(model, feeds, labels, step: float = 1e-2) -> np.ndarray:
+    """∂(per-sample cross-entropy)/∂(scale of each of W2's 8 rows), by central
+    differences: [samples, units]."""
+    w2 = weights(model)["W2"]
+    grads = []
+    for unit in range(8):
+        up, down = w2.copy(), w2.copy()
+        up[unit] *= 1 + step
+        down[unit] *= 1 - step
+        grads.append((logits_loss(model, feeds, up, labels)
+                      - logits_loss(model, feeds, down, labels)) / (2 * step))
+    return np.array(grads).T
+
+
 def logits_loss(model, feeds, w2, labels) -> np.ndarray:
     changed = onnx.ModelProto()
     changed.CopyFrom(model)
@@ -132,15 +146,7 @@ def test_taylor_and_fisher_match_finite_differences_with_pseudo_labels():
     labels = np.array([int(jax.random.categorical(
         jax.random.fold_in(jax.random.fold_in(key, s), 0), logits[s:s + 1], axis=-1)[0])
         for s in range(len(logits))])
-    w2, step = weights(model)["W2"], 1e-2
-    grads = []
-    for unit in range(8):
-        up, down = w2.copy(), w2.copy()
-        up[unit] *= 1 + step
-        down[unit] *= 1 - step
-        grads.append((logits_loss(model, feeds, up, labels)
-                      - logits_loss(model, feeds, down, labels)) / (2 * step))
-    grads = np.array(grads).T
+    grads = unit_gradients(model, feeds, labels)
     group = groups[0]
     np.testing.assert_allclose(mask_scores("taylor", groups, analysis, SEED)[group.id],
                                np.abs(grads).sum(0), rtol=2e-3, atol=1e-6)

@@ -8,12 +8,12 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import finetune_graphs
 import numpy as np
 import onnx
 import onnx.numpy_helper
 import pytest
 from click.testing import CliRunner
-from helpers import GraphBuilder
 
 import onnxprune
 from onnxprune.analysis import analyze
@@ -28,11 +28,7 @@ DEMO = Path(__file__).resolve().parent.parent / "models" / "ppocr_mobile_cls.onn
 
 def mlp(seed: int = 0) -> onnx.ModelProto:
     """x[n, 16] -> Gemm 64 -> Relu -> Gemm 48 -> Relu -> Gemm 8."""
-    b = GraphBuilder(seed=seed)
-    x = b.input("x", ["n", 16])
-    h = b.op("Relu", [b.op("Gemm", [x, b.weight(16, 64), b.weight(64)])])
-    h = b.op("Relu", [b.op("Gemm", [h, b.weight(64, 48), b.weight(48)])])
-    return b.build(b.op("Gemm", [h, b.weight(48, 8), b.weight(8)]))
+    return finetune_graphs.mlp(seed, (64, 48))
 
 
 def calibration(count: int = 4, seed: int = 0) -> list[dict[str, np.ndarray]]:
