@@ -10,6 +10,7 @@ pytest.importorskip("optax")
 import onnx  # noqa: E402
 from finetune_graphs import convnet, inputs, mlp, pruned, sparsified  # noqa: E402
 from onnx import numpy_helper  # noqa: E402
+from test_sparsity_models import polygraphy_verdicts  # noqa: E402
 
 import onnxprune  # noqa: E402
 from onnxprune.sparsity.layers import WeightStore, effective, find_layers, to_matrix  # noqa: E402
@@ -69,7 +70,8 @@ def test_zeros_kept_exactly_and_other_weights_trained():
 
 
 @pytest.mark.parametrize("fp16", [False, True])
-def test_two_four_stays_two_four_and_dtypes_stay(fp16):
+def test_two_four_stays_two_four_and_dtypes_stay(fp16, tmp_path):
+    """By our pattern checker and by Polygraphy's (`polygraphy inspect sparsity`)."""
     dense = mlp(seed=1)
     student = sparsified(dense, "2:4", fp16=fp16)
     tuned, report = onnxprune.finetune(student, dense, inputs(dense, 96), steps=30, lr=1e-2,
@@ -83,6 +85,11 @@ def test_two_four_stays_two_four_and_dtypes_stay(fp16):
     assert_same_structure(student, tuned)
     dtypes = {v.dtype for v in weights(tuned).values()}
     assert (np.dtype(np.float16) in dtypes) == fp16
+    onnxprune.model.save(tuned, tmp_path / "tuned.onnx")
+    verdicts = polygraphy_verdicts(tmp_path / "tuned.onnx")
+    sparse_weights = {layer.weight for layer in layers if layer.weight is not None}
+    assert len(sparse_weights) == 3 and all(verdicts.get(name) for name in sparse_weights), \
+        verdicts
 
 
 def test_nothing_to_gain_returns_the_input_unchanged():
