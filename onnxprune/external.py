@@ -153,12 +153,19 @@ class Mapped(LazyValues):
 
 
 def peek(tensor: gs.Constant) -> np.ndarray:
-    """A constant's values, read through a map of its own when they are external (its
-    pages leave memory with it; the graph keeps none of them)."""
+    """A constant's values, loaded anew when they are lazy (external ones through a map
+    of their own, whose pages leave memory with it): the graph keeps none of them."""
     values = getattr(tensor, "_values", None)
     if isinstance(values, np.memmap) and hasattr(values, "lazy_source"):
         values = values.lazy_source
-    return values.load() if isinstance(values, Mapped) else np.asarray(tensor.values)
+    return values.load() if isinstance(values, LazyValues) else np.asarray(tensor.values)
+
+
+def dtype_of(tensor: gs.Constant) -> np.dtype:
+    """A constant's numpy dtype, without reading its values (unless onnx-graphsurgeon
+    has no numpy type for it: then as its values are read)."""
+    dtype = tensor.dtype
+    return dtype if isinstance(dtype, np.dtype) else np.asarray(tensor.values).dtype
 
 
 def fresh(values: np.ndarray) -> np.ndarray:

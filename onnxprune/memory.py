@@ -100,7 +100,8 @@ def check_level(needs: list[Need], cap: int | None, what: str = "a calibration l
     if cap is None or total <= cap:
         return
     largest = max(needs, key=lambda need: need.total)
-    raise InputError(f"{what} needs {human(total)} (layer {largest.layer}: "
+    part = f"layer {largest.layer}" if largest.layer else "its calibration inputs"
+    raise InputError(f"{what} needs {human(total)} ({part}: "
                      f"{human(largest.total)}), more than --max-memory {human(cap)}; "
                      "raise --max-memory or give fewer calibration samples per batch")
 
@@ -116,7 +117,7 @@ def level_check(needs: list[list[Need]], cap: int | None, what: str
         check_level(level, cap, f"level {number + 1} of the {what}")
 
     def check(number: int, held: int) -> None:
-        check_level(needs[number] + [Need("its calibration inputs", 0, held)], cap,
+        check_level(needs[number] + [Need("", 0, held)], cap,
                     f"level {number + 1} of the {what}")
 
     return check

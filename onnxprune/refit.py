@@ -32,7 +32,7 @@ from onnx import ModelProto
 
 from .depgraph import DepGraph, GraphView, Slot
 from .distributed import Executor, InProcess
-from .external import has_external, kept_aside, peek
+from .external import dtype_of, has_external, kept_aside, peek
 from .layerwise import changed_prefixes, levels, solve_level, teacher_prefixes, walk
 from .memory import level_check, shape_need
 from .model import export
@@ -124,7 +124,7 @@ def _refittable(node: gs.Node, weight: Slot, view) -> bool:
     """A float constant only this layer reads, that its family can refit."""
     tensor = view.tensors.get(weight.tensor)
     if not isinstance(tensor, gs.Constant) or len(tensor.outputs) != 1 or \
-            not np.issubdtype(np.asarray(tensor.values).dtype, np.floating):
+            not np.issubdtype(dtype_of(tensor), np.floating):
         return False
     return family_for(node).sink.refittable(node, tensor)
 
@@ -239,7 +239,7 @@ def _refitted(dep: DepGraph, layer: Layer, solved: tuple | None, values: Values,
     if solved is None:
         return {}
     fitted, shift = solved
-    dtype = np.asarray(values.get(tensor.name, tensor.values)).dtype
+    dtype = values[tensor.name].dtype if tensor.name in values else dtype_of(tensor)
     new = np.zeros((int(np.prod(weight.shape[:-1])), weight.shape[-1]), dtype)
     new[:, layer.kept] = fitted  # in the weight's dtype: no float64 copy of the layer
     changed: Values = {}
