@@ -71,6 +71,7 @@ def walk(layer_levels: list[list[L]], stream: Callable[[], Iterator[Feeds]],
             stats = measure(level, stream, current, dense, key, add, progress,
                             None if check is None else partial(check, number))
         update(level, stats)
+        del stats  # let go of the level's statistics before the next level is measured
 
 
 def measure(level: list[L], stream: Callable[[], Iterator[Feeds]], current: Fetch,
@@ -225,6 +226,8 @@ def model_prefixes(current: ModelProto, dense: ModelProto | None) -> Prefixes:
 
 
 def _prefix(model: ModelProto, names: list[str]) -> Fetch:
+    """The prefix of `model` up to `names`, its session made when first run (`Later`)."""
     from .verify import truncated
 
-    return fetcher(session(truncated(model, names)) if names else None, names)
+    return Later(lambda: session(truncated(model, names)), names) if names else \
+        fetcher(None, names)

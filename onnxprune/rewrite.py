@@ -9,7 +9,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from .depgraph import DepGraph, GraphView, Group, Role, Slot
-from .external import peek
+from .external import fresh, peek
 from .ops import family_of
 from .ops.rule import Change, rule_for
 
@@ -46,12 +46,13 @@ def apply(graph: gs.Graph, view: GraphView, removed: dict[Slot, np.ndarray],
           values: Values | None = None) -> gs.Graph:
     """Rewrite a copy of the analyzed graph, with the constants of `values` (new values by
     name, as reconstruction returns them) replaced first; `view` still describes the
-    original."""
+    original. A value held in a file is read through a map of its own, let go with the
+    copy."""
     graph = graph.copy()
     if values:
         tensors = graph.tensors()
         for name, value in values.items():
-            tensors[name].values = value
+            tensors[name].values = fresh(value)
     change = Change(removed, view)
     for node in graph.nodes:
         rule = rule_for(node)
