@@ -103,7 +103,7 @@ def check_level(needs: list[Need], cap: int | None, what: str = "a calibration l
     part = f"layer {largest.layer}" if largest.layer else "its calibration inputs"
     raise InputError(f"{what} needs {human(total)} ({part}: "
                      f"{human(largest.total)}), more than --max-memory {human(cap)}; "
-                     "raise --max-memory or give fewer calibration samples per batch")
+                     "raise --max-memory or give fewer calibration samples")
 
 
 def level_check(needs: list[list[Need]], cap: int | None, what: str

@@ -267,16 +267,19 @@ def _solve(rows: np.ndarray, moments: Moments, kept: np.ndarray, ridge: float,
     weights (W by default); δ = 0 without bias."""
     size = int(kept.sum()) + (1 if with_bias else 0)
     gram = moments.gram[:size, :size] / max(moments.count, 1)
-    target = rows @ (np.ascontiguousarray(moments.cross[:size].T) / max(moments.count, 1))
+    cross = np.array(moments.cross[:size].T, order="C")  # a copy: scaled in place
+    cross /= max(moments.count, 1)
+    target = rows @ cross
+    del cross
     channels = int(kept.sum())
     damp = ridge * float(np.trace(gram[:channels, :channels])) / max(channels, 1) + 1e-12
-    prior = np.zeros_like(target)
-    prior[:, :channels] = (rows if prior_rows is None else prior_rows)[:, kept]
-    penalty = np.zeros(size)
-    penalty[:channels] = damp
+    # in place (no n² or m×n temporaries): the damping on the kept channels' diagonal,
+    # and toward their prior weights
+    gram[np.arange(channels), np.arange(channels)] += damp
+    target[:, :channels] += damp * (rows if prior_rows is None else prior_rows)[:, kept]
     try:
         with factoring():
-            solved = np.linalg.solve(gram + np.diag(penalty), (target + damp * prior).T).T
+            solved = np.linalg.solve(gram, target.T).T
     except np.linalg.LinAlgError:
         return None
     if not np.all(np.isfinite(solved)):
