@@ -8,7 +8,9 @@ onnxruntime up to the level's inputs — the model as changed so far (earlier le
 already pruned, refit or sparsified) and, when asked for, the dense model — hands each
 layer the running statistics (`Moments`) of its input over the calibration stream, and
 lets the caller apply the level's new weights before the next level runs. Errors
-therefore do not compound from one level to the next.
+therefore do not compound from one level to the next. The two prefixes run one after
+the other (the dense one over every batch first, its outputs kept), so onnxruntime
+holds one of them at a time.
 
 The statistics are measured in this process; the per-layer solves of one level are
 independent, so `solve_level` runs them as tasks of an executor (`distributed.py`:
