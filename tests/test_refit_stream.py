@@ -4,6 +4,9 @@ external data, stay in the scratch file; `max_memory` caps what a level holds.""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from onnx_graphsurgeon.ir.tensor import LazyValues
@@ -100,3 +103,17 @@ def test_max_memory_refuses_a_level_whose_inputs_do_not_fit():
     free = refit(analysis, removed)
     assert capped.keys() == free.keys()
     assert all(np.array_equal(capped[name], free[name]) for name in free)
+
+
+def test_a_level_that_does_not_fit_is_a_one_line_error_and_writes_nothing(tmp_path):
+    write_external(mlp(), tmp_path / "m.onnx")
+    np.savez(tmp_path / "calib.npz", x=np.ones((4, 8, HIDDEN), np.float32))
+    cap = shape_need("down0", (128, HIDDEN), 0, "lsq").statistics + 1  # one layer fits
+    result = subprocess.run([sys.executable, "-m", "onnxprune", "prune", str(tmp_path / "m.onnx"),
+                             "-o", str(tmp_path / "o.onnx"), "--ratio", "0.5", "--calib",
+                             str(tmp_path / "calib.npz"), "--max-memory", str(cap)],
+                            capture_output=True, text=True)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "level 1 of the least-squares refit needs" in lines[0]
+    assert "--max-memory" in lines[0] and not (tmp_path / "o.onnx").exists()
