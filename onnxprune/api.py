@@ -85,7 +85,8 @@ def prune_with(model: ModelLike, options: PruneOptions) -> tuple[ModelProto, Rep
     planned = _planned(analysis, decisions, price, stats, options)
     removed = planned.plan.removed
     values, details = RECONSTRUCTIONS[decisions.reconstruct](
-        analysis, removed, stats, decisions.ridge, options.progress, options.executor)
+        analysis, removed, stats, decisions.ridge, options.progress, options.executor, None,
+        options.max_memory)
     pruned = analysis.rewritten(removed, values)
     verify(pruned, analysis, removed, sample_feeds(analysis.proto, analysis.shapes,
                                                    options.seed), values)

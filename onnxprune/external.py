@@ -152,6 +152,36 @@ class Mapped(LazyValues):
         return values
 
 
+def peek(tensor: gs.Constant) -> np.ndarray:
+    """A constant's values, loaded anew when they are lazy (external ones through a map
+    of their own, whose pages leave memory with it): the graph keeps none of them."""
+    values = getattr(tensor, "_values", None)
+    if isinstance(values, np.memmap) and hasattr(values, "lazy_source"):
+        values = values.lazy_source
+    return values.load() if isinstance(values, LazyValues) else np.asarray(tensor.values)
+
+
+def dtype_of(tensor: gs.Constant) -> np.dtype:
+    """A constant's numpy dtype, without reading its values (unless onnx-graphsurgeon
+    has no numpy type for it: then as its values are read)."""
+    dtype = tensor.dtype
+    return dtype if isinstance(dtype, np.dtype) else np.asarray(tensor.values).dtype
+
+
+def fresh(values: np.ndarray) -> np.ndarray:
+    """A new map of a mapped value (whose pages then leave memory with the new map, not
+    with `values`); other values as they are."""
+    source = getattr(values, "lazy_source", None)
+    return source.load() if isinstance(source, Mapped) else values
+
+
+def kept_aside(values: np.ndarray, name: str, spilling: bool) -> np.ndarray:
+    """With `spilling`, a value of at least `MIN_BYTES` moved to the scratch file and
+    read back as a map (held on disk, not in memory); else the value itself."""
+    stored = spill(values, name) if spilling and values.nbytes >= MIN_BYTES else None
+    return values if stored is None else Mapped(stored).load()
+
+
 def map_lazy(graph: gs.Graph) -> None:
     """Make an imported graph's external constants load as memory maps (`Mapped`)."""
     for tensor in graph.tensors().values():

@@ -8,7 +8,9 @@ onnxruntime up to the level's inputs — the model as changed so far (earlier le
 already pruned, refit or sparsified) and, when asked for, the dense model — hands each
 layer the running statistics (`Moments`) of its input over the calibration stream, and
 lets the caller apply the level's new weights before the next level runs. Errors
-therefore do not compound from one level to the next.
+therefore do not compound from one level to the next. The two prefixes run one after
+the other (the dense one over every batch first, its outputs kept), so onnxruntime
+holds one of them at a time.
 
 The statistics are measured in this process; the per-layer solves of one level are
 independent, so `solve_level` runs them as tasks of an executor (`distributed.py`:
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
+from functools import partial
 from typing import Any, TypeVar
 
 import numpy as np
@@ -27,6 +30,7 @@ from onnx import ModelProto
 
 from .calibrate import Feeds, not_running
 from .distributed import Executor
+from .external import fresh
 from .moments import Moments
 from .targets.onnxruntime import Session, serialized, session
 
@@ -34,6 +38,7 @@ L = TypeVar("L")
 Fetch = Callable[[Feeds], dict[str, np.ndarray]]  # feeds → the feeds and named tensors
 Node = tuple[Sequence[str], Sequence[str], bool]  # inputs, outputs, whether a layer
 Prefixes = Callable[[list[str]], AbstractContextManager[tuple[Fetch, Fetch | None]]]
+Check = Callable[[int, int], None]  # (level number, bytes of its dense inputs held) -> None
 # (moments, layer, current tensors, dense tensors or None, batch number) -> None
 Add = Callable[[Moments, L, dict, dict | None, int], None]
 
@@ -57,31 +62,52 @@ def levels(nodes: Iterable[Node], layers: Sequence[L],
 def walk(layer_levels: list[list[L]], stream: Callable[[], Iterator[Feeds]],
          prefixes: Prefixes, tensor: Callable[[L], str], key: Callable[[L], Hashable],
          add: Add, update: Callable[[list[L], dict[int, Moments]], None],
-         progress: Callable[[int], None] | None = None) -> None:
+         progress: Callable[[int], None] | None = None, check: Check | None = None) -> None:
     """For each level: run the `prefixes` up to the tensors the layers read, measure
     their inputs over the stream (layers with equal `key` share one `Moments`, filled
-    by `add`), then `update` the model with the level's new weights."""
-    for level in layer_levels:
+    by `add`), then `update` the model with the level's new weights. `check` is told
+    the bytes of the dense inputs a level holds once they are measured."""
+    for number, level in enumerate(layer_levels):
         names = sorted({tensor(layer) for layer in level})
         with prefixes(names) as (current, dense):
-            stats = measure(level, stream, current, dense, key, add, progress)
+            stats = measure(level, stream, current, dense, key, add, progress,
+                            None if check is None else partial(check, number))
         update(level, stats)
+        del stats  # let go of the level's statistics before the next level is measured
 
 
 def measure(level: list[L], stream: Callable[[], Iterator[Feeds]], current: Fetch,
             dense: Fetch | None, key: Callable[[L], Hashable], add: Add,
-            progress: Callable[[int], None] | None = None) -> dict[int, Moments]:
-    """Input statistics of a level's layers over the stream, by `id` of the layer."""
+            progress: Callable[[int], None] | None = None,
+            held: Callable[[int], None] | None = None) -> dict[int, Moments]:
+    """Input statistics of a level's layers over the stream, by `id` of the layer. The
+    dense prefix runs first over every batch and is let go before the current one runs
+    (one of them in memory at a time); `held` is told the bytes of its outputs kept."""
     shared = {key(layer): layer for layer in level}  # e.g. Q, K and V read one input
     stats = {name: Moments() for name in shared}
+    references, size = _run_all(dense, stream) if dense is not None else (None, 0)
+    if held is not None:
+        held(size)
     for number, feeds in enumerate(stream()):
         values = current(feeds)
-        reference = dense(feeds) if dense is not None else None
+        reference = references[number] if references is not None else None
         for name, layer in shared.items():
             add(stats[name], layer, values, reference, number)
         if progress:
             progress(len(next(iter(feeds.values()))))
+    getattr(current, "close", lambda: None)()
     return {id(layer): stats[key(layer)] for layer in level}
+
+
+def _run_all(fetch: Fetch, stream: Callable[[], Iterator[Feeds]]) -> tuple[list[dict], int]:
+    """One prefix's tensors for every batch and their bytes (the feeds aside); then its
+    session is let go."""
+    found, size = [], 0
+    for feeds in stream():
+        found.append(fetch(feeds))
+        size += sum(v.nbytes for name, v in found[-1].items() if name not in feeds)
+    getattr(fetch, "close", lambda: None)()
+    return found, size
 
 
 def solve_level(executor: Executor, solve: Callable[[Any, Moments, Any], Any],
@@ -123,6 +149,21 @@ def fetcher(sess: Session | None, names: list[str]) -> Fetch:
     return fetch
 
 
+class Later:
+    """A `Fetch` whose session is made at its first run and let go by `close()`."""
+
+    def __init__(self, make: Callable[[], Session], names: list[str]) -> None:
+        self.make, self.names, self.fetch = make, names, None
+
+    def __call__(self, feeds: Feeds) -> dict[str, np.ndarray]:
+        if self.fetch is None:
+            self.fetch = fetcher(self.make(), self.names)
+        return self.fetch(feeds)
+
+    def close(self) -> None:
+        self.fetch = None
+
+
 def with_values(model: ModelProto | bytes | str, values: dict[str, np.ndarray]) -> Session:
     """A session of the model with some constants replaced by new values (initializer
     overrides: nothing is re-exported), unoptimized so values are not folded away."""
@@ -131,17 +172,16 @@ def with_values(model: ModelProto | bytes | str, values: dict[str, np.ndarray]) 
 
 def changed_prefixes(dense: ModelProto, values: dict[str, np.ndarray]) -> Prefixes:
     """Prefixes cut from the dense model at a level's inputs: run as they are, and with
-    the constants of `values` (read at each level, so new values are seen) replaced."""
+    the constants of `values` (read at each level, so new values are seen) replaced.
+    Their sessions are made one at a time (`Later`)."""
     from .verify import truncated
 
     @contextmanager
     def run(names: list[str]) -> Iterator[tuple[Fetch, Fetch]]:
         probe = truncated(dense, names)
-        kept = {t.name for t in probe.graph.initializer}
         with serialized(probe) as data:
-            reference = with_values(data, {})
-            current = with_values(data, {n: v for n, v in values.items() if n in kept})
-            yield fetcher(current, names), fetcher(reference, names)
+            yield _replaced(data, probe, values, names), Later(
+                lambda: with_values(data, {}), names)
 
     return run
 
@@ -156,13 +196,21 @@ def teacher_prefixes(current: ModelProto, teacher: ModelProto,
     @contextmanager
     def run(names: list[str]) -> Iterator[tuple[Fetch, Fetch]]:
         probe = truncated(current, names)
-        kept = {t.name for t in probe.graph.initializer}
         with serialized(probe) as data, serialized(truncated(teacher, names)) as dense:
-            reference = with_values(dense, {})
-            changed = with_values(data, {n: v for n, v in values.items() if n in kept})
-            yield fetcher(changed, names), fetcher(reference, names)
+            yield _replaced(data, probe, values, names), Later(
+                lambda: with_values(dense, {}), names)
 
     return run
+
+
+def _replaced(data: bytes | str, probe: ModelProto, values: dict[str, np.ndarray],
+              names: list[str]) -> Later:
+    """The prefix `probe` (serialized as `data`) with the constants of `values` it holds
+    replaced, each through a map of its own when it is on disk (let go with the
+    session)."""
+    kept = {t.name for t in probe.graph.initializer}
+    return Later(lambda: with_values(data, {n: fresh(v) for n, v in values.items()
+                                            if n in kept}), names)
 
 
 def model_prefixes(current: ModelProto, dense: ModelProto | None) -> Prefixes:
@@ -180,6 +228,8 @@ def model_prefixes(current: ModelProto, dense: ModelProto | None) -> Prefixes:
 
 
 def _prefix(model: ModelProto, names: list[str]) -> Fetch:
+    """The prefix of `model` up to `names`, its session made when first run (`Later`)."""
     from .verify import truncated
 
-    return fetcher(session(truncated(model, names)) if names else None, names)
+    return Later(lambda: session(truncated(model, names)), names) if names else \
+        fetcher(None, names)

@@ -11,8 +11,10 @@ level's batches are measured.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 from onnx import ModelProto
 
 from .errors import InputError
@@ -79,6 +81,12 @@ def layer_need(layer: str, outputs: int, reduction: int, method: str,
     return Need(layer, statistics, 2 * 4 * rows * reduction)
 
 
+def shape_need(layer: str, shape: Sequence[int], axis: int, method: str) -> Need:
+    """What a layer holds under `method`, from its weight's shape and reduction axis."""
+    reduction = int(shape[axis])
+    return layer_need(layer, int(np.prod(shape)) // max(reduction, 1), reduction, method)
+
+
 def level_need(needs: list[Need]) -> int:
     """The bytes a level holds: every layer of it at once."""
     return sum(need.total for need in needs)
@@ -92,9 +100,27 @@ def check_level(needs: list[Need], cap: int | None, what: str = "a calibration l
     if cap is None or total <= cap:
         return
     largest = max(needs, key=lambda need: need.total)
-    raise InputError(f"{what} needs {human(total)} (layer {largest.layer}: "
+    part = f"layer {largest.layer}" if largest.layer else "its calibration inputs"
+    raise InputError(f"{what} needs {human(total)} ({part}: "
                      f"{human(largest.total)}), more than --max-memory {human(cap)}; "
-                     "raise --max-memory or give fewer calibration samples per batch")
+                     "raise --max-memory or give fewer calibration samples")
+
+
+def level_check(needs: list[list[Need]], cap: int | None, what: str
+                ) -> Callable[[int, int], None] | None:
+    """Refuse at once a level (of `needs`, by level) whose statistics alone pass `cap`
+    (None: no cap, no check); the check of level `number` holding `held` more bytes of
+    inputs once they are measured."""
+    if cap is None:
+        return None
+    for number, level in enumerate(needs):
+        check_level(level, cap, f"level {number + 1} of the {what}")
+
+    def check(number: int, held: int) -> None:
+        check_level(needs[number] + [Need("", 0, held)], cap,
+                    f"level {number + 1} of the {what}")
+
+    return check
 
 
 def largest_layer(model: ModelProto, method: str) -> Need | None:

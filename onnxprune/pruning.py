@@ -28,14 +28,16 @@ Details = dict  # what a reconstruction reports (JSON-ready)
 
 def _keep(analysis: Analysis, removed: Removed, stats: ActivationStats, ridge: Ridge,
           progress: Progress, executor: Executor | None = None,
-          teacher: Analysis | None = None) -> tuple[Values, Details]:
+          teacher: Analysis | None = None, max_memory: int | None = None
+          ) -> tuple[Values, Details]:
     """No reconstruction: the kept weights stay as they are."""
     return {}, {}
 
 
 def _fold_bias(analysis: Analysis, removed: Removed, stats: ActivationStats, ridge: Ridge,
                progress: Progress, executor: Executor | None = None,
-               teacher: Analysis | None = None) -> tuple[Values, Details]:
+               teacher: Analysis | None = None, max_memory: int | None = None
+               ) -> tuple[Values, Details]:
     """Fold each removed channel's mean contribution into its consumers' biases (in the
     model as it is: units removed before contribute nothing)."""
     return compensate_bias(analysis.dep, removed,
@@ -44,23 +46,24 @@ def _fold_bias(analysis: Analysis, removed: Removed, stats: ActivationStats, rid
 
 def _refit(analysis: Analysis, removed: Removed, stats: ActivationStats, ridge: Ridge,
            progress: Progress, executor: Executor | None = None,
-           teacher: Analysis | None = None) -> tuple[Values, Details]:
+           teacher: Analysis | None = None, max_memory: int | None = None
+           ) -> tuple[Values, Details]:
     """Refit the kept weights layer by layer by ridge regression on calibration data
     (toward the `teacher`'s layer outputs when given)."""
     dense = (teacher.dep.view, teacher.proto) if teacher is not None else None
     values, refit, kept, chosen = refit_layerwise(analysis.dep, removed, analysis.proto,
                                                   analysis.stream, ridge, progress,
-                                                  executor, dense)
+                                                  executor, dense, max_memory)
     counts = Counter(chosen)
     return values, {"layers_refit": refit, "layers_not_refit": kept, "ridge": ridge,
                     "ridges_chosen": {f"{r:g}": counts[r] for r in sorted(counts)}}
 
 
 # `--reconstruct` methods: (analysis, removed units, activation statistics, ridge,
-# progress, executor for a level's solves, teacher) -> new constant values by name,
-# which the rewrite applies (the analysis itself is left as it is: its groups still
-# describe the input model), and details for the report. The teacher (None: the
-# analyzed model) is the dense model a round of `--rounds` fits to.
+# progress, executor for a level's solves, teacher, bytes a calibration level may hold)
+# -> new constant values by name, which the rewrite applies (the analysis itself is
+# left as it is: its groups still describe the input model), and details for the report.
+# The teacher (None: the analyzed model) is the dense model a round of `--rounds` fits to.
 RECONSTRUCTIONS: dict[str, Callable[..., tuple[Values, Details]]] = {
     "none": _keep,
     "bias": _fold_bias,

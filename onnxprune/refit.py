@@ -32,7 +32,9 @@ from onnx import ModelProto
 
 from .depgraph import DepGraph, GraphView, Slot
 from .distributed import Executor, InProcess
+from .external import dtype_of, has_external, kept_aside, peek
 from .layerwise import changed_prefixes, levels, solve_level, teacher_prefixes, walk
+from .memory import level_check, shape_need
 from .model import export
 from .moments import Moments
 from .ops import family_for
@@ -49,15 +51,13 @@ Teacher = tuple[GraphView, ModelProto]
 
 @dataclass
 class Layer:
-    """A consumer to refit: its node, weight and input slots, kept input channels, and
-    its dense weights."""
+    """A consumer to refit: its node, weight and input slots, and kept input channels
+    (its weights are read when its level is solved)."""
 
     node: gs.Node
     weight: Slot
     act: Slot
     kept: np.ndarray
-    dense: np.ndarray
-    prior: np.ndarray
 
 
 Ridge = float | str  # a damping >= 0, or "auto": chosen per layer on held-out batches
@@ -69,40 +69,46 @@ HOLD_EVERY = 4  # "auto" holds out batch numbers 1, 5, 9, …
 def refit_layerwise(dep: DepGraph, removed_units: dict[int, np.ndarray], original: ModelProto,
                     stream: Callable[[], Iterator[Feeds]], ridge: Ridge = DEFAULT_RIDGE,
                     progress: Callable[[int], None] | None = None,
-                    executor: Executor | None = None, teacher: Teacher | None = None
-                    ) -> tuple[Values, int, int, list[float]]:
+                    executor: Executor | None = None, teacher: Teacher | None = None,
+                    max_memory: int | None = None) -> tuple[Values, int, int, list[float]]:
     """Refit every consumer of an exact group. Returns the new constant values by name
     (removed channels zeroed; the analyzed graph is left as it is), the layers refit,
     the layers left as they were and the ridge each refit layer was solved with. The
     solves of a level run as tasks of `executor` (in-process by default). `teacher`:
     the dense model to fit to (its graph view and model; same tensor names), when it is
-    not `original`."""
-    layers = _layers(dep, removed_units, teacher[0] if teacher else dep.view)
-    values = _zero_removed(dep, removed_units)
-    chosen: list[float] = []
+    not `original`. A layer's weights are read when its level is solved; new values of
+    a model with external data are kept in the scratch file. `max_memory`: bytes a
+    level may hold (its statistics and its dense inputs), else `InputError`."""
+    dense = teacher[0] if teacher else dep.view
+    layers = _layers(dep, removed_units)
+    layer_levels = _levels(dep.view.graph, layers)
+    walked = {layer.weight.tensor for level in layer_levels for layer in level}
+    values = _zero_removed(dep, removed_units, lambda name: name not in walked)
+    spilling, chosen = has_external(original), []
 
     def update(level: list[Layer], stats: dict[int, Moments]) -> None:
         solved = solve_level(executor or InProcess(), _solve_task, level, stats,
-                             _task_of, ridge)
+                             lambda layer: _task_of(layer, dep.view, dense), ridge)
         for layer, (result, damping) in zip(level, solved, strict=True):
             new = _refitted(dep, layer, result, values, teacher[0] if teacher else None)
-            values.update(new)
             chosen.extend([damping] if new else [])
+            new = new or _zero_removed(dep, removed_units, {layer.weight.tensor}.__contains__)
+            values.update({name: kept_aside(v, name, spilling) for name, v in new.items()})
 
     current = export(dep.view.graph, original)
     prefixes = changed_prefixes(current, values) if teacher is None else \
         teacher_prefixes(current, export(teacher[0].graph, teacher[1]), values)
-    walk(_levels(dep.view.graph, layers), stream, prefixes,
-         lambda layer: layer.act.tensor, _input_key, _adder(ridge == "auto"), update,
-         progress)
+    walk(layer_levels, stream, prefixes, lambda layer: layer.act.tensor, _input_key,
+         _adder(ridge == "auto"), update, progress, level_check(
+             [[shape_need(layer.node.name, dep.view.tensors[layer.weight.tensor].shape,
+                          layer.weight.axis, "lsq") for layer in level]
+              for level in layer_levels], max_memory, "least-squares refit"))
     return values, len(chosen), len(layers) - len(chosen), chosen
 
 
-def _layers(dep: DepGraph, removed_units: dict[int, np.ndarray], dense: GraphView
-            ) -> list[Layer]:
+def _layers(dep: DepGraph, removed_units: dict[int, np.ndarray]) -> list[Layer]:
     """Consumers of every exact group whose weight can be refit directly: those of
-    pruned groups lose inputs, the others see drifted inputs from pruned layers above
-    (their dense weights read from the `dense` view)."""
+    pruned groups lose inputs, the others see drifted inputs from pruned layers above."""
     layers = []
     for group in dep.groups:
         if group.approximate or group.blocked:
@@ -110,11 +116,7 @@ def _layers(dep: DepGraph, removed_units: dict[int, np.ndarray], dense: GraphVie
         units = removed_units.get(group.id, np.zeros(0, np.int64))
         for node, weight, act in sinks(group, dep):
             if _refittable(node, weight, dep.view):
-                prior = np.array(dep.view.const(weight.tensor), np.float64)
-                target = prior if dense is dep.view else \
-                    np.array(dense.const(weight.tensor), np.float64)
-                layers.append(Layer(node, weight, act, ~np.isin(group.members[act], units),
-                                    target, prior))
+                layers.append(Layer(node, weight, act, ~np.isin(group.members[act], units)))
     return layers
 
 
@@ -122,16 +124,18 @@ def _refittable(node: gs.Node, weight: Slot, view) -> bool:
     """A float constant only this layer reads, that its family can refit."""
     tensor = view.tensors.get(weight.tensor)
     if not isinstance(tensor, gs.Constant) or len(tensor.outputs) != 1 or \
-            not np.issubdtype(np.asarray(tensor.values).dtype, np.floating):
+            not np.issubdtype(dtype_of(tensor), np.floating):
         return False
     return family_for(node).sink.refittable(node, tensor)
 
 
-def _zero_removed(dep: DepGraph, removed_units: dict[int, np.ndarray]) -> Values:
-    """The consumer weights that change when the removed units are zeroed there (they
-    are sliced away later)."""
-    return {name: value for name, value in zeroed_sinks(dep, removed_units).items()
-            if not np.array_equal(np.asarray(dep.view.tensors[name].values), value)}
+def _zero_removed(dep: DepGraph, removed_units: dict[int, np.ndarray],
+                  only: Callable[[str], bool]) -> Values:
+    """The consumer weights (of the names `only` takes) that change when the removed
+    units are zeroed there (they are sliced away later)."""
+    return {name: value for name, value in
+            zeroed_sinks(dep, removed_units, only=only).items()
+            if not np.array_equal(peek(dep.view.tensors[name]), value)}
 
 
 def _levels(graph: gs.Graph, layers: list[Layer]) -> list[list[Layer]]:
@@ -173,14 +177,21 @@ def _rows(value: np.ndarray, axis: int) -> np.ndarray:
     return moved.reshape(-1, moved.shape[-1])
 
 
-def _task_of(layer: Layer) -> tuple[np.ndarray, np.ndarray, bool, np.ndarray]:
-    """What a layer's solve needs of it: its dense weight as rows (input channels
-    last), its kept channels, whether it has a bias for the shift, and the rows its
-    damping pulls toward."""
-    weight = np.moveaxis(layer.dense, layer.weight.axis, -1)
-    rows = weight.reshape(-1, weight.shape[-1])
-    prior = np.moveaxis(layer.prior, layer.weight.axis, -1).reshape(rows.shape)
+def _task_of(layer: Layer, view: GraphView, dense: GraphView
+             ) -> tuple[np.ndarray, np.ndarray, bool, np.ndarray]:
+    """What a layer's solve needs of it, read now (float64): its dense weight (from the
+    `dense` view) as rows (input channels last), its kept channels, whether it has a
+    bias for the shift, and the rows its damping pulls toward (its weight in `view`)."""
+    rows = _weight_rows(dense, layer)
+    prior = rows if dense is view else _weight_rows(view, layer)
     return rows, layer.kept, bias_of(layer.node) is not None, prior
+
+
+def _weight_rows(view: GraphView, layer: Layer) -> np.ndarray:
+    """A layer's weight in `view` as float64 rows, input channels last."""
+    weight = np.moveaxis(np.array(peek(view.tensors[layer.weight.tensor]), np.float64),
+                         layer.weight.axis, -1)
+    return weight.reshape(-1, weight.shape[-1])
 
 
 def _solve_task(ridge: Ridge, moments: Moments, task: tuple) -> tuple[tuple | None, float]:
@@ -222,22 +233,22 @@ def _refitted(dep: DepGraph, layer: Layer, solved: tuple | None, values: Values,
     the `teacher`'s bias): the constants changed (none when the fit failed or the shift
     has no bias to go to)."""
     tensor = dep.view.tensors[layer.weight.tensor]
-    weight = np.moveaxis(layer.dense, layer.weight.axis, -1)
-    rows = weight.reshape(-1, weight.shape[-1])
+    shape = (teacher or dep.view).tensors[layer.weight.tensor].shape  # the dense weight's
+    weight = np.moveaxis(np.broadcast_to(np.float64(0), shape), layer.weight.axis, -1)
     carrier = bias_of(layer.node)
     if solved is None:
         return {}
     fitted, shift = solved
-    new = np.zeros_like(rows)
-    new[:, layer.kept] = fitted
+    dtype = values[tensor.name].dtype if tensor.name in values else dtype_of(tensor)
+    new = np.zeros((int(np.prod(weight.shape[:-1])), weight.shape[-1]), dtype)
+    new[:, layer.kept] = fitted  # in the weight's dtype: no float64 copy of the layer
     changed: Values = {}
     if carrier:
         changed[carrier[0].name] = _bias_base(carrier[0], values, teacher)
         if not add_to_bias(layer.node, _output_shift(layer.node, weight, shift), changed):
             return {}
     refit = np.moveaxis(new.reshape(weight.shape), -1, layer.weight.axis)
-    changed[tensor.name] = refit.astype(np.asarray(values.get(tensor.name,
-                                                              tensor.values)).dtype)
+    changed[tensor.name] = np.ascontiguousarray(refit)
     return changed
 
 
@@ -256,16 +267,19 @@ def _solve(rows: np.ndarray, moments: Moments, kept: np.ndarray, ridge: float,
     weights (W by default); δ = 0 without bias."""
     size = int(kept.sum()) + (1 if with_bias else 0)
     gram = moments.gram[:size, :size] / max(moments.count, 1)
-    target = rows @ (np.ascontiguousarray(moments.cross[:size].T) / max(moments.count, 1))
+    cross = np.array(moments.cross[:size].T, order="C")  # a copy: scaled in place
+    cross /= max(moments.count, 1)
+    target = rows @ cross
+    del cross
     channels = int(kept.sum())
     damp = ridge * float(np.trace(gram[:channels, :channels])) / max(channels, 1) + 1e-12
-    prior = np.zeros_like(target)
-    prior[:, :channels] = (rows if prior_rows is None else prior_rows)[:, kept]
-    penalty = np.zeros(size)
-    penalty[:channels] = damp
+    # in place (no n² or m×n temporaries): the damping on the kept channels' diagonal,
+    # and toward their prior weights
+    gram[np.arange(channels), np.arange(channels)] += damp
+    target[:, :channels] += damp * (rows if prior_rows is None else prior_rows)[:, kept]
     try:
         with factoring():
-            solved = np.linalg.solve(gram + np.diag(penalty), (target + damp * prior).T).T
+            solved = np.linalg.solve(gram, target.T).T
     except np.linalg.LinAlgError:
         return None
     if not np.all(np.isfinite(solved)):

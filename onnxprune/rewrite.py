@@ -3,12 +3,13 @@ attributes and shape constants."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import onnx_graphsurgeon as gs
 
 from .depgraph import DepGraph, GraphView, Group, Role, Slot
+from .external import fresh, peek
 from .ops import family_of
 from .ops.rule import Change, rule_for
 
@@ -45,12 +46,13 @@ def apply(graph: gs.Graph, view: GraphView, removed: dict[Slot, np.ndarray],
           values: Values | None = None) -> gs.Graph:
     """Rewrite a copy of the analyzed graph, with the constants of `values` (new values by
     name, as reconstruction returns them) replaced first; `view` still describes the
-    original."""
+    original. A value held in a file is read through a map of its own, let go with the
+    copy."""
     graph = graph.copy()
     if values:
         tensors = graph.tensors()
         for name, value in values.items():
-            tensors[name].values = value
+            tensors[name].values = fresh(value)
     change = Change(removed, view)
     for node in graph.nodes:
         rule = rule_for(node)
@@ -69,23 +71,27 @@ def apply(graph: gs.Graph, view: GraphView, removed: dict[Slot, np.ndarray],
 
 def zeroed_sinks(dep: DepGraph, removed_units: dict[int, np.ndarray],
                  tensors: dict[str, gs.Tensor] | None = None,
-                 applied: dict[Slot, np.ndarray] | None = None) -> Values:
+                 applied: dict[Slot, np.ndarray] | None = None,
+                 only: Callable[[str], bool] | None = None) -> Values:
     """New values of every consumer weight (role IN) of the groups, with the removed
     units' slices zero (a stored weight's own zero: a DequantizeLinear's zero point).
     `tensors`: where the weights are read (default: the analyzed graph); `applied`: the
-    indices already removed from them, as `apply` removes them."""
+    indices already removed from them, as `apply` removes them; `only`: which weights
+    (by name) to make (default: all)."""
     tensors = dep.view.tensors if tensors is None else tensors
     applied = applied or {}
     new: Values = {}
     for group, units in cut_groups(dep, removed_units):
         for slot in group.slots(Role.IN):
+            if only is not None and not only(slot.tensor):
+                continue
             idx = np.flatnonzero(np.isin(group.members[slot], units))
             if slot in applied:  # where these indices moved when `applied` was removed
                 idx = idx - np.searchsorted(applied[slot], idx)
             tensor = tensors.get(slot.tensor)
             if not isinstance(tensor, gs.Constant):
                 continue  # a view of a weight (Cast, DequantizeLinear): its source is zeroed
-            values = np.array(new.get(slot.tensor, tensor.values), copy=True)
+            values = np.array(new.get(slot.tensor, peek(tensor)), copy=True)
             index = [slice(None)] * values.ndim
             index[slot.axis] = idx
             values[tuple(index)] = _zero_of(tensor, values.shape)[tuple(index)]

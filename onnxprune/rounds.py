@@ -99,7 +99,7 @@ def _cut(current: Analysis, first: Analysis, options: PruneOptions, price: Price
     teacher = first if current is not first else None
     values, details = RECONSTRUCTIONS[decisions.reconstruct](
         current, removed, stats, decisions.ridge, options.progress, options.executor,
-        teacher)
+        teacher, options.max_memory)
     return planned, removed, values, details
 
 

@@ -9,7 +9,6 @@ rows are the other operand's rows.
 
 from __future__ import annotations
 
-import numpy as np
 import onnx_graphsurgeon as gs
 
 from ..depgraph.core import Edges, GraphView, Role, Slot
@@ -182,7 +181,7 @@ def _input_key(layer) -> tuple:
 
 
 def _matmul_refittable(node: gs.Node, weight: gs.Constant) -> bool:
-    return reads_at(node, 1, weight) and np.ndim(weight.values) == 2
+    return reads_at(node, 1, weight) and len(weight.shape) == 2
 
 
 def _matmul_contribution(node: gs.Node, values, axis: int, means):
