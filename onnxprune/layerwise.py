@@ -33,6 +33,7 @@ from .distributed import Executor
 from .external import fresh
 from .moments import Moments
 from .targets.onnxruntime import Session, serialized, session
+from .threads import fixed_blas
 
 L = TypeVar("L")
 Fetch = Callable[[Feeds], dict[str, np.ndarray]]  # feeds → the feeds and named tensors
@@ -91,8 +92,9 @@ def measure(level: list[L], stream: Callable[[], Iterator[Feeds]], current: Fetc
     for number, feeds in enumerate(stream()):
         values = current(feeds)
         reference = references[number] if references is not None else None
-        for name, layer in shared.items():
-            add(stats[name], layer, values, reference, number)
+        with fixed_blas():  # Gram and cross products round by BLAS's thread count
+            for name, layer in shared.items():
+                add(stats[name], layer, values, reference, number)
         if progress:
             progress(len(next(iter(feeds.values()))))
     getattr(current, "close", lambda: None)()

@@ -40,7 +40,7 @@ from .moments import Moments
 from .ops import family_for
 from .reconstruct import add_to_bias, bias_of, sinks
 from .rewrite import Values, zeroed_sinks
-from .threads import factoring
+from .threads import fixed_blas
 
 if TYPE_CHECKING:
     from .calibrate import Feeds
@@ -197,8 +197,9 @@ def _weight_rows(view: GraphView, layer: Layer) -> np.ndarray:
 def _solve_task(ridge: Ridge, moments: Moments, task: tuple) -> tuple[tuple | None, float]:
     """One layer's least-squares solve (a task of the level), and the ridge it used."""
     rows, kept, with_bias, prior = task
-    damping = _chosen_ridge(task, moments) if ridge == "auto" else ridge
-    return _solve(rows, moments, kept, float(damping), with_bias, prior), float(damping)
+    with fixed_blas():
+        damping = _chosen_ridge(task, moments) if ridge == "auto" else ridge
+        return _solve(rows, moments, kept, float(damping), with_bias, prior), float(damping)
 
 
 def _chosen_ridge(task: tuple, moments: Moments) -> float:
@@ -278,8 +279,7 @@ def _solve(rows: np.ndarray, moments: Moments, kept: np.ndarray, ridge: float,
     gram[np.arange(channels), np.arange(channels)] += damp
     target[:, :channels] += damp * (rows if prior_rows is None else prior_rows)[:, kept]
     try:
-        with factoring():
-            solved = np.linalg.solve(gram, target.T).T
+        solved = np.linalg.solve(gram, target.T).T
     except np.linalg.LinAlgError:
         return None
     if not np.all(np.isfinite(solved)):

@@ -1,11 +1,12 @@
-"""The numerical threads of this process (`--threads`), and the thread count of the
-LAPACK factorizations of the layer-wise solves.
+"""The numerical threads of this process (`--threads`), and the one BLAS thread count
+of the work whose results a run's weights are made of.
 
-Matrix products (OpenBLAS GEMM, onnxruntime's MLAS) give the same bits whatever their
-thread count: threads split the outputs, not the sums. LAPACK factorizations (the
-inverse and Cholesky factor of SparseGPT, the least-squares solve of the refit) do not:
-OpenBLAS splits the factorization by its thread count, so each count rounds its own
-way. A run therefore fixes the factorizations' count once, wherever its solves run:
+OpenBLAS rounds by its thread count: a Gram matrix XᵀX (SYRK), a large product and a
+factorization (SparseGPT's inverse and Cholesky factor, the refit's solve) each split
+their sums by it, so each count gives its own last bits — and SparseGPT's column-by-
+column choices turn last bits into other masks. onnxruntime's kernels do not (threads
+split the outputs). A run therefore fixes BLAS's count once for the statistics
+products of the layer-wise walk and for every solve, wherever they run (`fixed_blas`):
 one thread when `--threads` is given (the same weights for every `--threads` and
 `--workers`), else the count BLAS has in the process that starts the run (what an
 in-process run uses, so a run fanned out on Ray gives its weights). Thread counts are
@@ -64,8 +65,8 @@ def limited(threads: int, factor: int = 0) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def factoring() -> Iterator[None]:
-    """Around a LAPACK factorization: the run's factorization thread count."""
+def fixed_blas() -> Iterator[None]:
+    """Around BLAS work the weights are made of: the run's fixed thread count."""
     if _FACTOR[0] < 1:
         yield
         return

@@ -15,7 +15,7 @@ import onnxprune
 from onnxprune import distributed
 from onnxprune.cli import main
 from onnxprune.errors import InputError
-from onnxprune.layerwise import solve_level
+from onnxprune.layerwise import measure, solve_level
 from onnxprune.moments import Moments
 from onnxprune.sparsity.pattern import parse_pattern
 from onnxprune.sparsity.weight_criteria import sparsegpt
@@ -131,6 +131,25 @@ def test_explicit_threads_factor_the_same_whatever_their_count():
             found.append(sparsegpt(weights, hessian, parse_pattern("2:4", None)))
     assert np.array_equal(*found)
     assert np.count_nonzero(found[0]) == weights.size // 2
+
+
+def test_explicit_threads_measure_the_same_statistics_whatever_their_count():
+    """OpenBLAS rounds a Gram matrix (SYRK) by its thread count too; the walk's
+    statistics products run on the run's fixed count, so every --threads gives the same
+    Hessian."""
+    pytest.importorskip("threadpoolctl")
+    rows = np.random.default_rng(9).standard_normal((4096, 384)).astype(np.float32)
+
+    def add(moments, layer, current, dense, number):
+        moments.add_rows(current["x"], True)
+
+    found = []
+    for threads in (1, 2):
+        with limited(threads, factor_threads(threads)):
+            stats = measure([0], lambda: iter([{"x": rows}]), lambda feeds: feeds, None,
+                            lambda layer: layer, add)
+        found.append(next(iter(stats.values())).gram)
+    assert np.array_equal(*found)
 
 
 def test_sparsegpt_and_lsq_refit_on_ray_equal_in_process(ray_cluster):  # noqa: F811

@@ -19,7 +19,7 @@ import importlib.util
 import numpy as np
 
 from ..errors import InputError
-from ..threads import factoring
+from ..threads import fixed_blas
 from .pattern import Pattern, keep_mask
 
 CRITERIA = ("magnitude", "wanda", "sparsegpt", "snip", "movement")
@@ -85,7 +85,7 @@ def _inverse_factor(hessian: np.ndarray, damp: float):
     mean = float(np.mean(np.diag(h)))
     for attempt in range(4):
         try:
-            with factoring():
+            with fixed_blas():
                 inverse = np.linalg.inv(h + np.eye(len(h)) * damp * 10 ** attempt * mean)
                 return np.linalg.cholesky(inverse).T, dead, inverse
         except np.linalg.LinAlgError:

@@ -14,6 +14,7 @@ from ..distributed import InProcess
 from ..errors import ModelError
 from ..layerwise import solve_level
 from ..moments import Moments
+from ..threads import fixed_blas
 from .layers import Layer, WeightStore, effective, from_matrix, store_effective, to_matrix
 from .pattern import Pattern
 from .statistics import measurable, measure
@@ -86,8 +87,9 @@ def _data_rule(settings: tuple[str, Pattern, float], stats: Moments,
     if criterion == "wanda":
         return wanda(weights, pattern, stats.total_sq)
     try:
-        return sparsegpt(weights, stats.hessian, pattern, damp=damp,
-                         cross=stats.cross_hessian)
+        with fixed_blas():
+            return sparsegpt(weights, stats.hessian, pattern, damp=damp,
+                             cross=stats.cross_hessian)
     except np.linalg.LinAlgError as exc:
         raise ModelError(f"{node}: {exc}") from None
 
