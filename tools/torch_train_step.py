@@ -8,7 +8,8 @@
 The same step as bench_train_step.py's JAX one: forward, backward and an SGD update
 (lr 1e-3) of every weight on the mean squared error of the outputs against fixed
 targets (twice the untrained model's outputs on the negated inputs), seeded random
-weights, 224x224 inputs, training mode (batch statistics). Prints one line of JSON:
+weights, 224x224 inputs; BatchNorm in inference mode (running statistics), as the
+exported ONNX graph the JAX translation runs. Prints one line of JSON:
 the first step's seconds, the median of the next `--steps` and the final loss.
 """
 
@@ -36,7 +37,6 @@ def main() -> None:
     x = torch.randn(args.batch, 3, 224, 224, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         target = 2 * model.eval()(-x)
-    model.train()
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
 
     def step() -> float:
