@@ -38,18 +38,26 @@ SETTINGS = [("l1", "none"), ("wanda", "bias"), ("wanda", "lsq"), ("sensitivity",
 
 def crops(names: tuple[str, ...], size: tuple[int, int], per_image: int, seed: int,
           short_side: int = 0) -> np.ndarray:
-    """Random crops, normalized; images are first rescaled (nearest neighbour) so their
-    shorter side is at least `short_side` and they hold a crop."""
+    """Random crops of the named pictures (see `crop_pictures`)."""
+    return crop_pictures([_image(name) for name in names], size, per_image, seed,
+                         short_side)
+
+
+def crop_pictures(pictures: list[np.ndarray], size: tuple[int, int], per_image: int,
+                  seed: int, short_side: int = 0) -> np.ndarray:
+    """`per_image` random crops of each picture, normalized as RapidOCR feeds PP-OCR,
+    NCHW; pictures are first upscaled (nearest neighbour) so their shorter side is at
+    least `short_side` and they hold a crop."""
     rng = np.random.default_rng(seed)
     out = []
-    for name in names:
-        image = _image(name)
+    for image in pictures:
         image = np.repeat(image[..., None], 3, axis=2) if image.ndim == 2 else image[..., :3]
         scale = max(1.0, size[0] / image.shape[0], size[1] / image.shape[1],
                     short_side / min(image.shape[:2]))
-        rows = (np.arange(int(image.shape[0] * scale)) / scale).astype(int)
-        cols = (np.arange(int(image.shape[1] * scale)) / scale).astype(int)
-        image = image[rows][:, cols]
+        rows = (np.arange(int(np.ceil(image.shape[0] * scale))) / scale).astype(int)
+        cols = (np.arange(int(np.ceil(image.shape[1] * scale))) / scale).astype(int)
+        image = image[np.minimum(rows, image.shape[0] - 1)][:, np.minimum(
+            cols, image.shape[1] - 1)]
         for _ in range(per_image):
             top = rng.integers(0, image.shape[0] - size[0] + 1)
             left = rng.integers(0, image.shape[1] - size[1] + 1)

@@ -27,7 +27,15 @@ import time
 import numpy as np
 import onnx
 from bench_calibration import locate
-from bench_calibration_ocr import EVAL_IMAGES, MODELS, _image, crops, outputs, relative_l2
+from bench_calibration_ocr import (
+    EVAL_IMAGES,
+    MODELS,
+    _image,
+    crop_pictures,
+    crops,
+    outputs,
+    relative_l2,
+)
 from bench_finetune import CLOCKS, _printer
 
 import onnxprune
@@ -48,27 +56,6 @@ def training_crops(size: tuple[int, int], per_image: int, faces: int) -> np.ndar
     people = [(face * 255).astype(np.uint8) for face in skimage.data.lfw_subset()[:faces]]
     return np.concatenate([crop_pictures(photos, size, per_image, seed=0),
                            crop_pictures(people, size, 1, seed=2)])
-
-
-def crop_pictures(pictures: list[np.ndarray], size: tuple[int, int], per_image: int,
-                  seed: int) -> np.ndarray:
-    """`per_image` random crops of each picture (nearest-neighbour upscaled to hold a
-    crop), normalized as RapidOCR feeds PP-OCR, NCHW."""
-    rng = np.random.default_rng(seed)
-    out = []
-    for image in pictures:
-        image = np.repeat(image[..., None], 3, axis=2) if image.ndim == 2 else image[..., :3]
-        scale = max(1.0, size[0] / image.shape[0], size[1] / image.shape[1])
-        rows = (np.arange(int(np.ceil(image.shape[0] * scale))) / scale).astype(int)
-        cols = (np.arange(int(np.ceil(image.shape[1] * scale))) / scale).astype(int)
-        image = image[np.minimum(rows, image.shape[0] - 1)][:, np.minimum(
-            cols, image.shape[1] - 1)]
-        for _ in range(per_image):
-            top = rng.integers(0, image.shape[0] - size[0] + 1)
-            left = rng.integers(0, image.shape[1] - size[1] + 1)
-            out.append(image[top:top + size[0], left:left + size[1]])
-    batch = np.stack(out).astype(np.float32).transpose(0, 3, 1, 2)
-    return (batch / 255.0 - 0.5) / 0.5
 
 
 def measure(dense: np.ndarray, got: np.ndarray, classifier: bool) -> str:
