@@ -7,14 +7,15 @@ distillation, on real sentences.
         [--lr 1e-4] [--batch 32] [--clock cpu|wall] [--loss cosine|mse] [--match-hidden]
         [--eval-every 10] [--patience 5]
         [--compress sparsify|prune] [--criterion C] [--ratio 0.5] [--head-ratio 0.5]
-        [--reconstruct none|lsq]
+        [--reconstruct none|lsq] [--extra-text N]
 
 Sentences and tokenization as in tools/bench_calibration.py (calibration and
 evaluation sentences disjoint). By default every eligible MatMul is made 2:4 by
 SparseGPT on the calibration sentences (`sparsify --pattern 2:4 --criterion sparsegpt
 --all`); `--compress prune` prunes instead (`--head-ratio 0.5 --ratio 0.5 --global
 --criterion fisher --reconstruct lsq` by default). The model is then distilled from
-the dense one on the same sentences (`--loss cosine` by default, 20 % of them held out
+the dense one on the same sentences (with `--extra-text N`, also on N sentences of
+standard-library docstrings; `--loss cosine` by default, 20 % of them held out
 for early stopping) for at most `--minutes` (by default the CPU time of this process
 over 2 cores; see tools/bench_finetune.py). It prints the mean cosine of the pooled
 embeddings against the dense model on the evaluation sentences before and after, and
@@ -24,10 +25,12 @@ checks that every sparsified weight is still 2:4.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import onnx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -93,7 +96,43 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--match-hidden", action="store_true")
     parser.add_argument("--eval-every", type=int, default=10)
     parser.add_argument("--patience", type=int, default=5)
+    parser.add_argument("--extra-text", type=int, default=0,
+                        help="Fine-tune on this many more sentences, from the docstrings "
+                             "of standard-library modules (never the evaluation ones).")
     return parser.parse_args(argv)
+
+
+STDLIB = ("os", "collections", "itertools", "functools", "re", "json", "pathlib",
+          "subprocess", "threading", "asyncio", "logging", "argparse", "typing",
+          "datetime", "decimal", "fractions", "statistics", "random", "socket", "shutil",
+          "tarfile", "zipfile", "unittest", "doctest", "inspect", "ast", "pickle", "copy",
+          "heapq", "bisect", "struct", "codecs", "io", "tempfile", "csv", "configparser",
+          "sqlite3", "textwrap", "string", "difflib", "calendar", "contextlib", "enum",
+          "dataclasses", "weakref", "locale", "gettext", "queue", "selectors", "signal",
+          "importlib", "traceback", "warnings", "pdb", "timeit", "email.message",
+          "http.client", "urllib.request", "concurrent.futures", "multiprocessing.pool",
+          "xml.etree.ElementTree", "html.parser", "smtplib", "ftplib", "imaplib", "mailbox")
+
+
+def docstring_sentences(count: int, exclude: set[str]) -> list[str]:
+    """Distinct sentences of 6 to 40 words from the docstrings of `STDLIB`'s modules
+    and their members, in a fixed order, none of `exclude`."""
+    import importlib
+    import inspect
+
+    docs = []
+    for name in STDLIB:
+        module = importlib.import_module(name)
+        docs.append(module.__doc__ or "")
+        docs += [inspect.getdoc(member) or "" for _, member in
+                 sorted(vars(module).items()) if callable(member)]
+    found, seen = [], set(exclude)
+    for sentence in re.split(r"(?<=[.!?])\s+", re.sub(r"\s+", " ", " ".join(docs))):
+        if 6 <= len(sentence.split()) <= 40 and sentence not in seen and \
+                re.match(r"^[A-Z][a-z]", sentence):
+            seen.add(sentence)
+            found.append(sentence)
+    return found[:count]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -105,12 +144,16 @@ def main(argv: list[str] | None = None) -> None:
     texts = sentences(args.calib + args.eval)
     calib, held_out = tokenize(texts[:args.calib]), tokenize(texts[args.calib:])
     student, described = compress(dense, calib, args)
+    train = calib
+    if args.extra_text:
+        extra = tokenize(docstring_sentences(args.extra_text, set(texts)))
+        train = {k: np.concatenate([calib[k], extra[k]]) for k in calib}
     reference = pooled(dense, held_out, output)
     before = mean_cosine(reference, pooled(student, held_out, output))
     print(f"paraphrase-MiniLM-L3, {described}; pooled-embedding cosine on {args.eval} "
           f"disjoint sentences before fine-tuning: {before:.4f}", flush=True)
     start = time.perf_counter()
-    tuned, tuning = onnxprune.finetune(student, dense, calib, minutes=args.minutes,
+    tuned, tuning = onnxprune.finetune(student, dense, train, minutes=args.minutes,
                                        lr=args.lr, batch_size=args.batch, loss=args.loss,
                                        match_hidden=args.match_hidden,
                                        eval_every=args.eval_every, patience=args.patience,
