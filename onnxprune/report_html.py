@@ -237,7 +237,9 @@ def sensitivity_markdown(sensitivity: dict | None) -> list[str]:
 def finetune_rows(report: dict) -> list[tuple[str, str]]:
     """(quantity, value) rows of a fine-tuning report."""
     gain = report["validation_reduction"]
-    return [("loss", report["loss"]), ("steps", str(report["steps"])),
+    return [("loss", report["loss"]),
+            ("learning rate", f"{report['lr']:g} ({report.get('lr_schedule', 'constant')})"),
+            ("steps", str(report["steps"])),
             ("stopped by", report["stop_reason"]),
             ("best step", f"{report['best_step']}" + ("" if report["improved"] else
                                                       " (input weights kept)")),

@@ -49,10 +49,11 @@ def test_finetune_writes_model_and_reports(files):
     assert data["validation_after"] < data["validation_before"] and data["steps"] == 20
     html = files / "r.html"
     result = invoke(*finetune_args(files, "--steps", "5", "--eval-every", "5", "--report",
-                                   html, "-q"))
+                                   html, "-q", "--lr-schedule", "cosine"))
     assert result.exit_code == 0 and result.output == ""
     page = html.read_text()
     assert "validation error before" in page and "data:image/png;base64," in page
+    assert "0.0001 (cosine)" in page
     assert not list(files.glob(".onnxprune-*"))
 
 
@@ -62,6 +63,7 @@ def test_finetune_writes_model_and_reports(files):
     (("--augment", "flip"), "image-like"),
     (("--augment", "rotate"), "--augment"),
     (("--steps", "0"), "--steps"),
+    (("--lr-schedule", "linear"), "--lr-schedule"),
 ])
 def test_bad_flags_are_refused(files, extra, message):
     result = invoke(*finetune_args(files, *extra))

@@ -55,6 +55,22 @@ def test_pruned_mlp_recovers_on_validation_measured_by_onnxruntime():
     assert report.validation_curve[0] == (0, report.validation_before)
 
 
+def test_cosine_schedule_keeps_the_first_step_and_shrinks_the_later_ones():
+    dense = mlp()
+    student, data = pruned(dense), inputs(dense, 96)
+    runs = {schedule: onnxprune.finetune(student, dense, data, steps=3, lr=1e-2,
+                                         batch_size=32, eval_every=1, patience=5,
+                                         lr_schedule=schedule)[1]
+            for schedule in ("constant", "cosine")}
+    constant, cosine = runs["constant"], runs["cosine"]
+    assert cosine.lr_schedule == "cosine" and constant.lr_schedule == "constant"
+    # Step 1 runs at the full rate under both schedules (nothing of the budget spent).
+    assert cosine.validation_curve[:2] == constant.validation_curve[:2]
+    assert cosine.validation_curve[2][1] != constant.validation_curve[2][1]
+    with pytest.raises(onnxprune.InputError, match="--lr-schedule"):
+        onnxprune.finetune(student, dense, data, steps=1, lr_schedule="linear")
+
+
 def test_zeros_kept_exactly_and_other_weights_trained():
     dense = convnet()
     student = sparsified(pruned(dense), "unstructured", sparsity=0.5)

@@ -12,7 +12,14 @@ pytest.importorskip("jax")
 from onnxprune.errors import InputError  # noqa: E402
 from onnxprune.train import augment, losses  # noqa: E402
 from onnxprune.train.data import split, training_batches  # noqa: E402
-from onnxprune.train.loop import PATIENCE, STEPS, TIME, Budget, run_loop  # noqa: E402
+from onnxprune.train.loop import (  # noqa: E402
+    PATIENCE,
+    STEPS,
+    TIME,
+    Budget,
+    lr_factor,
+    run_loop,
+)
 
 
 class Fake:
@@ -20,8 +27,10 @@ class Fake:
 
     def __init__(self, curve, seconds_per_read: float = 0.0):
         self.curve, self.weights, self.now, self.tick = iter(curve), 0, 0.0, seconds_per_read
+        self.fractions: list[float] = []
 
-    def step(self) -> float:
+    def step(self, fraction: float) -> float:
+        self.fractions.append(fraction)
         self.weights += 1
         return 1.0 / self.weights
 
@@ -59,6 +68,24 @@ def test_minutes_are_read_from_the_clock_given():
     # The clock advances 7 s per read: the start, then one read before each step.
     assert history.stop_reason == TIME and history.steps == 8
     assert history.validation[-1][0] == 8  # the last weights are validated too
+
+
+def test_each_step_is_told_the_spent_fraction_of_the_budget():
+    fake = Fake(itertools.count(10, -1))
+    fake.run(Budget(steps=4, every=2, patience=10))
+    assert fake.fractions == [0.0, 0.25, 0.5, 0.75]
+    timed = Fake(itertools.count(10, -1), seconds_per_read=15.0)
+    timed.run(Budget(steps=100, minutes=1.0, every=50, patience=10))
+    # 15 s per clock read; the step reads once before each step, after the start.
+    assert timed.fractions == [0.25, 0.5, 0.75]
+    assert Budget(steps=10, minutes=1.0).fraction(2, 30.0) == 0.5
+    assert Budget(steps=10).fraction(20, 0.0) == 1.0
+
+
+def test_cosine_schedule_decays_from_one_to_zero():
+    assert [lr_factor("constant", f) for f in (0.0, 0.5, 1.0)] == [1.0, 1.0, 1.0]
+    cosine = [lr_factor("cosine", f) for f in (0.0, 0.25, 0.5, 0.75, 1.0)]
+    assert cosine == pytest.approx([1.0, 0.8535534, 0.5, 0.1464466, 0.0], abs=1e-7)
 
 
 def test_a_non_finite_validation_never_wins():

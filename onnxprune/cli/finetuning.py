@@ -42,6 +42,9 @@ if TYPE_CHECKING:
 @click.option("--minutes", type=FiniteFloat(0.0), help="Wall-clock minutes at most.")
 @click.option("--lr", type=FiniteFloat(0.0), default=1e-4, show_default=True,
               help="Adam's learning rate.")
+@click.option("--lr-schedule", type=click.Choice(["constant", "cosine"]), default="constant",
+              show_default=True, help="Hold the learning rate, or decay it to 0 along a "
+              "cosine over the --steps/--minutes budget.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True,
               help="Samples per step.")
 @click.option("--loss", default="mse", show_default=True, help="mse, kl or cosine "
@@ -68,7 +71,7 @@ if TYPE_CHECKING:
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
 @handle_errors
 def finetune(student: str, teacher: str, data: str, output: str, steps: int | None,
-             minutes: float | None, lr: float, batch_size: int, loss: str,
+             minutes: float | None, lr: float, lr_schedule: str, batch_size: int, loss: str,
              temperature: float, match_hidden: bool, val_fraction: float, augment: str | None,
              eval_every: int, patience: int, group_lasso: float, image_size: str | None,
              image_mean: str, image_std: str, image_layout: str, bgr: bool, seed: int,
@@ -77,7 +80,8 @@ def finetune(student: str, teacher: str, data: str, output: str, steps: int | No
     quiet = quiet or as_json
     check_outputs({"-o": output, "--report": report_path},
                   {"STUDENT": student, "--teacher": teacher, "--data": data})
-    keywords = dict(steps=steps, minutes=minutes, lr=lr, batch_size=batch_size, loss=loss,
+    keywords = dict(steps=steps, minutes=minutes, lr=lr, lr_schedule=lr_schedule,
+                    batch_size=batch_size, loss=loss,
                     temperature=temperature, match_hidden=match_hidden,
                     val_fraction=val_fraction, augment=tuple((augment or "").split(",")),
                     seed=seed, eval_every=eval_every, patience=patience,

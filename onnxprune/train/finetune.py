@@ -29,7 +29,7 @@ from ..verify import check_written
 from . import augment as augmentation
 from . import data as distill_data
 from . import lasso
-from .loop import Budget, History, run_loop
+from .loop import LR_SCHEDULES, Budget, History, lr_factor, run_loop
 from .losses import LOSSES
 from .parity import check_translation
 from .report import FinetuneReport, finetune_report
@@ -43,7 +43,8 @@ DEFAULT_STEPS = 500
 @dataclass(frozen=True)
 class FinetuneOptions:
     """How to fine-tune: a budget of `steps` and/or `minutes` (default 500 steps),
-    Adam's learning rate `lr`, `batch_size`, the `loss` (mse, kl, cosine) and its
+    Adam's learning rate `lr` (held, or decayed to 0 over the budget along a cosine
+    with `lr_schedule="cosine"`), `batch_size`, the `loss` (mse, kl, cosine) and its
     `temperature` (kl), `match_hidden`, the validation fraction, augmentations, the
     seed; validation every `eval_every` steps, stopping after `patience` validations
     without improvement; `group_lasso` λ > 0 adds the group lasso of `lasso.py` (and
@@ -53,6 +54,7 @@ class FinetuneOptions:
     steps: int | None = None
     minutes: float | None = None
     lr: float = 1e-4
+    lr_schedule: str = "constant"
     batch_size: int = 16
     loss: str = "mse"
     temperature: float = 1.0
@@ -74,6 +76,8 @@ class FinetuneOptions:
                    f"{self.steps}"),
                   (self.minutes is None or self.minutes > 0, "--minutes must be positive"),
                   (self.lr > 0 and np.isfinite(self.lr), "--lr must be a positive number"),
+                  (self.lr_schedule in LR_SCHEDULES, f"--lr-schedule "
+                   f"{self.lr_schedule!r}: expected one of {', '.join(LR_SCHEDULES)}"),
                   (self.batch_size >= 1, "--batch-size must be at least 1"),
                   (self.loss in LOSSES, f"--loss {self.loss!r}: expected one of "
                    f"{', '.join(LOSSES)}"),
@@ -229,11 +233,12 @@ def _train(pair: tuple[Translated, Translated], weights: Weights, objective: Obj
     trainable = {n: jax.numpy.asarray(v) for n, v in weights.trainable.items()}
     state = {"trainable": trainable, "optimizer": optimizer.init(trainable)}
 
-    def one_step() -> float:
+    def one_step(fraction: float) -> float:
         indices = next(order)
         feeds = augmentation.augment(samples.feeds(indices), options.augment, scales, rng)
         state["trainable"], state["optimizer"], loss = step(
-            state["trainable"], state["optimizer"], feeds, samples.targets(indices))
+            state["trainable"], state["optimizer"], feeds, samples.targets(indices),
+            lr_factor(options.lr_schedule, fraction))
         return float(loss)
 
     best, history = run_loop(
@@ -252,8 +257,8 @@ def _lasso_terms(coupling: lasso.Coupled | None, options: FinetuneOptions
     prox, threshold = lasso.make_prox(coupling), options.lr * options.group_lasso
     norms = lasso.make_penalty(coupling)
 
-    def project(trainable: dict) -> dict:
-        return prox(trainable, threshold)
+    def project(trainable: dict, factor: float) -> dict:
+        return prox(trainable, threshold * factor)
 
     def penalty(trainable: dict) -> float:
         return options.group_lasso * norms(trainable)

@@ -36,6 +36,26 @@ class Budget:
             return TIME
         return None
 
+    def fraction(self, steps: int, seconds: float) -> float:
+        """How much of the budget is spent, in [0, 1] (0 without a step or time bound)."""
+        parts = [0.0]
+        if self.steps is not None:
+            parts.append(steps / self.steps)
+        if self.minutes is not None:
+            parts.append(seconds / (60.0 * self.minutes))
+        return min(1.0, max(parts))
+
+
+def lr_factor(schedule: str, fraction: float) -> float:
+    """The learning rate's multiplier when `fraction` of the budget is spent:
+    `constant` 1; `cosine` decays from 1 to 0 along half a cosine."""
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * fraction))
+    return 1.0
+
+
+LR_SCHEDULES = ("constant", "cosine")
+
 
 @dataclass
 class Watch:
@@ -70,17 +90,18 @@ class History:
     best_step: int = 0
 
 
-def run_loop(step: Callable[[], float], evaluate: Callable[[], float],
+def run_loop(step: Callable[[float], float], evaluate: Callable[[], float],
              snapshot: Callable[[], Any], budget: Budget, clock: Callable[[], float],
              progress: Callable[[float], None] | None = None) -> tuple[Any, History]:
-    """Train within the budget; returns the best weights (a snapshot) and the history."""
+    """Train within the budget; returns the best weights (a snapshot) and the history.
+    `step(fraction)` is told how much of the budget is spent before it."""
     start = clock()
     history = History()
     history.before = evaluate()
     history.validation.append((0, history.before))
     watch, best = Watch(history.before), snapshot()
-    while (reason := budget.spent(history.steps, clock() - start)) is None:
-        loss = float(step())
+    while (reason := budget.spent(history.steps, seconds := clock() - start)) is None:
+        loss = float(step(budget.fraction(history.steps, seconds)))
         history.steps += 1
         history.losses.append((history.steps, loss))
         if progress is not None:

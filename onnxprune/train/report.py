@@ -52,6 +52,7 @@ class FinetuneReport:
     lasso_units: int | None = None
     zero_units: int | None = None
     lasso_groups: int | None = None
+    lr_schedule: str = "constant"
 
     @property
     def improved(self) -> bool:
@@ -74,6 +75,7 @@ def finetune_report(options: FinetuneOptions, objective: Objective, samples: Dat
     units, zeros, groups = lasso_units or (None, None, None)
     return FinetuneReport(
         loss=options.loss, temperature=options.temperature, lr=options.lr,
+        lr_schedule=options.lr_schedule,
         batch_size=options.batch_size, augment=options.augment, hidden=objective.hidden,
         train_samples=len(samples.train),
         validation_samples=[int(i) for i in samples.validation],

@@ -37,8 +37,9 @@ def student_params(trainable: dict, dtypes: dict, frozen: dict) -> dict:
 def make_step(student: Translated, teacher: Translated, weights: Weights,
               objective: Objective, optimizer: optax.GradientTransformation,
               project: Callable[[dict], dict] | None = None) -> Callable:
-    """`step(trainable, state, feeds, labels) -> (trainable, state, loss)`, jitted;
-    `project(trainable)` (a proximal step) follows every update, before the masks."""
+    """`step(trainable, state, feeds, labels, factor) -> (trainable, state, loss)`,
+    jitted; Adam's update is scaled by `factor` (the learning-rate schedule's), and
+    `project(trainable, factor)` (a proximal step) follows it, before the masks."""
     names = objective.outputs + objective.hidden
     run_student, run_teacher = student.function(names), teacher.function(names)
     teacher_params = {n: jnp.asarray(v) for n, v in teacher.params.items()}
@@ -55,19 +56,21 @@ def make_step(student: Translated, teacher: Translated, weights: Weights,
         return value + losses.label_loss(mine[objective.outputs[0]], labels)
 
     @jax.jit
-    def step(trainable, state, frozen, teacher_params, feeds, labels):
+    def step(trainable, state, frozen, teacher_params, feeds, labels, factor):
         value, grads = jax.value_and_grad(objective_of)(trainable, frozen, teacher_params,
                                                         feeds, labels)
         updates, state = optimizer.update(grads, state, trainable)
+        updates = jax.tree_util.tree_map(lambda u: u * factor, updates)
         trainable = optax.apply_updates(trainable, updates)
         if project is not None:
-            trainable = project(trainable)
+            trainable = project(trainable, factor)
         trainable = {n: jnp.where(masks[n], v, 0.0) if n in masks else v
                      for n, v in trainable.items()}
         return trainable, state, value
 
-    return lambda trainable, state, feeds, labels: step(
-        trainable, state, frozen, teacher_params, feeds, labels)
+    return lambda trainable, state, feeds, labels, factor=1.0: step(
+        trainable, state, frozen, teacher_params, feeds, labels,
+        jnp.asarray(factor, jnp.float32))
 
 
 def make_evaluator(student: Translated, weights: Weights, objective: Objective) -> Callable:
