@@ -19,17 +19,23 @@ VALUE_ONLY_READERS = {"Conv", "ConvTranspose", "MatMul", "Gemm", "Add", "Sub", "
                       "PRelu", "Gather", "Cast", "DequantizeLinear", "QuantizeLinear"}
 
 
-def probe_session(model: ModelProto, names: list[str]) -> tuple[Session, ModelProto]:
-    """An onnxruntime session that returns the named tensors, with the large float
-    weights that only feed values made by ConstantOfShape; and the model it runs."""
-    from .targets.onnxruntime import session
-
+def probe_model(model: ModelProto, names: list[str]) -> ModelProto:
+    """The model returning the named tensors, with the large float weights that only
+    feed values made by ConstantOfShape."""
     probe = ModelProto()
     probe.CopyFrom(model)
     del probe.graph.output[:]
     probe.graph.output.extend(onnx.ValueInfoProto(name=name) for name in names)
     _generate_weights(probe.graph)
-    return session(probe, optimization="none", explain=False), probe
+    return probe
+
+
+def probe_session(probe: ModelProto) -> Session:
+    """An onnxruntime session for a probe model. Its generated weights fill its memory
+    arena when it runs (the size of the model), so a caller lets it go after a run."""
+    from .targets.onnxruntime import session
+
+    return session(probe, optimization="none", explain=False)
 
 
 def _generate_weights(graph: onnx.GraphProto, smallest: int = 4096) -> None:

@@ -10,7 +10,7 @@ import onnx
 from onnx import ModelProto
 
 from .errors import InputError, ModelError, first_line
-from .probe import probe_session
+from .probe import probe_model, probe_session
 
 Dim = int | str | None
 Shape = tuple[Dim, ...] | None
@@ -43,13 +43,14 @@ class Prober:
     per set of input shapes, fetching every tensor whose inferred shape is not all
     integers (and that something reads), for every caller that asks. Large float
     weights are generated as zeros in the probe (sizes do not depend on them), so the
-    session is small to build."""
+    session is small to build; each run's session is let go after it, so the memory
+    its generated weights took is returned."""
 
     def __init__(self, model: ModelProto, runnable: Callable[[], ModelProto]):
         table = shape_table(infer_shapes(model))
         self.names = list(dict.fromkeys(_open(model, table, _static)))
         self._runnable = runnable
-        self._session = None
+        self._probe: ModelProto | None = None
         self._runs: dict[tuple, dict[str, Shape]] = {}
 
     def shapes(self, inputs: dict[str, tuple[int, ...]]) -> dict[str, Shape]:
@@ -61,10 +62,11 @@ class Prober:
 
     def _run(self, inputs: dict[str, tuple[int, ...]]) -> dict[str, Shape]:
         try:
-            if self._session is None:
-                self._session = probe_session(self._runnable(), self.names)
-            session, model = self._session
-            values = session.run(self.names, _zeros_like_inputs(model, inputs))
+            if self._probe is None:
+                self._probe = probe_model(self._runnable(), self.names)
+            session = probe_session(self._probe)
+            values = session.run(self.names, _zeros_like_inputs(self._probe, inputs))
+            del session
         except Exception:
             return {}
         return {name: tuple(np.shape(v)) for name, v in zip(self.names, values, strict=True)}
