@@ -6,7 +6,7 @@ distillation, on real sentences.
     python tools/bench_finetune_minilm.py [--calib 512] [--eval 256] [--minutes 10]
         [--lr 1e-4] [--lr-schedule constant|cosine] [--batch 32] [--clock cpu|wall]
         [--loss cosine|mse] [--match-hidden]
-        [--eval-every 10] [--patience 5]
+        [--eval-every 10] [--patience 5] [--val-fraction 0.2]
         [--compress sparsify|prune] [--criterion C] [--ratio 0.5] [--head-ratio 0.5]
         [--reconstruct none|lsq] [--extra-text N]
 
@@ -16,9 +16,9 @@ SparseGPT on the calibration sentences (`sparsify --pattern 2:4 --criterion spar
 --all`); `--compress prune` prunes instead (`--head-ratio 0.5 --ratio 0.5 --global
 --criterion fisher --reconstruct lsq` by default). The model is then distilled from
 the dense one on the same sentences (with `--extra-text N`, also on N sentences of
-standard-library docstrings; `--loss cosine` by default, 20 % of them held out
-for early stopping) for at most `--minutes` (by default the CPU time of this process
-over 2 cores; see tools/bench_finetune.py). It prints the mean cosine of the pooled
+standard-library and numpy docstrings; `--loss cosine` by default, `--val-fraction`
+of them held out for early stopping) for at most `--minutes` (by default the CPU time
+of this process over 2 cores; see tools/bench_finetune.py). It prints the mean cosine of the pooled
 embeddings against the dense model on the evaluation sentences before and after, and
 checks that every sparsified weight is still 2:4.
 """
@@ -98,6 +98,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--match-hidden", action="store_true")
     parser.add_argument("--eval-every", type=int, default=10)
     parser.add_argument("--patience", type=int, default=5)
+    parser.add_argument("--val-fraction", type=float, default=0.2)
     parser.add_argument("--extra-text", type=int, default=0,
                         help="Fine-tune on this many more sentences, from the docstrings "
                              "of standard-library and numpy modules (never the evaluation "
@@ -181,6 +182,7 @@ def main(argv: list[str] | None = None) -> None:
                                        batch_size=args.batch, loss=args.loss,
                                        match_hidden=args.match_hidden,
                                        eval_every=args.eval_every, patience=args.patience,
+                                       val_fraction=args.val_fraction,
                                        clock=CLOCKS[args.clock], progress=_printer())
     after = mean_cosine(reference, pooled(tuned, held_out, output))
     print(f"{tuning.steps} steps of batch {args.batch} in {tuning.train_seconds / 60:.1f} "

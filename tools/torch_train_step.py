@@ -6,8 +6,9 @@
         [--batch 16] [--steps 3] [--threads 2]
 
 The same step as bench_train_step.py's JAX one: forward, backward and an SGD update
-(lr 1e-3) of every weight on the mean squared error of the outputs against fixed
-targets (twice the untrained model's outputs on the negated inputs), seeded random
+(lr 1e-3) of every weight on the squared error of the outputs against fixed targets
+(twice the untrained model's outputs on the negated inputs), relative to the targets'
+(so seeded weights of any scale stay finite), seeded random
 weights, 224x224 inputs; BatchNorm in inference mode (running statistics), as the
 exported ONNX graph the JAX translation runs. Prints one line of JSON:
 the first step's seconds, the median of the next `--steps` and the final loss.
@@ -41,7 +42,7 @@ def main() -> None:
 
     def step() -> float:
         optimizer.zero_grad()
-        loss = torch.mean((model(x) - target) ** 2)
+        loss = torch.mean((model(x) - target) ** 2) / torch.mean(target ** 2)
         loss.backward()
         optimizer.step()
         return float(loss)
