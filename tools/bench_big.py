@@ -2,6 +2,7 @@
 
     python tools/bench_big.py [--dir /tmp/big/m] [--blocks 20] [--hidden 4096] [--ffn F]
                               [--calib] [--only-calib] [--model PATH] [--head-ratio R]
+                              [--sparsegpt] [--only TEXT]
 
 Writes the model with tools/make_big_model.py when it is missing (40 MatMul layers
 of 4096², 2.68 GB of external data; with `--ffn`, Llama-shaped RMSNorm and SwiGLU
@@ -16,7 +17,9 @@ go beside the model; the model's own files are never written.
 file and every external data file it names), for example a decoder with a key/value
 cache from `tools/export_decoder.py llama-0.8b`; its calibration samples are 8
 prompts of 16 seeded token ids (below the logits' vocabulary) with empty caches.
-`--head-ratio R` adds `prune --ratio 0.3 --head-ratio R` (heads with their cache).
+`--head-ratio R` adds `prune --ratio 0.3 --head-ratio R` (heads with their cache);
+`--sparsegpt` adds `sparsify --pattern 2:4 --criterion sparsegpt --calib`; `--only
+TEXT` runs only the commands whose name holds TEXT.
 """
 
 from __future__ import annotations
@@ -99,6 +102,8 @@ def main() -> None:
                         help="run only the calibrated command (implies --calib)")
     parser.add_argument("--model", type=Path, help="measure this model instead")
     parser.add_argument("--head-ratio", type=float, help="also prune heads at this ratio")
+    parser.add_argument("--sparsegpt", action="store_true", help="also 2:4 SparseGPT")
+    parser.add_argument("--only", help="run only the commands whose name holds this")
     args = parser.parse_args()
     model = args.model or generated(args)
     commands = {} if args.only_calib else dict(COMMANDS)
@@ -106,9 +111,15 @@ def main() -> None:
         commands[f"prune --ratio 0.3 --head-ratio {args.head_ratio:g}"] = [
             "prune", "-o", "ph30.onnx", "--ratio", "0.3", "--head-ratio",
             str(args.head_ratio)]
+    if args.sparsegpt:
+        commands["sparsify --pattern 2:4 --criterion sparsegpt --calib"] = [
+            "sparsify", "-o", "sg24.onnx", "--pattern", "2:4", "--criterion", "sparsegpt",
+            "--calib", "calib.npz"]
     if args.calib or args.only_calib:
-        np.savez(model.parent / "calib.npz", **samples_for(model, args.hidden))
         commands.update(CALIB)
+    commands = {k: v for k, v in commands.items() if not args.only or args.only in k}
+    if any("calib.npz" in arguments for arguments in commands.values()):
+        np.savez(model.parent / "calib.npz", **samples_for(model, args.hidden))
     size = on_disk(model)
     print(f"model {model}: {size / 1e9:.2f} GB on disk")
     print(f"{'command':42} {'wall s':>8} {'CPU s':>8} {'peak GB':>8} {'peak/size':>9}")
