@@ -17,6 +17,7 @@ the counts its environment gave it.
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterator
 
 from .targets.onnxruntime import default_threads
@@ -31,6 +32,25 @@ def _limits(threads: int) -> contextlib.AbstractContextManager:
     except ImportError:
         return contextlib.nullcontext()
     return threadpool_limits(limits=threads, user_api="blas")
+
+
+@functools.cache
+def _controller():
+    """threadpoolctl's view of this process's thread pools, made once (None without it)."""
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:
+        return None
+    return ThreadpoolController()
+
+
+def one_blas_thread() -> contextlib.AbstractContextManager:
+    """BLAS held to one thread meanwhile, cheaply enough to wrap each of many calls
+    (nothing without threadpoolctl)."""
+    controller = _controller()
+    if controller is None:
+        return contextlib.nullcontext()
+    return controller.limit(limits=1, user_api="blas")
 
 
 def blas_threads() -> int:

@@ -151,7 +151,7 @@ def test_cli_group_lasso_then_prune_zero(tmp_path):
     runner = CliRunner()
     result = runner.invoke(main, [
         "finetune", str(dense), "--teacher", str(dense), "--data", str(tmp_path / "data.npz"),
-        "-o", str(tuned), "--steps", "40", "--lr", "1e-2", "--group-lasso", "1", "--json"])
+        "-o", str(tuned), "--steps", "60", "--lr", "1e-2", "--group-lasso", "1", "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["zero_units"] == 2
     result = runner.invoke(main, ["prune", str(tuned), "-o", str(small), "--criterion",

@@ -51,7 +51,8 @@ class Translated:
 
 def translate(model: ModelProto, **options: Any) -> Translated:
     """Translate a model; refuses one with an op that has no translation, naming it.
-    Options: `depthwise` ("auto", "conv" or "slices"), see `ops.conv`."""
+    Options: `depthwise` ("auto", "conv" or "slices") and `conv_weight_grad` ("auto",
+    "host" or "xla"), see `ops.conv`."""
     graph = model.graph
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
     tensors = {t.name: np.array(external.array(t)) for t in graph.initializer}
@@ -66,7 +67,7 @@ def translate(model: ModelProto, **options: Any) -> Translated:
     constants = {name: value for name, value in tensors.items() if name not in params}
     inputs = tuple(v.name for v in graph.input if v.name not in tensors)
     program = Program(steps, opset, constants, inputs, tuple(o.name for o in graph.output))
-    return Translated(program, params, {"depthwise": "auto", **options})
+    return Translated(program, params, {"depthwise": "auto", "conv_weight_grad": "auto", **options})
 
 
 def quantized_weights(steps: tuple[Step, ...], tensors: dict[str, np.ndarray],

@@ -6,6 +6,8 @@ slice of the padded input times that offset's per-channel weight (`shifted_sum`)
 On CPU XLA's weight gradient of a grouped convolution is slow, the shifted sum is not;
 `depthwise="auto"` (the default) takes the shifted sum on CPU and XLA's grouped
 convolution elsewhere (see `tools/bench_train_step.py` for the measured step times).
+Other convolutions keep XLA's forward pass; on CPU their weight gradient is computed
+on the host by BLAS (`conv_grad`, option `conv_weight_grad`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from ..registry import register
+from .conv_grad import conv_host_grad
 
 if TYPE_CHECKING:
     from ..registry import Array, Node
@@ -60,6 +63,8 @@ def conv(node: Node, x: Array, w: Array, b: Array | None = None) -> Array:
     group = node.attr("group", 1)
     if group > 1 and w.shape[1] == 1 and depthwise_path(node) == "slices":
         y = shifted_sum(x, w, strides, dilations, padding)
+    elif weight_gradient_path(node, x) == "host":
+        y = conv_host_grad(x, w, strides, dilations, tuple(map(tuple, padding)), group)
     else:
         y = lax.conv_general_dilated(x, w, strides, padding, rhs_dilation=dilations,
                                      feature_group_count=group, precision="highest")
@@ -71,6 +76,18 @@ def depthwise_path(node: Node) -> str:
     choice = node.options.get("depthwise", "auto")
     if choice == "auto":
         return "slices" if jax.default_backend() == "cpu" else "conv"
+    return choice
+
+
+def weight_gradient_path(node: Node, x: Array) -> str:
+    """Where the weight gradient is computed, by the `conv_weight_grad` option: "host"
+    (numpy and BLAS, see `conv_grad`) or "xla"; "auto" (the default) takes the host
+    for float32 on the CPU backend (a callback's values pass through JAX's default
+    precision, which `jax.enable_x64` does not change in XLA's threads)."""
+    choice = node.options.get("conv_weight_grad", "auto")
+    if choice == "auto":
+        host = jax.default_backend() == "cpu" and x.dtype == jnp.float32
+        return "host" if host else "xla"
     return choice
 
 

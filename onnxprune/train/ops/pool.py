@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+import itertools
 import math
 from typing import TYPE_CHECKING
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
@@ -50,12 +53,72 @@ def max_pool(node: Node, x: Array) -> Array:
     kernel, strides, dilations, padding, extra = window(node, x)
     padding = [(lo, hi + e) for (lo, hi), e in zip(padding, extra, strict=True)]
     if all(d == 1 for d in dilations):
-        return _reduce(x, -jnp.inf, lax.max, kernel, strides, dilations, padding)
+        return window_max(x, kernel, strides, tuple(map(tuple, padding)))
     x = jnp.pad(x, [(0, 0), (0, 0)] + padding, constant_values=-jnp.inf)
     result = None
     for _, part in offset_slices(x, kernel, strides, dilations):
         result = part if result is None else jnp.maximum(result, part)
     return result
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
+def window_max(x: jax.Array, kernel: tuple[int, ...], strides: tuple[int, ...],
+               padding: tuple[tuple[int, int], ...]) -> jax.Array:
+    """The maximum over each window (-inf padding); its gradient goes to the first
+    maximum of each window in row-major order, as XLA's own, computed per stride phase
+    with unit-stride slices and pads (XLA's select-and-scatter is slow on CPU)."""
+    return _reduce(x, -jnp.inf, lax.max, kernel, strides, (1,) * len(kernel), padding)
+
+
+def _window_max_forward(x, kernel, strides, padding):
+    y = window_max(x, kernel, strides, padding)
+    return y, (x, y)
+
+
+def _window_max_backward(kernel, strides, padding, residuals, g):
+    x, y = residuals
+    out = y.shape[2:]
+    grid = [max(-(-(size + lo + hi) // s), n + (k - 1) // s) for size, (lo, hi), n, k, s
+            in zip(x.shape[2:], padding, out, kernel, strides, strict=True)]
+    split = _phase_split(x, grid, strides, padding)
+    claimed, phases = jnp.zeros(y.shape, bool), {}
+    for offset in itertools.product(*(range(k) for k in kernel)):
+        phase = tuple(o % s for o, s in zip(offset, strides, strict=True))
+        shift = [o // s for o, s in zip(offset, strides, strict=True)]
+        reads = [(slice(u, u + n), a) for u, n, a in zip(shift, out, phase, strict=True)]
+        window = split[(slice(None), slice(None)) + sum(reads, ())]
+        hit = (window == y) & ~claimed
+        claimed = claimed | hit
+        part = jnp.pad(jnp.where(hit, g, 0), [(0, 0), (0, 0)] + [
+            (u, q - n - u) for u, q, n in zip(shift, grid, out, strict=True)])
+        phases[phase] = part if phase not in phases else phases[phase] + part
+    return (_interleave(phases, x.shape, grid, strides, padding),)
+
+
+def _phase_split(x, grid, strides, padding) -> jax.Array:
+    """x padded with -inf to grid·strides per axis, viewed as [N, C, q₁, s₁, q₂, s₂, …]:
+    index (u, a) of an axis is padded position u·s + a."""
+    ends = [q * s - size - lo for q, s, size, (lo, _) in zip(grid, strides, x.shape[2:],
+                                                             padding, strict=True)]
+    xp = jnp.pad(x, [(0, 0), (0, 0)] + [(lo, e) for (lo, _), e in zip(padding, ends, strict=True)],
+                 constant_values=-jnp.inf)
+    return xp.reshape(x.shape[:2] + sum(((q, s) for q, s in zip(grid, strides, strict=True)), ()))
+
+
+def _interleave(phases, shape, grid, strides, padding) -> jax.Array:
+    """The padded gradient rebuilt from its stride phases, cropped to the input."""
+    zero = jnp.zeros(shape[:2] + tuple(grid), next(iter(phases.values())).dtype)
+    stacked = jnp.stack([phases.get(p, zero) for p in itertools.product(
+        *(range(s) for s in strides))]).reshape(tuple(strides) + shape[:2] + tuple(grid))
+    spatial = len(grid)
+    order = [spatial, spatial + 1] + [a for i in range(spatial) for a in (spatial + 2 + i, i)]
+    full = stacked.transpose(order).reshape(shape[:2] + tuple(q * s for q, s in zip(
+        grid, strides, strict=True)))
+    return full[(slice(None), slice(None)) + tuple(slice(lo, lo + size) for (lo, _), size in zip(
+        padding, shape[2:], strict=True))]
+
+
+window_max.defvjp(_window_max_forward, _window_max_backward)
 
 
 @register("AveragePool")
