@@ -155,3 +155,25 @@ def test_relu_gradient_is_half_at_zero():
     f = translate(b.make_model(graph, opset_imports=model.opset_import)).function()
     grad = jax.grad(lambda x: jnp.sum(f({}, {"x": x})["y"]))(np.array([-1, 0, 0, 2], np.float32))
     np.testing.assert_array_equal(grad, [0, 0.5, 0.5, 1])  # as jnp.maximum's
+
+
+def test_input_without_gradient_gets_none_and_all_blas_threads(monkeypatch):
+    """Differentiating only the weight: the weight gradient still matches XLA's, no
+    input gradient is computed and BLAS keeps its own thread count."""
+    spec = CONVS[2]
+    x, w, g = _data(*spec)
+    strides, dilations, padding, group = spec[2:]
+    seen = []
+    original = conv_grad.weight_gradient
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["threads"])
+        return original(*args, **kwargs)
+    monkeypatch.setattr(conv_grad, "weight_gradient", spy)
+
+    def loss(w, x):
+        return jnp.vdot(conv_grad.conv_host_grad(x, w, strides, dilations, padding, group), g)
+    _close(jax.jit(jax.grad(loss))(w, x), _xla_grads(x, w, g, *spec[2:])[1])
+    dw, dx = jax.jit(jax.grad(loss, argnums=(0, 1)))(w, x)
+    _close(dx, _xla_grads(x, w, g, *spec[2:])[0])
+    assert seen == [0, 1]

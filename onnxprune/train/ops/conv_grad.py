@@ -21,10 +21,14 @@ few channels copies the shifts together into one product.
 The host runs BLAS on one thread: XLA's own threads meanwhile go on with the rest of
 the backward pass (the input gradients), and two pools sharing two cores each waiting
 for the other cost more than they gain (resnet18 on 2 cores: about 0.4 s a step).
+A convolution of an input that carries no gradient (the model's input) computes no
+input gradient, so nothing of its branch's backward pass is left to overlap: its
+weight gradient takes BLAS's own thread count.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import math
@@ -33,6 +37,7 @@ from collections.abc import Sequence
 import jax
 import numpy as np
 from jax import lax
+from jax.custom_derivatives import SymbolicZero
 
 from ...threads import one_blas_thread
 
@@ -56,31 +61,40 @@ def xla_conv(x, w, strides, dilations, padding, group) -> jax.Array:
 
 
 def _forward(x, w, strides, dilations, padding, group):
-    return conv_host_grad(x, w, strides, dilations, padding, group), (x, w)
+    # symbolic zeros: x and w come with whether they carry a gradient; an input that
+    # carries none (the model's input) is marked by an empty tuple in the residuals
+    y = conv_host_grad(x.value, w.value, strides, dilations, padding, group)
+    return y, (x.value, w.value, None if x.perturbed else ())
 
 
 def _backward(strides, dilations, padding, group, residuals, g):
-    x, w = residuals
-    _, input_vjp = jax.vjp(lambda v: xla_conv(v, w, strides, dilations, padding, group), x)
+    x, w, unperturbed = residuals
+    if isinstance(g, SymbolicZero):
+        return None, None
     kernel = functools.partial(weight_gradient, kernel=tuple(w.shape[2:]), strides=strides,
                                dilations=dilations, padding=padding, group=group,
-                               dtype=w.dtype)
+                               dtype=w.dtype, threads=0 if unperturbed == () else 1)
     dw = jax.pure_callback(kernel, jax.ShapeDtypeStruct(w.shape, w.dtype), x, g,
                            vmap_method="sequential")
+    if unperturbed == ():
+        return None, dw
+    _, input_vjp = jax.vjp(lambda v: xla_conv(v, w, strides, dilations, padding, group), x)
     return input_vjp(g)[0], dw
 
 
-conv_host_grad.defvjp(_forward, _backward)
+conv_host_grad.defvjp(_forward, _backward, symbolic_zeros=True)
 
 
 def weight_gradient(x: np.ndarray, g: np.ndarray, kernel: tuple[int, ...],
                     strides: Sequence[int], dilations: Sequence[int], padding: Padding,
-                    group: int = 1, dtype: np.dtype | None = None) -> np.ndarray:
+                    group: int = 1, dtype: np.dtype | None = None,
+                    threads: int = 1) -> np.ndarray:
     """∂L/∂W [O, C/group, *kernel] of a convolution of x [N, C, *S] whose output
-    gradient is g [N, O, *out], in `dtype` (g's by default)."""
+    gradient is g [N, O, *out], in `dtype` (g's by default), on `threads` BLAS threads
+    (0: BLAS's own count)."""
     xp = padded(np.asarray(x), padding)
     g = np.asarray(g)
-    with one_blas_thread():
+    with one_blas_thread() if threads == 1 else contextlib.nullcontext():
         parts = [_group_gradient(xp_part, g_part, kernel, strides, dilations)
                  for xp_part, g_part in zip(np.split(xp, group, axis=1),
                                             np.split(g, group, axis=1), strict=True)]
