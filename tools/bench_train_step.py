@@ -1,17 +1,20 @@
-"""Time a jitted train step of the JAX translation, depthwise convolutions translated
-both ways, measured in the same run.
+"""Time a jitted train step of the JAX translation, depthwise convolutions and
+convolution weight gradients translated each way asked, measured in the same run.
 
     pip install -e '.[train]'
     python tools/bench_train_step.py [--models ppocr_cls,mobilenet_v2] [--batch 16]
                                      [--steps 3] [--paths slices,conv]
-                                     [--torch /work/venvs/export/bin/python] [--threads 2]
+                                     [--conv-grad auto] [--threads 2]
+                                     [--torch /work/venvs/export/bin/python]
 
 A step is forward, backward and an SGD update of every trainable weight on the squared
 error of the outputs against fixed targets (the outputs of the untrained model on other
 inputs, scaled), relative to the targets'. For each model and depthwise path ("conv": XLA's
 grouped convolution; "slices": a sum of shifted slices times the weights) it prints
 the compile time, the median step time and the loss after the steps (both paths must
-agree). Models: `ppocr_cls` (the shipped MobileNetV3 text-direction classifier, input
+agree); `--conv-grad host,xla` also times each place of the convolution weight
+gradients (`ops.conv_grad`: "host", numpy and BLAS; "xla"; "auto", the default: host
+on CPU). Models: `ppocr_cls` (the shipped MobileNetV3 text-direction classifier, input
 48x192) and any zoo structure (`models/zoo/NAME.onnx`, seeded random weights, 224x224).
 With `--torch PYTHON` (an interpreter with torch and torchvision, never this one's),
 each zoo model is also timed in PyTorch with `--threads` threads in the same run
@@ -62,14 +65,15 @@ def train_step(translated, lr: float = 1e-3):
     return step
 
 
-def measure(model, shape, batch: int, steps: int, path: str) -> dict:
-    """Compile time, step times and final loss of one depthwise path."""
+def measure(model, shape, batch: int, steps: int, path: str, conv_grad: str = "auto") -> dict:
+    """Compile time, step times and final loss of one depthwise path and one place of
+    the convolution weight gradients."""
     import jax
     import numpy as np
 
     from onnxprune.train import translate
 
-    translated = translate(model, depthwise=path)
+    translated = translate(model, depthwise=path, conv_weight_grad=conv_grad)
     rng = np.random.default_rng(0)
     x = rng.standard_normal((batch, *shape)).astype(np.float32)
     f = jax.jit(translated.function())
@@ -102,6 +106,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--paths", default="slices,conv")
+    parser.add_argument("--conv-grad", default="auto", help="auto, host, xla; comma-separated")
     parser.add_argument("--torch", default=None, help="a Python with torch, torchvision")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
@@ -109,16 +114,18 @@ def main() -> None:
 
     print(f"jax {jax.__version__} on {jax.default_backend()}, batch {args.batch}, "
           f"{args.steps} timed steps")
-    print(f"{'model':<18}{'depthwise':<10}{'compile s':>10}{'step s':>9}{'loss':>12}")
+    print(f"{'model':<18}{'depthwise':<10}{'conv grad':<10}{'compile s':>10}{'step s':>9}"
+          f"{'loss':>12}")
     for name in args.models.split(","):
         model, shape = load(name)
         for path in args.paths.split(","):
-            r = measure(model, shape, args.batch, args.steps, path)
-            print(f"{name:<18}{path:<10}{r['compile_s']:>10.1f}{r['step_s']:>9.2f}"
-                  f"{r['loss']:>12.5g}", flush=True)
+            for place in args.conv_grad.split(","):
+                r = measure(model, shape, args.batch, args.steps, path, place)
+                print(f"{name:<18}{path:<10}{place:<10}{r['compile_s']:>10.1f}"
+                      f"{r['step_s']:>9.2f}{r['loss']:>12.5g}", flush=True)
         if args.torch and name != "ppocr_cls":
             t = torch_step(args.torch, name, args.batch, args.steps, args.threads)
-            print(f"{name:<18}{'torch':<10}{t['first_s']:>10.1f}{t['step_s']:>9.2f}"
+            print(f"{name:<18}{'torch':<20}{t['first_s']:>10.1f}{t['step_s']:>9.2f}"
                   f"{t['loss']:>12.5g}  (torch {t['torch']}, {t['threads']} threads; "
                   f"JAX/torch step time {r['step_s'] / t['step_s']:.2f})", flush=True)
 
