@@ -177,3 +177,13 @@ def test_input_without_gradient_gets_none_and_all_blas_threads(monkeypatch):
     dw, dx = jax.jit(jax.grad(loss, argnums=(0, 1)))(w, x)
     _close(dx, _xla_grads(x, w, g, *spec[2:])[0])
     assert seen == [0, 1]
+
+
+def test_weight_without_gradient_runs_no_host_product(monkeypatch):
+    spec = CONVS[0]
+    x, w, g = _data(*spec)
+    monkeypatch.setattr(conv_grad, "weight_gradient", lambda *a, **k: pytest.fail("called"))
+
+    def loss(x):
+        return jnp.vdot(conv_grad.conv_host_grad(x, w, *spec[2:]), g)
+    _close(jax.grad(loss)(x), _xla_grads(x, w, g, *spec[2:])[0])

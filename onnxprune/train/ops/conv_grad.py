@@ -61,25 +61,28 @@ def xla_conv(x, w, strides, dilations, padding, group) -> jax.Array:
 
 
 def _forward(x, w, strides, dilations, padding, group):
-    # symbolic zeros: x and w come with whether they carry a gradient; an input that
-    # carries none (the model's input) is marked by an empty tuple in the residuals
+    # symbolic zeros: x and w come with whether they carry a gradient; the residuals
+    # hold the names of those that do (static structure, no values)
     y = conv_host_grad(x.value, w.value, strides, dilations, padding, group)
-    return y, (x.value, w.value, None if x.perturbed else ())
+    carried = tuple(n for n, v in (("input", x), ("weight", w)) if v.perturbed)
+    return y, (x.value, w.value, {name: () for name in carried})
 
 
 def _backward(strides, dilations, padding, group, residuals, g):
-    x, w, unperturbed = residuals
+    x, w, carried = residuals
     if isinstance(g, SymbolicZero):
         return None, None
-    kernel = functools.partial(weight_gradient, kernel=tuple(w.shape[2:]), strides=strides,
-                               dilations=dilations, padding=padding, group=group,
-                               dtype=w.dtype, threads=0 if unperturbed == () else 1)
-    dw = jax.pure_callback(kernel, jax.ShapeDtypeStruct(w.shape, w.dtype), x, g,
-                           vmap_method="sequential")
-    if unperturbed == ():
-        return None, dw
-    _, input_vjp = jax.vjp(lambda v: xla_conv(v, w, strides, dilations, padding, group), x)
-    return input_vjp(g)[0], dw
+    dx = dw = None
+    if "weight" in carried:
+        kernel = functools.partial(weight_gradient, kernel=tuple(w.shape[2:]), strides=strides,
+                                   dilations=dilations, padding=padding, group=group,
+                                   dtype=w.dtype, threads=1 if "input" in carried else 0)
+        dw = jax.pure_callback(kernel, jax.ShapeDtypeStruct(w.shape, w.dtype), x, g,
+                               vmap_method="sequential")
+    if "input" in carried:
+        _, input_vjp = jax.vjp(lambda v: xla_conv(v, w, strides, dilations, padding, group), x)
+        dx = input_vjp(g)[0]
+    return dx, dw
 
 
 conv_host_grad.defvjp(_forward, _backward, symbolic_zeros=True)
