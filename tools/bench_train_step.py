@@ -51,6 +51,8 @@ def train_step(translated, lr: float = 1e-3):
     import jax
     import jax.numpy as jnp
 
+    from onnxprune.train.compile import jit
+
     name = translated.program.inputs[0]
     f = translated.function()
 
@@ -58,7 +60,7 @@ def train_step(translated, lr: float = 1e-3):
         (out,) = f(params, {name: x}).values()
         return jnp.mean((out - target) ** 2) / jnp.mean(target ** 2)
 
-    @jax.jit
+    @jit  # the compiler options fine-tuning uses (onnxprune.train.compile)
     def step(params, x, target):
         value, grads = jax.value_and_grad(loss)(params, x, target)
         return jax.tree.map(lambda p, g: p - lr * g, params, grads), value

@@ -28,6 +28,7 @@ import numpy as np
 from onnx import ModelProto
 
 from ..depgraph import GraphView, Group, Role, Slot
+from .compile import jit
 
 STATISTICS = {3, 4}  # BatchNormalization's running mean and variance inputs
 
@@ -112,7 +113,7 @@ def make_prox(coupled: Coupled) -> Callable[[dict, float], dict]:
 
 def make_penalty(coupled: Coupled) -> Callable[[dict], float]:
     """`penalty(trainable)`: Σ_u ‖w_u‖ over every unit."""
-    norms = jax.jit(lambda trainable: _norms(coupled, trainable)[:-1].sum())
+    norms = jit(lambda trainable: _norms(coupled, trainable)[:-1].sum())
     return lambda trainable: float(norms(trainable))
 
 

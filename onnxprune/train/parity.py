@@ -12,13 +12,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import jax
 import numpy as np
 from onnx import ModelProto
 
 from ..errors import InputError, first_line
 from ..targets import onnxruntime as target
 from ..verify import relative_error
+from .compile import jit
 from .program import needed
 from .translate import Translated, translate
 
@@ -88,7 +88,7 @@ def check_translation(model: ModelProto, feeds: dict[str, np.ndarray],
         want = reference(model, feeds)
     except Exception as exc:
         raise InputError(f"onnxruntime cannot run the model: {first_line(exc)}") from None
-    got = jax.jit(translated.function())(translated.params, feeds)
+    got = jit(translated.function())(translated.params, feeds)
     parity = compare(want, got)
     if parity.failing:
         name = parity.failing[0]
@@ -107,7 +107,7 @@ def first_disagreement(model: ModelProto, translated: Translated,
     names = [n for step in steps for n in step.outputs if n]
     try:
         want = reference(model, feeds, names)
-        got = jax.jit(translated.function(names))(translated.params, feeds)
+        got = jit(translated.function(names))(translated.params, feeds)
     except Exception:
         return ""
     for step in steps:

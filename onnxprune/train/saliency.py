@@ -32,6 +32,7 @@ import numpy as np
 import onnx
 
 from ..errors import InputError
+from .compile import jit
 from .program import Edge, run
 from .translate import Translated
 
@@ -210,7 +211,7 @@ def mask_gradients(translated: Translated, batches: Iterable[Feeds], taps: list[
         return
     labeled = labeled_output(translated, _one(first[0], single), labels)
     loss = _sample_loss(translated, _masked(taps, units), seed, single, labeled)
-    grads = jax.jit(jax.vmap(jax.grad(loss), in_axes=(None, None, 0, 0, 0)))
+    grads = jit(jax.vmap(jax.grad(loss), in_axes=(None, None, 0, 0, 0)))
     ones = jnp.ones(units, jnp.float32)
     for feeds, index, label in chain([first], stream):
         yield np.asarray(grads(ones, translated.params, feeds, index, label), np.float64)
@@ -236,7 +237,7 @@ def edge_gradients(translated: Translated, batches: Iterable[Feeds],
         return jnp.sum(jax.vmap(loss, in_axes=(None, None, 0, 0, 0))(deltas, params, feeds,
                                                                      index, label))
 
-    grads = jax.jit(jax.grad(batch_loss))
+    grads = jit(jax.grad(batch_loss))
     zeros = {edge: jnp.zeros(shape, jnp.float32) for edge, shape in shapes.items()}
     total = {edge: np.zeros(shape, np.float64) for edge, shape in shapes.items()}
     for feeds, index, label in chain([first], stream) if first is not None else ():

@@ -14,6 +14,7 @@ import numpy as np
 import optax
 
 from . import losses
+from .compile import jit
 from .translate import Translated
 from .weights import Weights
 
@@ -55,7 +56,7 @@ def make_step(student: Translated, teacher: Translated, weights: Weights,
         value = value + losses.hidden(mine, theirs, objective.hidden)
         return value + losses.label_loss(mine[objective.outputs[0]], labels)
 
-    @jax.jit
+    @jit
     def step(trainable, state, frozen, teacher_params, feeds, labels, factor):
         value, grads = jax.value_and_grad(objective_of)(trainable, frozen, teacher_params,
                                                         feeds, labels)
@@ -78,7 +79,7 @@ def make_evaluator(student: Translated, weights: Weights, objective: Objective) 
     run_student = student.function(objective.outputs)
     frozen = {n: jnp.asarray(v) for n, v in weights.frozen.items()}
 
-    @jax.jit
+    @jit
     def terms(trainable, frozen, feeds, teacher_outputs):
         mine = run_student(student_params(trainable, weights.dtypes, frozen), feeds)
         return losses.output_terms(objective.loss, mine, teacher_outputs,
@@ -103,6 +104,6 @@ def validation_error(evaluate: Callable, trainable: Any, batches: list[tuple[dic
 def teacher_outputs(teacher: Translated, outputs: tuple[str, ...], feeds: list[dict]
                     ) -> list[dict]:
     """The teacher's outputs for each batch, as host arrays."""
-    run = jax.jit(teacher.function(outputs))
+    run = jit(teacher.function(outputs))
     return [{n: np.asarray(v) for n, v in run(teacher.params, batch).items()}
             for batch in feeds]
