@@ -187,3 +187,18 @@ def test_weight_without_gradient_runs_no_host_product(monkeypatch):
     def loss(x):
         return jnp.vdot(conv_grad.conv_host_grad(x, w, *spec[2:]), g)
     _close(jax.grad(loss)(x), _xla_grads(x, w, g, *spec[2:])[0])
+
+
+def test_auto_takes_xla_with_its_own_convolutions_else_the_host(monkeypatch):
+    from onnxprune.train.ops import conv
+    from onnxprune.train.registry import Node
+    node = Node("Conv", "c", {}, 17, jnp, {"conv_weight_grad": "auto"})
+    x = np.zeros((1, 2, 4, 4), np.float32)
+    monkeypatch.setattr(conv, "compiler_options", lambda: {"xla_cpu_option": ""})
+    assert conv.weight_gradient_path(node, x) == "xla"
+    monkeypatch.setattr(conv, "compiler_options", dict)
+    expected = "host" if jax.default_backend() == "cpu" else "xla"
+    assert conv.weight_gradient_path(node, x) == expected
+    assert conv.weight_gradient_path(node, x.astype(np.float64)) == "xla"
+    forced = Node("Conv", "c", {}, 17, jnp, {"conv_weight_grad": "host"})
+    assert conv.weight_gradient_path(forced, x) == "host"

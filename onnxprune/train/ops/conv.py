@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from ..compile import compiler_options
 from ..registry import register
 from .conv_grad import conv_host_grad
 
@@ -81,13 +82,15 @@ def depthwise_path(node: Node) -> str:
 
 def weight_gradient_path(node: Node, x: Array) -> str:
     """Where the weight gradient is computed, by the `conv_weight_grad` option: "host"
-    (numpy and BLAS, see `conv_grad`) or "xla"; "auto" (the default) takes the host
-    for float32 on the CPU backend (a callback's values pass through JAX's default
-    precision, which `jax.enable_x64` does not change in XLA's threads)."""
+    (numpy and BLAS, see `conv_grad`) or "xla". "auto" (the default) takes XLA's where
+    `compile.jit` gives XLA's own CPU convolutions (their weight gradient is fast),
+    else the host for float32 on the CPU backend, where XLA hands convolutions to
+    YNNPACK (a callback's values pass through JAX's default precision, which
+    `jax.enable_x64` does not change in XLA's threads)."""
     choice = node.options.get("conv_weight_grad", "auto")
     if choice == "auto":
         host = jax.default_backend() == "cpu" and x.dtype == jnp.float32
-        return "host" if host else "xla"
+        return "host" if host and not compiler_options() else "xla"
     return choice
 
 
