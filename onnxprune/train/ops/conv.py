@@ -6,8 +6,9 @@ slice of the padded input times that offset's per-channel weight (`shifted_sum`)
 On CPU XLA's weight gradient of a grouped convolution is slow, the shifted sum is not;
 `depthwise="auto"` (the default) takes the shifted sum on CPU and XLA's grouped
 convolution elsewhere (see `tools/bench_train_step.py` for the measured step times).
-Other convolutions keep XLA's forward pass; on CPU their weight gradient is computed
-on the host by BLAS (`conv_grad`, option `conv_weight_grad`).
+Other convolutions keep XLA's forward pass; their weight gradient is XLA's, or is
+computed on the host by BLAS where XLA's is slow (`conv_grad`, option
+`conv_weight_grad`).
 """
 
 from __future__ import annotations
